@@ -1,0 +1,158 @@
+"""Letterbox geometry shared by preprocessing, postprocessing, training and benchmarks.
+
+This module is the one place that owns the letterbox constants. The DALI pipeline
+(``model_repository/preprocess/1/dali.py``), the postprocessing model, the training data
+loader and the naive OpenCV baseline all import them from here, and the tests tie the
+model configs' ``[3, 640, 640]`` dims to :data:`INPUT_SIZE`.
+
+The geometry is ultralytics' ``LetterBox(auto=False, scaleup=True, center=True)``:
+scale to fit ``INPUT_SIZE`` keeping the aspect ratio, resize with bilinear interpolation,
+pad both sides with 114 (the extra pixel of an odd padding goes to the bottom/right).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+INPUT_SIZE: int = 640
+"""Side of the square detector input, in pixels."""
+
+PAD_VALUE: int = 114
+"""Grey level of the letterbox padding (all three channels), as ultralytics trains it."""
+
+PIXEL_SCALE: float = 1.0 / 255.0
+"""Factor from 8-bit pixel values to the detector's [0, 1] input range."""
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where an original frame lands inside the square detector input.
+
+    Attributes:
+        gain: Scale factor from original pixels to input pixels.
+        new_width: Width of the resized frame inside the input, in input pixels.
+        new_height: Height of the resized frame inside the input, in input pixels.
+        left: Padding left of the resized frame, in input pixels.
+        top: Padding above the resized frame, in input pixels.
+    """
+
+    gain: float
+    new_width: int
+    new_height: int
+    left: int
+    top: int
+
+
+def letterbox_params(height: int, width: int, size: int = INPUT_SIZE) -> Letterbox:
+    """Compute ultralytics' letterbox placement of a ``height`` x ``width`` frame.
+
+    Args:
+        height: Original frame height in pixels (> 0).
+        width: Original frame width in pixels (> 0).
+        size: Side of the square target in pixels.
+
+    Returns:
+        The gain, resized size and top/left padding.
+
+    Raises:
+        ValueError: If a dimension is not positive.
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"frame size must be positive, got {height}x{width}")
+    gain = min(size / height, size / width)
+    # floor(x + 0.5) rather than Python's round-half-to-even, so that the DALI pipeline
+    # (which has no banker's rounding) and this reference agree even on exact halves.
+    new_width, new_height = math.floor(width * gain + 0.5), math.floor(height * gain + 0.5)
+    # ultralytics rounds (pad / 2 - 0.1): the odd pixel goes to the bottom/right side.
+    return Letterbox(gain, new_width, new_height, (size - new_width) // 2, (size - new_height) // 2)
+
+
+def letterbox_image(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Letterbox one frame with OpenCV, as ultralytics' ``LetterBox`` does.
+
+    This is the reference the DALI pipeline is tested against, the naive client-side
+    baseline of the benchmarks, and the training-time transform.
+
+    Args:
+        image: Frame ``[H, W, 3]`` uint8, any channel order (kept as is).
+        size: Side of the square output in pixels.
+
+    Returns:
+        Letterboxed frame ``[size, size, 3]`` uint8, padded with :data:`PAD_VALUE`.
+    """
+    box = letterbox_params(image.shape[0], image.shape[1], size)
+    if (box.new_width, box.new_height) != (image.shape[1], image.shape[0]):
+        image = cv2.resize(image, (box.new_width, box.new_height), interpolation=cv2.INTER_LINEAR)
+    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    out[box.top : box.top + box.new_height, box.left : box.left + box.new_width] = image
+    return out
+
+
+def to_model_input(letterboxed: np.ndarray, dtype: np.dtype = np.float16) -> np.ndarray:
+    """Turn a letterboxed RGB frame into the detector's input layout.
+
+    Args:
+        letterboxed: Letterboxed frame ``[size, size, 3]`` uint8, RGB.
+        dtype: Output floating type (FP16 in production).
+
+    Returns:
+        ``[3, size, size]`` array in [0, 1].
+    """
+    return (letterboxed.transpose(2, 0, 1).astype(np.float32) * PIXEL_SCALE).astype(dtype)
+
+
+def scale_boxes_to_original(
+    boxes: torch.Tensor, original_sizes: torch.Tensor, size: int = INPUT_SIZE
+) -> torch.Tensor:
+    """Map xyxy boxes from letterboxed input pixels back to original pixels, clipped.
+
+    Works for one frame's boxes or for all boxes of a batch at once (each box carries
+    the size of its own frame), on whatever device the tensors live.
+
+    Args:
+        boxes: ``[N, 4]`` float xyxy boxes in input pixels.
+        original_sizes: ``[N, 2]`` (height, width) in original pixels of each box's frame,
+            or ``[2]`` for one frame.
+        size: Side of the square detector input in pixels.
+
+    Returns:
+        ``[N, 4]`` float32 xyxy boxes in original pixels, clipped to the frame.
+    """
+    sizes = original_sizes.to(device=boxes.device, dtype=torch.float32).reshape(-1, 2)
+    height, width = sizes[:, 0], sizes[:, 1]
+    gain = torch.minimum(size / height, size / width)
+    # The same integer placement as letterbox_params, computed on tensors.
+    left = torch.div(size - torch.floor(width * gain + 0.5), 2, rounding_mode="floor")
+    top = torch.div(size - torch.floor(height * gain + 0.5), 2, rounding_mode="floor")
+    out = boxes.to(torch.float32).clone()
+    out[:, 0::2] = ((out[:, 0::2] - left[:, None]) / gain[:, None]).clamp(min=0)
+    out[:, 1::2] = ((out[:, 1::2] - top[:, None]) / gain[:, None]).clamp(min=0)
+    out[:, 0::2] = torch.minimum(out[:, 0::2], width[:, None])
+    out[:, 1::2] = torch.minimum(out[:, 1::2], height[:, None])
+    return out
+
+
+def boxes_to_input(boxes: np.ndarray, height: int, width: int, size: int = INPUT_SIZE) -> np.ndarray:
+    """Map xyxy boxes from original pixels into letterboxed input pixels.
+
+    The forward of :func:`scale_boxes_to_original`; training uses it on ground truth.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes in original pixels.
+        height: Original frame height in pixels.
+        width: Original frame width in pixels.
+        size: Side of the square detector input in pixels.
+
+    Returns:
+        ``[N, 4]`` float32 xyxy boxes in input pixels.
+    """
+    box = letterbox_params(height, width, size)
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * box.gain
+    out[:, 0::2] += box.left
+    out[:, 1::2] += box.top
+    return out
