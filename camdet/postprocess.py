@@ -1,0 +1,224 @@
+"""YOLO head decoding, class-aware NMS and mapping back to original pixels.
+
+Everything here is plain torch on whatever device the inputs live, so the Triton
+``postprocess`` model runs it on the GPU in production and on the CPU in portable mode,
+and a whole batch goes through one ``torchvision.ops.batched_nms`` call.
+
+The head layout is ultralytics' YOLOv8/YOLO11 export: ``[B, 4 + nc, N]`` with rows
+cx, cy, w, h in letterboxed input pixels, then one score per class (already sigmoid).
+Semantics follow ultralytics' ``non_max_suppression`` with ``agnostic=False`` and
+``multi_label=False``: each anchor keeps its best class, scores must exceed the
+confidence threshold, NMS is per class, at most ``max_detections`` per frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import batched_nms
+
+from camdet.geometry import INPUT_SIZE, scale_boxes_to_original
+
+DEFAULT_CONFIDENCE: float = 0.25
+DEFAULT_IOU: float = 0.7
+DEFAULT_MAX_DETECTIONS: int = 300
+MAX_NMS_CANDIDATES: int = 30000
+"""Per-frame cap on boxes entering NMS (ultralytics' ``max_nms``), bounding NMS time."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Filtering settings of one frame.
+
+    Attributes:
+        confidence: Minimum class score, exclusive, in [0, 1).
+        iou: IoU above which a lower-scored box of the same class is suppressed, in (0, 1].
+        max_detections: Most detections kept for the frame (>= 0).
+    """
+
+    confidence: float = DEFAULT_CONFIDENCE
+    iou: float = DEFAULT_IOU
+    max_detections: int = DEFAULT_MAX_DETECTIONS
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence < 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1), got {self.confidence}")
+        if not 0.0 < self.iou <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou}")
+        if self.max_detections < 0:
+            raise ValueError(f"max_detections must be >= 0, got {self.max_detections}")
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Final detections of one frame.
+
+    Attributes:
+        boxes: ``[n, 4]`` float32 xyxy in original frame pixels, clipped to the frame.
+        scores: ``[n]`` float32 class scores, descending.
+        class_ids: ``[n]`` int64 class indices.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    class_ids: torch.Tensor
+
+
+def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """Convert center/size boxes to corner boxes.
+
+    Args:
+        boxes: ``[..., 4]`` (cx, cy, w, h).
+
+    Returns:
+        ``[..., 4]`` (x1, y1, x2, y2) in the same units.
+    """
+    center, half = boxes[..., :2], boxes[..., 2:] / 2
+    return torch.cat((center - half, center + half), dim=-1)
+
+
+def _candidates(
+    raw: torch.Tensor, confidence: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pick each anchor's best class and keep anchors above their frame's threshold.
+
+    Args:
+        raw: ``[B, 4 + nc, N]`` head output.
+        confidence: ``[B]`` float32 per-frame confidence thresholds.
+
+    Returns:
+        ``(frame_index [M], boxes [M, 4] xyxy input px float32, scores [M], class_ids [M])``.
+    """
+    pred = raw.transpose(1, 2)
+    scores, class_ids = pred[..., 4:].max(dim=-1)
+    keep = scores.float() > confidence[:, None]
+    frame_index, anchor = keep.nonzero(as_tuple=True)
+    scores = scores[frame_index, anchor].float()
+    if scores.numel() > MAX_NMS_CANDIDATES:
+        frame_index, anchor, scores = _cap_per_frame(frame_index, anchor, scores)
+    boxes = xywh_to_xyxy(pred[frame_index, anchor, :4].float())
+    return frame_index, boxes, scores, class_ids[frame_index, anchor]
+
+
+def _cap_per_frame(
+    frame_index: torch.Tensor, anchor: torch.Tensor, scores: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep each frame's ``MAX_NMS_CANDIDATES`` best-scored candidates."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(frame_index[order], stable=True)]
+    rank = _rank_within_frame(frame_index[order])
+    order = order[rank < MAX_NMS_CANDIDATES]
+    return frame_index[order], anchor[order], scores[order]
+
+
+def _rank_within_frame(sorted_frame_index: torch.Tensor) -> torch.Tensor:
+    """Position of each element inside its frame's run, for a frame-sorted index."""
+    n = sorted_frame_index.numel()
+    positions = torch.arange(n, device=sorted_frame_index.device)
+    is_start = torch.ones(n, dtype=torch.bool, device=sorted_frame_index.device)
+    is_start[1:] = sorted_frame_index[1:] != sorted_frame_index[:-1]
+    run_start = torch.cummax(torch.where(is_start, positions, 0), dim=0).values
+    return positions - run_start
+
+
+def _nms(
+    frame_index: torch.Tensor,
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    class_ids: torch.Tensor,
+    num_classes: int,
+    iou: torch.Tensor,
+) -> torch.Tensor:
+    """Class-aware NMS of a whole batch, one ``batched_nms`` call per distinct IoU.
+
+    Returns:
+        Indices of kept candidates, sorted by descending score.
+    """
+    groups = frame_index * num_classes + class_ids
+    candidate_iou = iou[frame_index]
+    kept = []
+    for value in torch.unique(iou).tolist():
+        members = (candidate_iou == value).nonzero(as_tuple=True)[0]
+        keep = batched_nms(boxes[members], scores[members], groups[members], value)
+        kept.append(members[keep])
+    keep = torch.cat(kept)
+    return keep[torch.argsort(scores[keep], descending=True, stable=True)]
+
+
+def postprocess(
+    raw: torch.Tensor,
+    original_sizes: torch.Tensor,
+    conf_threshold: float = DEFAULT_CONFIDENCE,
+    iou_threshold: float = DEFAULT_IOU,
+    max_detections: int = DEFAULT_MAX_DETECTIONS,
+    size: int = INPUT_SIZE,
+) -> list[Detections]:
+    """Turn a batch of YOLO head outputs into per-frame detections, one setting for all.
+
+    Args:
+        raw: ``[B, 4 + nc, N]`` head output (float16 or float32), boxes in input pixels.
+        original_sizes: ``[B, 2]`` integer (height, width) of each original frame, pixels.
+        conf_threshold: Minimum class score, exclusive.
+        iou_threshold: NMS IoU threshold.
+        max_detections: Most detections per frame.
+        size: Side of the square detector input in pixels.
+
+    Returns:
+        One :class:`Detections` per frame, on ``raw``'s device.
+    """
+    thresholds = Thresholds(conf_threshold, iou_threshold, max_detections)
+    return postprocess_batch(raw, original_sizes, [thresholds] * raw.shape[0], size)
+
+
+def postprocess_batch(
+    raw: torch.Tensor,
+    original_sizes: torch.Tensor,
+    thresholds: list[Thresholds],
+    size: int = INPUT_SIZE,
+) -> list[Detections]:
+    """Turn a batch of YOLO head outputs into per-frame detections in original pixels.
+
+    Args:
+        raw: ``[B, 4 + nc, N]`` head output (float16 or float32), boxes in input pixels.
+        original_sizes: ``[B, 2]`` integer (height, width) of each original frame, pixels.
+        thresholds: One setting per frame (requests in a batch may differ).
+        size: Side of the square detector input in pixels.
+
+    Returns:
+        One :class:`Detections` per frame, on ``raw``'s device.
+
+    Raises:
+        ValueError: If shapes disagree or the head has no class rows.
+    """
+    batch, rows, _ = raw.shape
+    if rows < 5:
+        raise ValueError(f"head output must have 4 + nc >= 5 rows, got {rows}")
+    if original_sizes.shape[0] != batch or len(thresholds) != batch:
+        raise ValueError(
+            f"batch of {batch} with {original_sizes.shape[0]} sizes and {len(thresholds)} thresholds"
+        )
+    device = raw.device
+    confidence = torch.tensor([t.confidence for t in thresholds], device=device)
+    iou = torch.tensor([t.iou for t in thresholds], device=device)
+    max_det = torch.tensor([t.max_detections for t in thresholds], device=device)
+
+    frame_index, boxes, scores, class_ids = _candidates(raw, confidence)
+    keep = _nms(frame_index, boxes, scores, class_ids, rows - 4, iou)
+    keep = keep[torch.argsort(frame_index[keep], stable=True)]
+    rank = _rank_within_frame(frame_index[keep])
+    keep = keep[rank < max_det[frame_index[keep]]]
+
+    frame_index = frame_index[keep]
+    sizes = original_sizes.to(device).reshape(batch, 2)[frame_index]
+    boxes = scale_boxes_to_original(boxes[keep], sizes, size)
+    counts = torch.bincount(frame_index, minlength=batch).tolist()
+    return [
+        Detections(b, s, c)
+        for b, s, c in zip(
+            boxes.split(counts),
+            scores[keep].split(counts),
+            class_ids[keep].split(counts),
+            strict=True,
+        )
+    ]
