@@ -1,0 +1,1 @@
+"""camdet: real-time object detection for many cameras, served by NVIDIA Triton."""

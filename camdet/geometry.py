@@ -1,9 +1,8 @@
 """Letterbox geometry shared by preprocessing, postprocessing, training and benchmarks.
 
-This module is the one place that owns the letterbox constants. The DALI pipeline
-(``model_repository/preprocess/1/dali.py``), the postprocessing model, the training data
-loader and the naive OpenCV baseline all import them from here, and the tests tie the
-model configs' ``[3, 640, 640]`` dims to :data:`INPUT_SIZE`.
+The constants come from :mod:`camdet.constants`; the DALI pipeline
+(``model_repository/preprocess/1/dali.py``) implements the same placement on the GPU and
+is tested against :func:`letterbox_image`.
 
 The geometry is ultralytics' ``LetterBox(auto=False, scaleup=True, center=True)``:
 scale to fit ``INPUT_SIZE`` keeping the aspect ratio, resize with bilinear interpolation,
@@ -19,14 +18,19 @@ import cv2
 import numpy as np
 import torch
 
-INPUT_SIZE: int = 640
-"""Side of the square detector input, in pixels."""
+from camdet.constants import INPUT_SIZE, PAD_VALUE, PIXEL_SCALE
 
-PAD_VALUE: int = 114
-"""Grey level of the letterbox padding (all three channels), as ultralytics trains it."""
-
-PIXEL_SCALE: float = 1.0 / 255.0
-"""Factor from 8-bit pixel values to the detector's [0, 1] input range."""
+__all__ = [
+    "INPUT_SIZE",
+    "PAD_VALUE",
+    "PIXEL_SCALE",
+    "Letterbox",
+    "boxes_to_input",
+    "letterbox_image",
+    "letterbox_params",
+    "scale_boxes_to_original",
+    "to_model_input",
+]
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,9 @@ def scale_boxes_to_original(
     return out
 
 
-def boxes_to_input(boxes: np.ndarray, height: int, width: int, size: int = INPUT_SIZE) -> np.ndarray:
+def boxes_to_input(
+    boxes: np.ndarray, height: int, width: int, size: int = INPUT_SIZE
+) -> np.ndarray:
     """Map xyxy boxes from original pixels into letterboxed input pixels.
 
     The forward of :func:`scale_boxes_to_original`; training uses it on ground truth.

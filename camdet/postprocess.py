@@ -196,7 +196,8 @@ def postprocess_batch(
         raise ValueError(f"head output must have 4 + nc >= 5 rows, got {rows}")
     if original_sizes.shape[0] != batch or len(thresholds) != batch:
         raise ValueError(
-            f"batch of {batch} with {original_sizes.shape[0]} sizes and {len(thresholds)} thresholds"
+            f"batch of {batch} with {original_sizes.shape[0]} sizes "
+            f"and {len(thresholds)} thresholds"
         )
     device = raw.device
     confidence = torch.tensor([t.confidence for t in thresholds], device=device)

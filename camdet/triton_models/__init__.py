@@ -1,0 +1,1 @@
+"""Python-backend model implementations; model.py files in the repositories are shims."""

@@ -1,0 +1,116 @@
+"""Structural checks of encoded camera frames, before any pixel is decoded.
+
+The DALI backend decodes a whole batch at once and fails every request of the batch when
+one sample is bad, so the ``validate`` model runs these checks first: a frame that is
+empty, not a JPEG/PNG, truncated, or whose header claims more pixels than allowed is
+refused with a clear error for its own request only. Only headers and trailers are read
+(microseconds per frame); pixel data is never touched here.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+JPEG_SOI = b"\xff\xd8"
+JPEG_EOI = b"\xff\xd9"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"IEND\xaeB`\x82"
+# Start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
+# Encoders and cameras may pad after the end marker; look for it this far from the end.
+_TRAILER_SLACK = 64
+
+
+class ImageCheckError(ValueError):
+    """An encoded frame that must not be decoded; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header of an encoded frame says.
+
+    Attributes:
+        format: ``"jpeg"`` or ``"png"``.
+        height: Frame height in pixels.
+        width: Frame width in pixels.
+    """
+
+    format: str
+    height: int
+    width: int
+
+
+def check_encoded_image(data: bytes, max_pixels: int, max_side: int) -> ImageInfo:
+    """Check that ``data`` is a complete JPEG or PNG of acceptable dimensions.
+
+    Args:
+        data: The encoded frame.
+        max_pixels: Largest accepted ``height * width``.
+        max_side: Largest accepted height or width, in pixels.
+
+    Returns:
+        The format and dimensions from the header.
+
+    Raises:
+        ImageCheckError: If the frame is empty, of another format, truncated, has a
+            broken header, or claims dimensions outside the limits.
+    """
+    if not data:
+        raise ImageCheckError("empty image: the request carried 0 bytes")
+    if data.startswith(JPEG_SOI):
+        info = _jpeg_info(data)
+    elif data.startswith(PNG_SIGNATURE):
+        info = _png_info(data)
+    else:
+        raise ImageCheckError(
+            f"not a JPEG or PNG image (first bytes {data[:4].hex()}, {len(data)} bytes)"
+        )
+    if info.height <= 0 or info.width <= 0:
+        raise ImageCheckError(f"corrupt {info.format} header: size {info.width}x{info.height}")
+    if max(info.height, info.width) > max_side or info.height * info.width > max_pixels:
+        raise ImageCheckError(
+            f"image too large: header claims {info.width}x{info.height} pixels, limits are "
+            f"{max_side} per side and {max_pixels} in all"
+        )
+    return info
+
+
+def _jpeg_info(data: bytes) -> ImageInfo:
+    """Walk the JPEG marker segments up to the start-of-frame and check the trailer."""
+    if JPEG_EOI not in data[-_TRAILER_SLACK:]:
+        raise ImageCheckError(f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")
+    pos = len(JPEG_SOI)
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise ImageCheckError(f"corrupt JPEG: expected a marker at byte {pos}")
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return ImageInfo("jpeg", height, width)
+        if marker in (0xDA, 0xD9):  # scan data or end before any frame header
+            break
+        pos += 2 + length
+    raise ImageCheckError("corrupt JPEG: no frame header (SOF) before the image data")
+
+
+def _png_info(data: bytes) -> ImageInfo:
+    """Read the IHDR chunk and check that the IEND chunk closes the file."""
+    if PNG_IEND not in data[-_TRAILER_SLACK:]:
+        raise ImageCheckError(f"truncated PNG: no IEND chunk ({len(data)} bytes)")
+    header = data[len(PNG_SIGNATURE) : len(PNG_SIGNATURE) + 16]
+    if len(header) < 16 or header[4:8] != b"IHDR":
+        raise ImageCheckError("corrupt PNG: the first chunk is not IHDR")
+    width, height = struct.unpack(">II", header[8:16])
+    return ImageInfo("png", height, width)

@@ -1,0 +1,119 @@
+"""Reading, checking and writing Triton model repositories (``config.pbtxt`` files).
+
+Every config is parsed into ``tritonclient.grpc.model_config_pb2.ModelConfig`` with
+``google.protobuf.text_format``, so a typo fails here rather than in the server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+PRODUCTION_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+"""The production repository of a source checkout (editable install)."""
+
+ENSEMBLE = "detect"
+"""Name of the ensemble clients call."""
+
+
+def read_config(path: Path) -> mc.ModelConfig:
+    """Parse one ``config.pbtxt``.
+
+    Raises:
+        text_format.ParseError: If the text is not a valid ModelConfig.
+    """
+    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def write_config(config: mc.ModelConfig, path: Path) -> None:
+    """Write a ModelConfig as ``config.pbtxt`` text."""
+    Path(path).write_text(text_format.MessageToString(config))
+
+
+def read_repository(root: Path) -> dict[str, mc.ModelConfig]:
+    """Parse every model of a repository, keyed by folder name."""
+    return {p.parent.name: read_config(p) for p in sorted(Path(root).glob("*/config.pbtxt"))}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The contract of one tensor: what a client or step model must agree on."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+
+def contract(config: mc.ModelConfig) -> dict[str, object]:
+    """The externally visible contract of a model: tensors and batching limit."""
+
+    def specs(tensors) -> tuple[TensorSpec, ...]:
+        return tuple(
+            TensorSpec(t.name, mc.DataType.Name(t.data_type), tuple(t.dims)) for t in tensors
+        )
+
+    return {
+        "max_batch_size": config.max_batch_size,
+        "inputs": specs(config.input),
+        "outputs": specs(config.output),
+    }
+
+
+def ensemble_problems(configs: dict[str, mc.ModelConfig], name: str = ENSEMBLE) -> list[str]:
+    """Cross-check an ensemble's input/output maps against its step models.
+
+    Returns:
+        One sentence per inconsistency (empty when consistent): unknown step models,
+        unknown step tensors, intermediates consumed before being produced, ensemble
+        outputs nobody produces, mismatched dtypes between producer and consumer.
+    """
+    ensemble = configs[name]
+    dtypes = {t.name: t.data_type for t in ensemble.input}
+    problems: list[str] = []
+    for step in ensemble.ensemble_scheduling.step:
+        model = configs.get(step.model_name)
+        if model is None:
+            problems.append(f"step model {step.model_name!r} is not in the repository")
+        else:
+            problems += _step_problems(step, model, dtypes)
+    for out in ensemble.output:
+        if out.name not in dtypes:
+            problems.append(f"ensemble output {out.name!r} is produced by no step")
+        elif dtypes[out.name] != out.data_type:
+            problems.append(
+                f"ensemble output {out.name!r} is {_dtype(out.data_type)}, "
+                f"its step gives {_dtype(dtypes[out.name])}"
+            )
+    return problems
+
+
+def _step_problems(
+    step: mc.ModelEnsembling.Step, model: mc.ModelConfig, dtypes: dict[str, int]
+) -> list[str]:
+    """Check one ensemble step; record the dtypes of the tensors it produces."""
+    inputs = {t.name: t.data_type for t in model.input}
+    outputs = {t.name: t.data_type for t in model.output}
+    problems = []
+    for key, value in step.input_map.items():
+        if key not in inputs:
+            problems.append(f"{step.model_name} has no input {key!r}")
+        elif value not in dtypes:
+            problems.append(f"{step.model_name}.{key} reads {value!r} before anything produces it")
+        elif dtypes[value] != inputs[key]:
+            problems.append(
+                f"{step.model_name}.{key} expects {_dtype(inputs[key])}, "
+                f"{value!r} is {_dtype(dtypes[value])}"
+            )
+    for key, value in step.output_map.items():
+        if key not in outputs:
+            problems.append(f"{step.model_name} has no output {key!r}")
+        else:
+            dtypes[value] = outputs[key]
+    return problems
+
+
+def _dtype(value: int) -> str:
+    return mc.DataType.Name(value)

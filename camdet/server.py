@@ -1,0 +1,303 @@
+"""Start and stop a real ``tritonserver``: the NGC container's, or the portable one.
+
+In the NGC container ``tritonserver`` is on PATH and serves the production repository
+with its DALI, TensorRT and Python backends. Elsewhere the Triton 2.51 binary shipped in
+the ``nvidia-pytriton`` wheel serves the portable repository (Python backend only),
+with a backend folder assembled here for the running Python version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+CONTAINER_BINARY = "tritonserver"
+# Room for a batch of 64 FP16 640x640 frames in the Python backend's shared memory.
+_PYTHON_BACKEND_SHM = "python,shm-default-byte-size=67108864,shm-growth-byte-size=67108864"
+
+
+class ServerError(RuntimeError):
+    """The server could not be started, died, or did not become ready."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Ports the server listens on (loopback and all interfaces)."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three ports that were free a moment ago (bind port 0)."""
+        return cls(*(_free_port() for _ in range(3)))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run one server: argv and the extra environment."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    portable: bool = True
+
+
+def has_cuda_gpu() -> bool:
+    """Whether torch sees a CUDA device (decides GPU or CPU instance groups)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def container_binary() -> str | None:
+    """Path of the container's ``tritonserver`` if it is on PATH."""
+    return shutil.which(CONTAINER_BINARY)
+
+
+def pytriton_root() -> Path:
+    """The ``pytriton`` package folder holding the bundled Triton server."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise ServerError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0")
+    return Path(spec.origin).parent
+
+
+def portable_backend_dir(root: Path, python: tuple[int, int] = sys.version_info[:2]) -> Path:
+    """Assemble ``<root>/backends/python`` for this Python: library, utils and stub.
+
+    The wheel ships one Python-backend stub per Python version; Triton expects the stub
+    beside ``libtriton_python.so`` in one folder.
+    """
+    server = pytriton_root() / "tritonserver"
+    backend = root / "backends" / "python"
+    backend.mkdir(parents=True, exist_ok=True)
+    stub = (
+        server / "python_backend_stubs" / f"{python[0]}.{python[1]}" / "triton_python_backend_stub"
+    )
+    if not stub.exists():
+        raise ServerError(
+            f"no Python backend stub for Python {python[0]}.{python[1]} in {stub.parent.parent}"
+        )
+    sources = [
+        server / "backends" / "python" / "libtriton_python.so",
+        server / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ]
+    for source in sources:
+        link = backend / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return backend.parent
+
+
+def portable_launch(repository: Path, ports: Ports, workdir: Path, verbose: bool = False) -> Launch:
+    """The command line and environment of the portable server."""
+    root = pytriton_root()
+    libs = root.parent / "nvidia_pytriton.libs"
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            filter(None, [str(libs), os.environ.get("LD_LIBRARY_PATH")])
+        ),
+        # The stub's embedded interpreter finds its packages (camdet included) through the
+        # first python3 on PATH: put this interpreter's virtualenv there.
+        "PATH": os.pathsep.join(
+            filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])
+        ),
+    }
+    argv = [
+        str(root / "tritonserver" / "bin" / "tritonserver"),
+        f"--backend-directory={portable_backend_dir(workdir)}",
+        f"--cache-directory={root / 'tritonserver' / 'caches'}",
+        *_common_args(repository, ports, verbose),
+    ]
+    return Launch(argv, env, portable=True)
+
+
+def container_launch(binary: str, repository: Path, ports: Ports, verbose: bool = False) -> Launch:
+    """The command line of the container's own server (all backends)."""
+    return Launch([binary, *_common_args(repository, ports, verbose)], {}, portable=False)
+
+
+def _common_args(repository: Path, ports: Ports, verbose: bool) -> list[str]:
+    return [
+        f"--model-repository={repository}",
+        f"--http-port={ports.http}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-port={ports.metrics}",
+        "--exit-on-error=true",
+        "--disable-auto-complete-config",
+        f"--backend-config={_PYTHON_BACKEND_SHM}",
+        f"--log-verbose={1 if verbose else 0}",
+    ]
+
+
+def _answers_200(url: str) -> bool:
+    """Whether a GET of ``url`` (loopback) answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+class TritonServer:
+    """A running ``tritonserver`` process, readiness-checked.
+
+    Use as a context manager; the process is stopped and reaped on exit.
+    """
+
+    def __init__(self, launch: Launch, ports: Ports, log_path: Path | None = None) -> None:
+        self.launch = launch
+        self.ports = ports
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint on loopback."""
+        return f"localhost:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint on loopback."""
+        return f"localhost:{self.ports.http}"
+
+    def start(self, timeout_s: float = 180.0) -> TritonServer:
+        """Start the process and wait until ``/v2/health/ready`` answers 200.
+
+        Raises:
+            ServerError: If the process exits or is not ready within ``timeout_s``.
+        """
+        env = {**os.environ, **self.launch.env}
+        logger.info("starting %s", " ".join(self.launch.argv))
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.launch.argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(
+                    f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if _answers_200(url):
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the server's log."""
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def is_running(self) -> bool:
+        """Whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Ask the server to shut down (SIGINT), kill it if it lingers, and reap it.
+
+        Returns:
+            The exit code, or None if it was never started.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Kill the server and its backend stubs at once (tests of server loss)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        return self if self.is_running() else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def serve(
+    production_repository: Path,
+    ports: Ports | None = None,
+    portable: bool | None = None,
+    verbose: bool = False,
+    workdir: Path | None = None,
+    timeout_s: float = 180.0,
+) -> Iterator[TritonServer]:
+    """Serve the ensemble: the container's server if present, else the portable one.
+
+    Args:
+        production_repository: The production ``model_repository``.
+        ports: Ports to listen on (default 8000/8001/8002).
+        portable: Force portable (True) or container (False) mode; None picks.
+        verbose: Triton verbose logging (shows each step's tensor devices).
+        workdir: Where to put the portable repository and backend folder (temp if None).
+        timeout_s: Readiness deadline.
+
+    Yields:
+        The ready server; it is stopped when the block exits.
+    """
+    from camdet.portable import generate_portable_repository
+
+    ports = ports or Ports()
+    binary = container_binary()
+    use_portable = binary is None if portable is None else portable
+    with tempfile.TemporaryDirectory(prefix="camdet-") as tmp:
+        root = Path(workdir or tmp)
+        if use_portable:
+            repository = generate_portable_repository(
+                production_repository, root / "portable_repository", gpu=has_cuda_gpu()
+            )
+            launch = portable_launch(repository, ports, root, verbose)
+        else:
+            if binary is None:
+                raise ServerError(
+                    "no tritonserver on PATH: run inside the NGC container or use portable mode"
+                )
+            launch = container_launch(binary, production_repository, ports, verbose)
+        with TritonServer(launch, ports, root / "tritonserver.log").start(timeout_s) as server:
+            yield server

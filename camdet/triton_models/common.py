@@ -1,0 +1,63 @@
+"""Helpers shared by the Python-backend models (run inside Triton's Python backend stub).
+
+The config (``args["model_config"]``) is the only source of tensor names, dtypes and
+parameters; these helpers read it so the models never re-type a contract.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+def load_config(args: dict[str, str]) -> dict[str, Any]:
+    """Parse the model config JSON handed to ``initialize``."""
+    return json.loads(args["model_config"])
+
+
+def parameter(config: dict[str, Any], key: str, default: str | None = None) -> str:
+    """Read a string parameter of the config.
+
+    Raises:
+        KeyError: If the parameter is missing and no default is given.
+    """
+    params = config.get("parameters", {})
+    if key in params:
+        return params[key]["string_value"]
+    if default is None:
+        raise KeyError(f"config parameter {key!r} is required")
+    return default
+
+
+def output_dtype(config: dict[str, Any], name: str) -> np.dtype:
+    """Numpy dtype of an output, as the config declares it."""
+    out = pb_utils.get_output_config_by_name(config, name)
+    if out is None:
+        raise KeyError(f"config has no output {name!r}")
+    return np.dtype(pb_utils.triton_string_to_numpy(out["data_type"]))
+
+
+def tensor_names(config: dict[str, Any], kind: str) -> list[str]:
+    """Names of the config's ``"input"`` or ``"output"`` tensors, in config order."""
+    return [t["name"] for t in config[kind]]
+
+
+def error_response(message: str) -> pb_utils.InferenceResponse:
+    """A response that fails its own request with ``message`` (others are unaffected)."""
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
+
+def request_parameters(request: pb_utils.InferenceRequest) -> dict[str, Any]:
+    """The request's parameters (``parameters=`` of tritonclient's ``infer``) as a dict."""
+    raw = request.parameters()
+    return json.loads(raw) if raw else {}
+
+
+def instance_device(args: dict[str, str]) -> int | None:
+    """CUDA device id of this instance, or None for a CPU instance."""
+    if args.get("model_instance_kind") == "GPU":
+        return int(args["model_instance_device_id"])
+    return None

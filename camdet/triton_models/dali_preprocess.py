@@ -1,0 +1,121 @@
+"""Portable ``preprocess``: the production ``1/dali.py`` pipeline run through DALI's Python API.
+
+The DALI backend fails a whole batch when one sample fails; here a failed batch is retried
+frame by frame so that only the bad frames' requests fail (the pipeline is rebuilt after
+each failure, since DALI invalidates a pipeline that raised).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from camdet.triton_models.common import (
+    error_response,
+    instance_device,
+    load_config,
+    parameter,
+    tensor_names,
+)
+
+
+def load_pipeline_module(path: Path) -> ModuleType:
+    """Import the model's ``dali.py`` from its version folder."""
+    spec = importlib.util.spec_from_file_location(f"camdet_dali_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import DALI pipeline from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TritonPythonModel:
+    """Decode + letterbox a batch of encoded frames with the production DALI pipeline."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Build the pipeline once, on this instance's GPU or on the CPU."""
+        config = load_config(args)
+        (self.input_name,) = tensor_names(config, "input")
+        self.output_names = tensor_names(config, "output")
+        self.max_batch_size = int(config["max_batch_size"])
+        self.num_threads = int(parameter(config, "num_threads", str(os.cpu_count() or 1)))
+        self.device_id = instance_device(args)
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.module = load_pipeline_module(version_dir / "dali.py")
+        self.pipe = self._build()
+        where = "cpu" if self.device_id is None else f"cuda:{self.device_id}"
+        pb_utils.Logger.log_info(f"preprocess: DALI pipeline on {where}")
+
+    def _build(self):
+        pipe = self.module.preprocess(
+            batch_size=self.max_batch_size,
+            num_threads=self.num_threads,
+            device_id=self.device_id,
+            decode_device="mixed" if self.device_id is not None else "cpu",
+            prefetch_queue_depth=1,
+        )
+        pipe.build()
+        return pipe
+
+    def execute(self, requests: list) -> list:
+        """Run all requests as one DALI batch; on failure, isolate the bad frames."""
+        frames = [
+            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
+        ]
+        try:
+            outputs = self._run([row for f in frames for row in f])
+        except RuntimeError:
+            self.pipe = self._build()
+            return [self._run_alone(f) for f in frames]
+        sizes = np.cumsum([len(f) for f in frames])[:-1]
+        return [
+            pb_utils.InferenceResponse(self._tensors(parts))
+            for parts in zip(*(self._split(o, sizes) for o in outputs), strict=True)
+        ]
+
+    def _run_alone(self, frames: np.ndarray) -> pb_utils.InferenceResponse:
+        try:
+            outputs = self._run(list(frames))
+        except RuntimeError as exc:
+            self.pipe = self._build()
+            return error_response(f"cannot decode image: {_first_line(exc)}")
+        return pb_utils.InferenceResponse(self._tensors(outputs))
+
+    def _run(self, samples: list[np.ndarray]) -> list:
+        """Feed ``samples`` (1-D uint8 encoded frames) and return one array per output."""
+        self.pipe.feed_input(self.input_name, samples)
+        outputs = self.pipe.run()
+        return [self._materialize(o.as_tensor()) for o in outputs]
+
+    def _materialize(self, tensor):
+        # DALI reuses its output buffers on the next run: copy out before returning.
+        if hasattr(tensor, "__dlpack_device__") and tensor.__dlpack_device__()[0] == 2:
+            return torch.from_dlpack(tensor).clone()
+        return np.array(tensor)
+
+    @staticmethod
+    def _split(batch, sizes: np.ndarray) -> list:
+        if isinstance(batch, torch.Tensor):
+            return list(torch.tensor_split(batch, sizes.tolist()))
+        return np.split(batch, sizes)
+
+    def _tensors(self, arrays: list) -> list:
+        return [
+            pb_utils.Tensor.from_dlpack(name, a)
+            if isinstance(a, torch.Tensor)
+            else pb_utils.Tensor(name, a)
+            for name, a in zip(self.output_names, arrays, strict=True)
+        ]
+
+
+def _first_line(exc: Exception) -> str:
+    """The informative part of a DALI error (its first non-boilerplate lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Critical error", "Current pipeline"))]
+    return " ".join(useful[-3:]) if useful else str(exc)
