@@ -142,7 +142,7 @@ def _nms(
         members = (candidate_iou == value).nonzero(as_tuple=True)[0]
         keep = batched_nms(boxes[members], scores[members], groups[members], value)
         kept.append(members[keep])
-    keep = torch.cat(kept)
+    keep = torch.cat(kept) if kept else frame_index.new_zeros(0)
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 

@@ -1,0 +1,162 @@
+"""The ``camdet`` command line: serve the ensemble, send frames to it, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from camdet.repository import PRODUCTION_REPOSITORY
+
+app = typer.Typer(
+    help=(
+        "Real-time object detection for many cameras on NVIDIA Triton.\n\n"
+        "Start with `camdet demo`; serve with `camdet serve`; send images with `camdet infer`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+RepositoryOption = Annotated[
+    Path,
+    typer.Option(
+        "--repository",
+        envvar="CAMDET_MODEL_REPOSITORY",
+        help="Production model repository (the portable one is derived from it).",
+    ),
+]
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="CAMDET_URL", help="Server gRPC endpoint host:port.")
+]
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+@app.command()
+def serve(
+    repository: RepositoryOption = PRODUCTION_REPOSITORY,
+    http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    portable: Annotated[
+        bool | None,
+        typer.Option(
+            "--portable/--container",
+            help="Force the portable server (pip-installed, Python backend) or the container's "
+            "tritonserver (DALI + TensorRT). Default: the container's if on PATH.",
+        ),
+    ] = None,
+    log_verbose: Annotated[
+        bool, typer.Option(help="Triton verbose log (tensor devices of each step).")
+    ] = False,
+) -> None:
+    """Serve the detection ensemble until Ctrl-C (or SIGTERM)."""
+    from camdet.server import Ports, serve as start
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with start(repository, Ports(http_port, grpc_port, metrics_port), portable, log_verbose) as server:
+        mode = "portable" if server.launch.portable else "container"
+        console.print(f"[green]tritonserver ready[/] ({mode}), ensemble [bold]detect[/]")
+        console.print(f"  gRPC    localhost:{grpc_port}\n  HTTP    localhost:{http_port}")
+        console.print(f"  metrics http://localhost:{metrics_port}/metrics\nCtrl-C to stop.")
+        while not stop.wait(0.5):
+            if not server.is_running():
+                console.print(f"[red]tritonserver exited[/]\n{server.log_tail()}")
+                raise typer.Exit(1)
+        console.print("stopping ...")
+    console.print("stopped.")
+
+
+@app.command()
+def infer(
+    images: Annotated[list[Path], typer.Argument(help="JPEG or PNG files.", exists=True)],
+    url: UrlOption = "localhost:8001",
+    confidence: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
+    iou: Annotated[float | None, typer.Option(help="NMS IoU threshold.")] = None,
+    max_detections: Annotated[int | None, typer.Option(help="Max detections per image.")] = None,
+) -> None:
+    """Send image files through the ensemble over gRPC and print JSON detections.
+
+    One JSON object per line: the file, and its detections (xyxy boxes in the image's
+    own pixels, score, class id, label) or the server's error for that file.
+    """
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from camdet.client.detect import detect, threshold_parameters
+
+    params = threshold_parameters(confidence, iou, max_detections)
+    failed = 0
+    with grpcclient.InferenceServerClient(url) as client:
+        for path in images:
+            try:
+                found = detect(client, path.read_bytes(), params)
+                record = {"image": str(path), "detections": [d.as_dict() for d in found]}
+            except InferenceServerException as exc:
+                failed += 1
+                record = {"image": str(path), "error": exc.message()}
+            typer.echo(json.dumps(record))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    cameras: Annotated[int, typer.Option(help="Number of synthetic cameras.")] = 4,
+    frames: Annotated[int, typer.Option(help="Frames per camera.")] = 30,
+    width: Annotated[int, typer.Option(help="Frame width, pixels.")] = 1280,
+    height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 720,
+    seed: Annotated[int, typer.Option(help="Scene seed of the first camera.")] = 0,
+    repository: RepositoryOption = PRODUCTION_REPOSITORY,
+) -> None:
+    """Start the portable server, stream synthetic cameras through it, print detections.
+
+    Every camera renders moving objects with exact ground truth, sends JPEG frames over
+    gRPC (one request per frame, batched by the server across cameras), and the table
+    shows frame rates, latency and how the detections match the truth.
+    """
+    from camdet.demo import run_demo
+    from camdet.server import Ports, serve as start
+
+    with console.status("starting the portable tritonserver ..."):
+        server_cm = start(repository, Ports.free(), portable=True)
+        server = server_cm.__enter__()
+    try:
+        console.print(f"[green]tritonserver ready[/] on {server.grpc_url} (portable)")
+        run_demo(server.grpc_url, cameras, frames, width, height, seed, console)
+    finally:
+        with console.status("stopping the server ..."):
+            server_cm.__exit__(None, None, None)
+    console.print("server stopped.")
+
+
+def _register_subcommands() -> None:
+    """Mount the sub-apps that live beside their libraries."""
+    from camdet.scenes_cli import app as scenes_app
+
+    app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
+
+
+if os.environ.get("CAMDET_CLI_MINIMAL") != "1":
+    try:
+        _register_subcommands()
+    except ImportError as exc:  # a sub-app whose module is not there yet
+        logging.getLogger(__name__).debug("sub-app unavailable: %s", exc)

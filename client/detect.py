@@ -1,0 +1,112 @@
+"""Request/response mapping of the ``detect`` ensemble, shared by every client.
+
+The ensemble takes one encoded frame per request (``encoded_image``, UINT8 ``[1, bytes]``)
+and answers that frame's detections. Per-request thresholds travel as request parameters
+(``confidence_threshold``, ``iou_threshold``, ``max_detections``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+ENSEMBLE = "detect"
+INPUT = "encoded_image"
+OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections")
+DEFAULT_URL = os.environ.get("CAMDET_URL", "localhost:8001")
+"""gRPC endpoint of the server; ``CAMDET_URL`` overrides ``localhost:8001``."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected object.
+
+    Attributes:
+        box: (x1, y1, x2, y2) in original frame pixels.
+        score: Class score in [0, 1].
+        class_id: Class index.
+        label: Class name from the server's labels file.
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    class_id: int
+    label: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (box rounded to 0.1 px, score to 1e-4)."""
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "score": round(self.score, 4),
+            "class_id": self.class_id,
+            "label": self.label,
+        }
+
+
+def frame_input(encoded: bytes) -> list[grpcclient.InferInput]:
+    """The ensemble inputs for one encoded frame (JPEG or PNG bytes)."""
+    data = np.frombuffer(encoded, dtype=np.uint8)[None]
+    tensor = grpcclient.InferInput(INPUT, list(data.shape), "UINT8")
+    tensor.set_data_from_numpy(data)
+    return [tensor]
+
+
+def requested_outputs() -> list[grpcclient.InferRequestedOutput]:
+    """All ensemble outputs."""
+    return [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+
+
+def threshold_parameters(
+    confidence: float | None = None, iou: float | None = None, max_detections: int | None = None
+) -> dict[str, float | int]:
+    """Request parameters overriding the server's default thresholds (None keeps them)."""
+    params = {
+        "confidence_threshold": confidence,
+        "iou_threshold": iou,
+        "max_detections": max_detections,
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def parse_result(result: grpcclient.InferResult) -> list[Detection]:
+    """Detections of the (single) frame of a response."""
+    count = int(result.as_numpy("num_detections").reshape(-1)[0])
+    boxes = result.as_numpy("boxes").reshape(-1, 4)[:count]
+    scores = result.as_numpy("scores").reshape(-1)[:count]
+    class_ids = result.as_numpy("class_ids").reshape(-1)[:count]
+    labels = result.as_numpy("labels").reshape(-1)[:count]
+    return [
+        Detection(
+            tuple(map(float, b)),
+            float(s),
+            int(c),
+            lbl.decode() if isinstance(lbl, bytes) else str(lbl),
+        )
+        for b, s, c, lbl in zip(boxes, scores, class_ids, labels, strict=True)
+    ]
+
+
+def detect(
+    client: grpcclient.InferenceServerClient,
+    encoded: bytes,
+    parameters: dict[str, float | int] | None = None,
+    timeout_s: float | None = None,
+) -> list[Detection]:
+    """Send one encoded frame through the ensemble and return its detections.
+
+    Raises:
+        tritonclient.utils.InferenceServerException: With the server's error text, e.g.
+            for an invalid image.
+    """
+    result = client.infer(
+        ENSEMBLE,
+        frame_input(encoded),
+        outputs=requested_outputs(),
+        parameters=parameters or None,
+        client_timeout=timeout_s,
+    )
+    return parse_result(result)

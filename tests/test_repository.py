@@ -1,0 +1,108 @@
+"""Every config parses, the ensemble is consistent, and the portable contract is the production one."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from camdet import postprocess as pp
+from camdet.geometry import INPUT_SIZE
+from camdet.portable import generate_portable_repository
+from camdet.repository import ENSEMBLE, contract, ensemble_problems, read_config, read_repository
+
+MODELS = {"validate", "preprocess", "detector", "postprocess", ENSEMBLE}
+
+
+@pytest.fixture(scope="module")
+def production(repository: Path) -> dict[str, mc.ModelConfig]:
+    return read_repository(repository)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["cpu", "gpu"])
+def portable(repository: Path, tmp_path_factory: pytest.TempPathFactory, request) -> dict[str, mc.ModelConfig]:  # noqa: ANN001
+    out = tmp_path_factory.mktemp("portable") / "repo"
+    return read_repository(generate_portable_repository(repository, out, gpu=request.param))
+
+
+def test_every_config_parses_with_its_folder_name(repository: Path) -> None:
+    configs = {p.parent.name: read_config(p) for p in repository.glob("*/config.pbtxt")}
+    assert set(configs) == MODELS
+    for folder, config in configs.items():
+        assert config.name == folder
+
+
+def test_production_runtimes(production: dict[str, mc.ModelConfig]) -> None:
+    assert production["preprocess"].backend == "dali"
+    assert production["detector"].platform == "tensorrt_plan"
+    assert production["postprocess"].backend == "python"
+    assert production["postprocess"].parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value == "no"
+    assert production[ENSEMBLE].platform == "ensemble"
+
+
+def test_ensemble_maps_are_consistent(production: dict[str, mc.ModelConfig]) -> None:
+    assert ensemble_problems(production) == []
+
+
+def test_inconsistent_ensemble_is_reported(production: dict[str, mc.ModelConfig]) -> None:
+    broken = {k: mc.ModelConfig.FromString(v.SerializeToString()) for k, v in production.items()}
+    step = broken[ENSEMBLE].ensemble_scheduling.step[2]
+    step.input_map["images"] = "no_such_tensor"
+    assert ensemble_problems(broken) == [
+        "detector.images reads 'no_such_tensor' before anything produces it"
+    ]
+
+
+def test_portable_contracts_equal_production(production, portable) -> None:  # noqa: ANN001
+    assert set(portable) == set(production)
+    for name in production:
+        assert contract(portable[name]) == contract(production[name]), name
+    assert ensemble_problems(portable) == []
+    assert portable["preprocess"].backend == portable["detector"].backend == "python"
+
+
+def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
+    out = generate_portable_repository(repository, tmp_path / "repo", gpu=False)
+    assert (out / "preprocess/1/dali.py").read_text() == (repository / "preprocess/1/dali.py").read_text()
+    assert "camdet.triton_models.dali_preprocess" in (out / "preprocess/1/model.py").read_text()
+    assert "camdet.triton_models.onnx_detector" in (out / "detector/1/model.py").read_text()
+    assert (out / "detector/1/model.onnx").read_bytes() == (repository / "detector/1/model.onnx").read_bytes()
+    kinds = {g.kind for c in read_repository(out).values() for g in c.instance_group}
+    assert kinds <= {mc.ModelInstanceGroup.KIND_CPU}
+
+
+def test_letterbox_constant_matches_configs(production: dict[str, mc.ModelConfig]) -> None:
+    image = [o for o in production["preprocess"].output if o.name == "preprocessed_image"][0]
+    assert list(image.dims) == [3, INPUT_SIZE, INPUT_SIZE]
+    assert list(production["detector"].input[0].dims) == [3, INPUT_SIZE, INPUT_SIZE]
+
+
+def test_dali_pipeline_batch_size_matches_config(repository: Path, production) -> None:  # noqa: ANN001
+    spec = importlib.util.spec_from_file_location("dali_pipeline", repository / "preprocess/1/dali.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.MAX_BATCH_SIZE == production["preprocess"].max_batch_size
+
+
+def test_postprocess_defaults_match_library(production: dict[str, mc.ModelConfig]) -> None:
+    params = production["postprocess"].parameters
+    assert float(params["confidence_threshold"].string_value) == pp.DEFAULT_CONFIDENCE
+    assert float(params["iou_threshold"].string_value) == pp.DEFAULT_IOU
+    assert int(params["max_detections"].string_value) == pp.DEFAULT_MAX_DETECTIONS
+
+
+def test_labels_match_detector_head_and_scenes(repository: Path, production) -> None:  # noqa: ANN001
+    from camdet.scenes import CLASSES
+
+    labels = (repository / "postprocess/labels.txt").read_text().split()
+    assert tuple(labels) == CLASSES
+    rows = production["detector"].output[0].dims[0]
+    assert rows == 4 + len(labels)
+
+
+def test_batch_limits_agree(production: dict[str, mc.ModelConfig]) -> None:
+    sizes = {c.max_batch_size for c in production.values()}
+    assert sizes == {64}
+    for name in ("preprocess", "detector", "postprocess"):
+        preferred = production[name].dynamic_batching.preferred_batch_size
+        assert max(preferred) <= production[name].max_batch_size
