@@ -67,12 +67,15 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the detection ensemble until Ctrl-C (or SIGTERM)."""
-    from camdet.server import Ports, serve as start
+    from camdet.server import Ports
+    from camdet.server import serve as start
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with start(repository, Ports(http_port, grpc_port, metrics_port), portable, log_verbose) as server:
+    with start(
+        repository, Ports(http_port, grpc_port, metrics_port), portable, log_verbose
+    ) as server:
         mode = "portable" if server.launch.portable else "container"
         console.print(f"[green]tritonserver ready[/] ({mode}), ensemble [bold]detect[/]")
         console.print(f"  gRPC    localhost:{grpc_port}\n  HTTP    localhost:{http_port}")
@@ -134,7 +137,8 @@ def demo(
     shows frame rates, latency and how the detections match the truth.
     """
     from camdet.demo import run_demo
-    from camdet.server import Ports, serve as start
+    from camdet.server import Ports
+    from camdet.server import serve as start
 
     with console.status("starting the portable tritonserver ..."):
         server_cm = start(repository, Ports.free(), portable=True)

@@ -135,7 +135,9 @@ def _print(console: Console, reports: list[CameraReport], wall_s: float) -> None
         )
     console.print(table)
     total = sum(len(r.latencies_s) for r in reports)
-    console.print(f"{total} frames answered in {wall_s:.1f} s: {total / wall_s:.1f} frames/s in all")
+    console.print(
+        f"{total} frames answered in {wall_s:.1f} s: {total / wall_s:.1f} frames/s in all"
+    )
     for r in reports:
         sample = ", ".join(
             f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]" for d in r.first[:4]

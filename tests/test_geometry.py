@@ -52,7 +52,9 @@ def test_boxes_round_trip(height: int, width: int) -> None:
     boxes = np.minimum(boxes, [width, height, width, height]).astype(np.float32)
     there = torch.from_numpy(boxes_to_input(boxes, height, width))
     back = scale_boxes_to_original(there, torch.tensor([[height, width]] * 50))
-    np.testing.assert_allclose(back.numpy(), boxes, atol=1e-3 * max(height, width) / INPUT_SIZE + 1e-3)
+    np.testing.assert_allclose(
+        back.numpy(), boxes, atol=1e-3 * max(height, width) / INPUT_SIZE + 1e-3
+    )
 
 
 def test_scale_boxes_clips_to_frame() -> None:

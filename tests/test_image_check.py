@@ -37,7 +37,10 @@ def test_trailing_padding_after_end_marker_is_accepted() -> None:
         (b"", "empty image: the request carried 0 bytes"),
         (b"GIF89a" + b"\x00" * 100, "not a JPEG or PNG image (first bytes 47494638, 106 bytes)"),
         (encode(frame())[:600], "truncated JPEG: no end-of-image marker (600 bytes)"),
-        (b"\xff\xd8" + b"\x12\x34" * 100 + b"\xff\xd9", "corrupt JPEG: expected a marker at byte 2"),
+        (
+            b"\xff\xd8" + b"\x12\x34" * 100 + b"\xff\xd9",
+            "corrupt JPEG: expected a marker at byte 2",
+        ),
         (encode(frame(), ".png")[:300], "truncated PNG: no IEND chunk (300 bytes)"),
     ],
 )

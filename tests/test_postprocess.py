@@ -13,7 +13,10 @@ def random_head(batch: int, anchors: int = 8400, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     centers = torch.rand(batch, 2, 20, generator=g) * 600 + 20
     pick = torch.randint(0, 20, (batch, anchors), generator=g)
-    xy = torch.gather(centers, 2, pick[:, None].expand(-1, 2, -1)) + torch.randn(batch, 2, anchors, generator=g) * 4
+    xy = (
+        torch.gather(centers, 2, pick[:, None].expand(-1, 2, -1))
+        + torch.randn(batch, 2, anchors, generator=g) * 4
+    )
     wh = torch.rand(batch, 2, anchors, generator=g) * 60 + 10
     scores = torch.rand(batch, NC, anchors, generator=g) ** 3
     return torch.cat([xy, wh, scores], 1)
@@ -25,15 +28,17 @@ def canonical(boxes: torch.Tensor, scores: torch.Tensor, cls: torch.Tensor) -> t
     return boxes[order], scores[order], cls[order]
 
 
-def assert_same(got, expected: tuple) -> None:  # noqa: ANN001
-    for a, b in zip(canonical(got.boxes, got.scores, got.class_ids), canonical(*expected), strict=True):
+def assert_same(got, expected: tuple) -> None:
+    for a, b in zip(
+        canonical(got.boxes, got.scores, got.class_ids), canonical(*expected), strict=True
+    ):
         torch.testing.assert_close(a, b)
 
 
 def reference(raw: torch.Tensor, sizes: torch.Tensor, t: Thresholds) -> list[tuple]:
     """Per-image loop with torchvision's batched_nms, as ultralytics does it."""
     out = []
-    for frame, size in zip(raw, sizes):
+    for frame, size in zip(raw, sizes, strict=False):
         pred = frame.T
         scores, cls = pred[:, 4:].max(1)
         keep = scores > t.confidence
@@ -44,7 +49,9 @@ def reference(raw: torch.Tensor, sizes: torch.Tensor, t: Thresholds) -> list[tup
     return out
 
 
-@pytest.mark.parametrize("thresholds", [Thresholds(), Thresholds(0.5, 0.45, 20), Thresholds(0.01, 0.9, 300)])
+@pytest.mark.parametrize(
+    "thresholds", [Thresholds(), Thresholds(0.5, 0.45, 20), Thresholds(0.01, 0.9, 300)]
+)
 def test_matches_torchvision_per_image_reference(thresholds: Thresholds) -> None:
     raw = random_head(5)
     sizes = torch.tensor([[720, 1280], [1080, 1920], [480, 640], [1920, 1080], [640, 640]])

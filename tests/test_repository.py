@@ -20,7 +20,9 @@ def production(repository: Path) -> dict[str, mc.ModelConfig]:
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["cpu", "gpu"])
-def portable(repository: Path, tmp_path_factory: pytest.TempPathFactory, request) -> dict[str, mc.ModelConfig]:  # noqa: ANN001
+def portable(
+    repository: Path, tmp_path_factory: pytest.TempPathFactory, request
+) -> dict[str, mc.ModelConfig]:
     out = tmp_path_factory.mktemp("portable") / "repo"
     return read_repository(generate_portable_repository(repository, out, gpu=request.param))
 
@@ -53,7 +55,7 @@ def test_inconsistent_ensemble_is_reported(production: dict[str, mc.ModelConfig]
     ]
 
 
-def test_portable_contracts_equal_production(production, portable) -> None:  # noqa: ANN001
+def test_portable_contracts_equal_production(production, portable) -> None:
     assert set(portable) == set(production)
     for name in production:
         assert contract(portable[name]) == contract(production[name]), name
@@ -63,25 +65,31 @@ def test_portable_contracts_equal_production(production, portable) -> None:  # n
 
 def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
     out = generate_portable_repository(repository, tmp_path / "repo", gpu=False)
-    assert (out / "preprocess/1/dali.py").read_text() == (repository / "preprocess/1/dali.py").read_text()
+    assert (out / "preprocess/1/dali.py").read_text() == (
+        repository / "preprocess/1/dali.py"
+    ).read_text()
     assert "camdet.triton_models.dali_preprocess" in (out / "preprocess/1/model.py").read_text()
     assert "camdet.triton_models.onnx_detector" in (out / "detector/1/model.py").read_text()
-    assert (out / "detector/1/model.onnx").read_bytes() == (repository / "detector/1/model.onnx").read_bytes()
+    assert (out / "detector/1/model.onnx").read_bytes() == (
+        repository / "detector/1/model.onnx"
+    ).read_bytes()
     kinds = {g.kind for c in read_repository(out).values() for g in c.instance_group}
     assert kinds <= {mc.ModelInstanceGroup.KIND_CPU}
 
 
 def test_letterbox_constant_matches_configs(production: dict[str, mc.ModelConfig]) -> None:
-    image = [o for o in production["preprocess"].output if o.name == "preprocessed_image"][0]
+    image = next(o for o in production["preprocess"].output if o.name == "preprocessed_image")
     assert list(image.dims) == [3, INPUT_SIZE, INPUT_SIZE]
     assert list(production["detector"].input[0].dims) == [3, INPUT_SIZE, INPUT_SIZE]
 
 
-def test_dali_pipeline_batch_size_matches_config(repository: Path, production) -> None:  # noqa: ANN001
-    spec = importlib.util.spec_from_file_location("dali_pipeline", repository / "preprocess/1/dali.py")
+def test_dali_pipeline_batch_size_matches_config(repository: Path, production) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "dali_pipeline", repository / "preprocess/1/dali.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.MAX_BATCH_SIZE == production["preprocess"].max_batch_size
+    assert production["preprocess"].max_batch_size == module.MAX_BATCH_SIZE
 
 
 def test_postprocess_defaults_match_library(production: dict[str, mc.ModelConfig]) -> None:
@@ -91,7 +99,7 @@ def test_postprocess_defaults_match_library(production: dict[str, mc.ModelConfig
     assert int(params["max_detections"].string_value) == pp.DEFAULT_MAX_DETECTIONS
 
 
-def test_labels_match_detector_head_and_scenes(repository: Path, production) -> None:  # noqa: ANN001
+def test_labels_match_detector_head_and_scenes(repository: Path, production) -> None:
     from camdet.scenes import CLASSES
 
     labels = (repository / "postprocess/labels.txt").read_text().split()

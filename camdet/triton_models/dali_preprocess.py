@@ -7,15 +7,14 @@ each failure, since DALI invalidates a pipeline that raised).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.triton_models.common import (
     error_response,
     instance_device,
@@ -23,16 +22,6 @@ from camdet.triton_models.common import (
     parameter,
     tensor_names,
 )
-
-
-def load_pipeline_module(path: Path) -> ModuleType:
-    """Import the model's ``dali.py`` from its version folder."""
-    spec = importlib.util.spec_from_file_location(f"camdet_dali_{abs(hash(path))}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import DALI pipeline from {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class TritonPythonModel:
@@ -53,15 +42,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"preprocess: DALI pipeline on {where}")
 
     def _build(self):
-        pipe = self.module.preprocess(
-            batch_size=self.max_batch_size,
-            num_threads=self.num_threads,
-            device_id=self.device_id,
-            decode_device="mixed" if self.device_id is not None else "cpu",
-            prefetch_queue_depth=1,
-        )
-        pipe.build()
-        return pipe
+        return build_pipeline(self.module, self.max_batch_size, self.num_threads, self.device_id)
 
     def execute(self, requests: list) -> list:
         """Run all requests as one DALI batch; on failure, isolate the bad frames."""
@@ -89,8 +70,7 @@ class TritonPythonModel:
 
     def _run(self, samples: list[np.ndarray]) -> list:
         """Feed ``samples`` (1-D uint8 encoded frames) and return one array per output."""
-        self.pipe.feed_input(self.input_name, samples)
-        outputs = self.pipe.run()
+        outputs = run_batch(self.pipe, samples)
         return [self._materialize(o.as_tensor()) for o in outputs]
 
     def _materialize(self, tensor):

@@ -1,0 +1,133 @@
+"""End to end against a real portable tritonserver over gRPC: boxes, errors, thresholds."""
+
+from __future__ import annotations
+
+import queue
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from camdet.client.detect import ENSEMBLE, detect, frame_input, parse_result, requested_outputs
+from conftest import encode
+from test_image_check import with_claimed_size
+from tritonclient.utils import InferenceServerException
+
+from camdet.demo import match
+from camdet.scenes import render_frame
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def client(server) -> grpcclient.InferenceServerClient:
+    with grpcclient.InferenceServerClient(server.grpc_url) as c:
+        yield c
+
+
+def frames(count: int, width: int, height: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    return [render_frame(rng, width, height) for _ in range(count)]
+
+
+def bad_huffman_table(jpeg: bytes) -> bytes:
+    """Structurally complete JPEG whose Huffman table cannot be decoded."""
+    dht = jpeg.index(b"\xff\xc4")
+    return jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]
+
+
+def send_concurrently(client: grpcclient.InferenceServerClient, payloads: list[bytes]) -> list:
+    """Send every payload at once (so the server batches them); results in order."""
+    answers: queue.Queue = queue.Queue()
+    for index, data in enumerate(payloads):
+        client.async_infer(
+            ENSEMBLE,
+            frame_input(data),
+            callback=lambda result, error, i=index: answers.put((i, result, error)),
+            outputs=requested_outputs(),
+        )
+    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=120) for _ in payloads))
+    return [got[i] for i in range(len(payloads))]
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 720), (1920, 1080), (720, 1280)])
+def test_detections_match_ground_truth(client, width: int, height: int) -> None:
+    truths = found = matched = 0
+    for frame in frames(6, width, height, seed=width + 7):
+        detections = [d for d in detect(client, encode(frame.image)) if d.score >= 0.5]
+        ious = match(detections, frame)
+        truths += len(frame.boxes)
+        found += len(detections)
+        matched += sum(iou >= 0.8 for iou in ious)
+        for d in detections:
+            x1, y1, x2, y2 = d.box
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+    assert truths > 10
+    assert matched / truths >= 0.9, (matched, truths)
+    assert matched / found >= 0.9, (matched, found)
+
+
+def test_bad_frames_fail_alone_and_server_keeps_serving(client, server) -> None:
+    valid = [encode(f.image) for f in frames(6, 1280, 720, seed=5)]
+    bad = {
+        "empty": b"",
+        "corrupt": b"\xff\xd8" + b"\x12\x34" * 500 + b"\xff\xd9",
+        "truncated": valid[0][: len(valid[0]) // 2],
+        "gigantic": with_claimed_size(valid[1], 60000, 60000),
+        "bad_huffman": bad_huffman_table(valid[2]),
+        "not_an_image": b"hello camera" * 10,
+    }
+    payloads = [
+        valid[0],
+        bad["empty"],
+        valid[1],
+        bad["corrupt"],
+        valid[2],
+        bad["truncated"],
+        valid[3],
+        bad["gigantic"],
+        valid[4],
+        bad["bad_huffman"],
+        valid[5],
+        bad["not_an_image"],
+    ]
+    results = send_concurrently(client, payloads)
+    errors = {}
+    for data, (result, error) in zip(payloads, results, strict=True):
+        if data in valid:
+            assert error is None, error
+            assert len(parse_result(result)) > 0
+        else:
+            assert result is None and error is not None
+            errors[next(k for k, v in bad.items() if v == data)] = error.message()
+    assert set(errors) == set(bad)
+    assert "empty image" in errors["empty"]
+    assert "corrupt JPEG: expected a marker at byte 2" in errors["corrupt"]
+    assert "truncated JPEG: no end-of-image marker" in errors["truncated"]
+    assert "image too large: header claims 60000x60000 pixels" in errors["gigantic"]
+    assert "cannot decode image" in errors["bad_huffman"]
+    assert "not a JPEG or PNG image" in errors["not_an_image"]
+    # still serving, same answers as before
+    assert server.is_running()
+    again = send_concurrently(client, valid[:3])
+    assert all(e is None for _, e in again)
+
+
+def test_png_frames_are_served(client) -> None:
+    frame = frames(1, 1280, 720, seed=11)[0]
+    jpeg = detect(client, encode(frame.image, ".jpg", 95))
+    png = detect(client, encode(frame.image, ".png"))
+    assert len(png) == len(jpeg) > 0
+
+
+def test_thresholds_per_request(client) -> None:
+    data = encode(frames(1, 1280, 720, seed=21)[0].image)
+    default = detect(client, data)
+    loose = detect(client, data, {"confidence_threshold": 0.01})
+    assert len(loose) >= len(default) > 1
+    assert len(detect(client, data, {"max_detections": 1})) == 1
+    assert all(d.score > 0.9 for d in detect(client, data, {"confidence_threshold": 0.9}))
+    with pytest.raises(
+        InferenceServerException, match=r"iou_threshold must be in \(0, 1\], got 1.5"
+    ):
+        detect(client, data, {"iou_threshold": 1.5})
+    assert len(detect(client, data)) == len(default)
