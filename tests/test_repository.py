@@ -1,4 +1,4 @@
-"""Every config parses, the ensemble is consistent, and the portable contract is the production one."""
+"""Every config parses, the ensemble is consistent, the portable contract is production's."""
 
 import importlib.util
 from pathlib import Path
