@@ -1,0 +1,1 @@
+"""Benchmarks and load generators of camdet (installed as ``camdet.perf``)."""
