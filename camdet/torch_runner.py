@@ -1,0 +1,87 @@
+"""The detector ONNX run by torch, FP16 on a CUDA device, with one CUDA graph per batch size.
+
+The GPU machine has no TensorRT and no CUDA build of ONNX Runtime, so the portable
+``detector`` runs the very same ``model.onnx`` converted to torch modules by
+``onnx2torch`` (a user's YOLOv8/YOLO11 export converts the same way). Graphs are captured
+for the config's preferred batch sizes and its ``max_batch_size``; a batch is padded up
+to the next captured size, so a replay costs one kernel-launch sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def load_onnx_as_torch(path: Path, device: torch.device, half: bool) -> torch.nn.Module:
+    """Convert an ONNX detector to an eval-mode torch module on ``device``."""
+    import onnx2torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # onnx2torch's indexing deprecation noise
+        module = onnx2torch.convert(str(path)).eval().to(device)
+    return module.half() if half else module
+
+
+class GraphRunner:
+    """Run a module on fixed batch sizes through captured CUDA graphs (eager on the CPU).
+
+    Args:
+        module: Eval-mode module taking ``[B, 3, H, W]`` and returning ``[B, ...]``.
+        sample_shape: Shape of one input sample, e.g. ``(3, 640, 640)``.
+        batch_sizes: Batch sizes to capture; the largest bounds every call.
+        dtype: Input dtype (the config's, FP16 in production).
+        device: Where the module lives; graphs are used on CUDA only.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        sample_shape: tuple[int, ...],
+        batch_sizes: list[int],
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.module = module
+        self.sizes = sorted(set(batch_sizes))
+        self.device = device
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if device.type == "cuda":
+            for size in self.sizes:
+                self._capture(size, sample_shape, dtype)
+
+    @torch.inference_mode()
+    def _capture(self, size: int, sample_shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        static = torch.zeros((size, *sample_shape), dtype=dtype, device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up (cuDNN autotuning) outside the graph
+                self.module(static)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.outputs[size] = self.module(static)
+        self.inputs[size], self.graphs[size] = static, graph
+        logger.info("captured CUDA graph for batch %d", size)
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Run ``batch`` (``[n, *sample_shape]``, n <= the largest size); returns ``[n, ...]``."""
+        n = batch.shape[0]
+        if not self.graphs:
+            return self.module(batch)
+        size = next((s for s in self.sizes if s >= n), None)
+        if size is None:
+            raise ValueError(f"batch of {n} exceeds the largest captured size {self.sizes[-1]}")
+        self.inputs[size][:n].copy_(batch)
+        self.graphs[size].replay()
+        # The static output is overwritten by the next replay: hand out a copy.
+        return self.outputs[size][:n].clone()
