@@ -70,6 +70,8 @@ def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
     ).read_text()
     assert "camdet.triton_models.dali_preprocess" in (out / "preprocess/1/model.py").read_text()
     assert "camdet.triton_models.onnx_detector" in (out / "detector/1/model.py").read_text()
+    gpu = generate_portable_repository(repository, tmp_path / "gpu", gpu=True)
+    assert "camdet.triton_models.torch_detector" in (gpu / "detector/1/model.py").read_text()
     assert (out / "detector/1/model.onnx").read_bytes() == (
         repository / "detector/1/model.onnx"
     ).read_bytes()
