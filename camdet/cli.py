@@ -164,3 +164,7 @@ if os.environ.get("CAMDET_CLI_MINIMAL") != "1":
         _register_subcommands()
     except ImportError as exc:  # a sub-app whose module is not there yet
         logging.getLogger(__name__).debug("sub-app unavailable: %s", exc)
+
+
+if __name__ == "__main__":
+    app()
