@@ -30,7 +30,7 @@ def test_help_explains_every_command() -> None:
         assert command in result.output
 
 
-def test_infer_prints_json_detections_with_labels(server, tmp_path: Path) -> None:  # noqa: ANN001
+def test_infer_prints_json_detections_with_labels(server, tmp_path: Path) -> None:
     frame = render_frame(np.random.default_rng(4), 1280, 720)
     good = tmp_path / "frame.jpg"
     good.write_bytes(encode(frame.image))
