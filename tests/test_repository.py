@@ -116,3 +116,12 @@ def test_batch_limits_agree(production: dict[str, mc.ModelConfig]) -> None:
     for name in ("preprocess", "detector", "postprocess"):
         preferred = production[name].dynamic_batching.preferred_batch_size
         assert max(preferred) <= production[name].max_batch_size
+
+
+def test_warmup_files_match_their_declared_size(repository: Path, production) -> None:
+    for name, config in production.items():
+        for warmup in config.model_warmup:
+            for tensor in warmup.inputs.values():
+                if tensor.input_data_file:
+                    data = (repository / name / "warmup" / tensor.input_data_file).read_bytes()
+                    assert list(tensor.dims) == [len(data)], (name, warmup.name)
