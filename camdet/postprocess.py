@@ -171,6 +171,28 @@ def postprocess(
     return postprocess_batch(raw, original_sizes, [thresholds] * raw.shape[0], size)
 
 
+@dataclass(frozen=True)
+class BatchDetections:
+    """Final detections of a whole batch, frame after frame in flat tensors.
+
+    Attributes:
+        boxes: ``[M, 4]`` float32 xyxy in original frame pixels.
+        scores: ``[M]`` float32, descending within each frame.
+        class_ids: ``[M]`` int64.
+        counts: Detections per frame (sums to M).
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    class_ids: torch.Tensor
+    counts: list[int]
+
+    def frames(self) -> list[Detections]:
+        """Split into one :class:`Detections` per frame (views, no copies)."""
+        parts = (t.split(self.counts) for t in (self.boxes, self.scores, self.class_ids))
+        return [Detections(b, s, c) for b, s, c in zip(*parts, strict=True)]
+
+
 def postprocess_batch(
     raw: torch.Tensor,
     original_sizes: torch.Tensor,
@@ -187,6 +209,17 @@ def postprocess_batch(
 
     Returns:
         One :class:`Detections` per frame, on ``raw``'s device.
+    """
+    return postprocess_flat(raw, original_sizes, thresholds, size).frames()
+
+
+def postprocess_flat(
+    raw: torch.Tensor,
+    original_sizes: torch.Tensor,
+    thresholds: list[Thresholds],
+    size: int = INPUT_SIZE,
+) -> BatchDetections:
+    """Like :func:`postprocess_batch`, but the detections stay in flat batch tensors.
 
     Raises:
         ValueError: If shapes disagree or the head has no class rows.
@@ -214,12 +247,4 @@ def postprocess_batch(
     sizes = original_sizes.to(device).reshape(batch, 2)[frame_index]
     boxes = scale_boxes_to_original(boxes[keep], sizes, size)
     counts = torch.bincount(frame_index, minlength=batch).tolist()
-    return [
-        Detections(b, s, c)
-        for b, s, c in zip(
-            boxes.split(counts),
-            scores[keep].split(counts),
-            class_ids[keep].split(counts),
-            strict=True,
-        )
-    ]
+    return BatchDetections(boxes, scores[keep], class_ids[keep], counts)

@@ -131,3 +131,19 @@ def test_thresholds_per_request(client) -> None:
     ):
         detect(client, data, {"iou_threshold": 1.5})
     assert len(detect(client, data)) == len(default)
+
+
+def test_request_with_two_frames_gets_padded_rows(client) -> None:
+    one = encode(frames(1, 1280, 720, seed=31)[0].image)
+    data = np.stack([np.frombuffer(one, np.uint8)] * 2)
+    tensor = grpcclient.InferInput("encoded_image", list(data.shape), "UINT8")
+    tensor.set_data_from_numpy(data)
+    result = client.infer(
+        ENSEMBLE, [tensor], outputs=requested_outputs(), parameters={"max_detections": 3}
+    )
+    counts = result.as_numpy("num_detections").reshape(-1).tolist()
+    assert counts == [3, 3]
+    boxes = result.as_numpy("boxes")
+    assert boxes.shape == (2, 3, 4)
+    np.testing.assert_array_equal(boxes[0], boxes[1])
+    assert result.as_numpy("labels").shape == (2, 3)

@@ -40,6 +40,7 @@ class TritonPythonModel:
         self.pipe = self._build()
         where = "cpu" if self.device_id is None else f"cuda:{self.device_id}"
         pb_utils.Logger.log_info(f"preprocess: DALI pipeline on {where}")
+        self.reported = False
 
     def _build(self):
         return build_pipeline(self.module, self.max_batch_size, self.num_threads, self.device_id)
@@ -54,11 +55,21 @@ class TritonPythonModel:
         except RuntimeError:
             self.pipe = self._build()
             return [self._run_alone(f) for f in frames]
+        self._report_devices(outputs)
         sizes = np.cumsum([len(f) for f in frames])[:-1]
         return [
             pb_utils.InferenceResponse(self._tensors(parts))
             for parts in zip(*(self._split(o, sizes) for o in outputs), strict=True)
         ]
+
+    def _report_devices(self, outputs: list) -> None:
+        if not self.reported:
+            where = {
+                name: str(o.device) if isinstance(o, torch.Tensor) else "cpu"
+                for name, o in zip(self.output_names, outputs, strict=True)
+            }
+            pb_utils.Logger.log_info(f"preprocess: outputs on {where}")
+            self.reported = True
 
     def _run_alone(self, frames: np.ndarray) -> pb_utils.InferenceResponse:
         try:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from camdet.postprocess import Detections, Thresholds, postprocess_batch
+from camdet.postprocess import BatchDetections, Thresholds, postprocess_flat
 from camdet.triton_models.common import (
     error_response,
     load_config,
@@ -65,22 +65,41 @@ class TritonPythonModel:
                 responses[i] = error_response(f"bad request parameters: {exc}")
                 continue
             raw = _to_torch(pb_utils.get_input_tensor_by_name(request, RAW))
+            self.input_device = raw.device
             raws.append(raw)
             sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
             thresholds += [setting] * raw.shape[0]
             owners.append((i, raw.shape[0]))
         if raws:
-            self._report_device(raws[0])
-            frames = postprocess_batch(
+            batch = postprocess_flat(
                 torch.cat(raws), torch.cat(sizes).to(raws[0].device), thresholds
             )
-            start = 0
-            for i, count in owners:
-                responses[i] = pb_utils.InferenceResponse(
-                    self._outputs(frames[start : start + count])
-                )
-                start += count
+            self._respond(batch, owners, responses)
         return responses
+
+    def _respond(
+        self,
+        batch: BatchDetections,
+        owners: list[tuple[int, int]],
+        responses: list[pb_utils.InferenceResponse | None],
+    ) -> None:
+        """Fill each owner request's response with its frames' detections."""
+        boxes = batch.boxes.to(self.torch_dtypes[BOXES])
+        scores = batch.scores.to(self.torch_dtypes[SCORES])
+        class_ids = batch.class_ids.to(self.torch_dtypes[CLASS_IDS])
+        # One device-to-host copy for the whole batch: the labels are host strings.
+        labels = self.labels[batch.class_ids.cpu().numpy()]
+        starts = np.cumsum([0, *batch.counts])
+        frame = 0
+        for i, frames in owners:
+            first, last = starts[frame], starts[frame + frames]
+            counts = batch.counts[frame : frame + frames]
+            tensors = (boxes[first:last], scores[first:last], class_ids[first:last])
+            responses[i] = pb_utils.InferenceResponse(
+                self._outputs(*tensors, labels[first:last], counts)
+            )
+            frame += frames
+        self._report_devices(batch.boxes)
 
     def _thresholds(self, request: pb_utils.InferenceRequest) -> Thresholds:
         params = request_parameters(request)
@@ -90,32 +109,53 @@ class TritonPythonModel:
             int(params.get("max_detections", self.defaults.max_detections)),
         )
 
-    def _outputs(self, frames: list[Detections]) -> list[pb_utils.Tensor]:
-        """Pad the frames of one request to a common count (one frame per request is usual)."""
-        width = max(len(f.scores) for f in frames)
-        device = frames[0].boxes.device
-        boxes = torch.zeros((len(frames), width, 4), dtype=self.torch_dtypes[BOXES], device=device)
-        scores = torch.zeros((len(frames), width), dtype=self.torch_dtypes[SCORES], device=device)
-        class_ids = torch.full(
-            (len(frames), width), -1, dtype=self.torch_dtypes[CLASS_IDS], device=device
-        )
-        labels = np.full((len(frames), width), b"", dtype=np.object_)
-        for row, frame in enumerate(frames):
-            n = len(frame.scores)
-            boxes[row, :n] = frame.boxes
-            scores[row, :n] = frame.scores
-            class_ids[row, :n] = frame.class_ids.to(class_ids.dtype)
-            labels[row, :n] = self.labels[frame.class_ids.cpu().numpy()]
-        counts = np.array([[len(f.scores)] for f in frames], dtype=self.dtypes[COUNT])
+    def _outputs(
+        self,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        class_ids: torch.Tensor,
+        labels: np.ndarray,
+        counts: list[int],
+    ) -> list[pb_utils.Tensor]:
+        """One request's output tensors; several frames are padded to a common count."""
+        if len(counts) == 1:  # one frame per request: views of the batch, no copy
+            padded = (boxes[None], scores[None], class_ids[None], labels[None])
+        else:
+            padded = _pad(boxes, scores, class_ids, labels, counts)
         return [
-            pb_utils.Tensor.from_dlpack(BOXES, boxes),
-            pb_utils.Tensor.from_dlpack(SCORES, scores),
-            pb_utils.Tensor.from_dlpack(CLASS_IDS, class_ids),
-            pb_utils.Tensor(LABELS, labels),
-            pb_utils.Tensor(COUNT, counts),
+            pb_utils.Tensor.from_dlpack(BOXES, padded[0]),
+            pb_utils.Tensor.from_dlpack(SCORES, padded[1]),
+            pb_utils.Tensor.from_dlpack(CLASS_IDS, padded[2]),
+            pb_utils.Tensor(LABELS, padded[3]),
+            pb_utils.Tensor(COUNT, np.array([[c] for c in counts], dtype=self.dtypes[COUNT])),
         ]
 
-    def _report_device(self, tensor: torch.Tensor) -> None:
+    def _report_devices(self, output: torch.Tensor) -> None:
         if not self.reported_device:
-            pb_utils.Logger.log_info(f"postprocess: inputs on {tensor.device}")
+            pb_utils.Logger.log_info(
+                f"postprocess: inputs on {self.input_device}, outputs on {output.device}"
+            )
             self.reported_device = True
+
+
+def _pad(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    class_ids: torch.Tensor,
+    labels: np.ndarray,
+    counts: list[int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """Stack several frames' detections, padded to the largest count (class id -1)."""
+    rows, width = len(counts), max(counts)
+    out_boxes = boxes.new_zeros((rows, width, 4))
+    out_scores = scores.new_zeros((rows, width))
+    out_ids = class_ids.new_full((rows, width), -1)
+    out_labels = np.full((rows, width), b"", dtype=np.object_)
+    start = 0
+    for row, n in enumerate(counts):
+        out_boxes[row, :n] = boxes[start : start + n]
+        out_scores[row, :n] = scores[start : start + n]
+        out_ids[row, :n] = class_ids[start : start + n]
+        out_labels[row, :n] = labels[start : start + n]
+        start += n
+    return out_boxes, out_scores, out_ids, out_labels

@@ -54,10 +54,12 @@ class TritonPythonModel:
             for r in requests
         ]
         batch = torch.cat(images).to(self.device, non_blocking=True)
-        if not self.reported:
-            pb_utils.Logger.log_info(f"detector: inputs on {images[0].device}")
-            self.reported = True
         raw = self.runner(batch).to(self.output_dtype)
+        if not self.reported:
+            pb_utils.Logger.log_info(
+                f"detector: input on {images[0].device}, output on {raw.device}"
+            )
+            self.reported = True
         parts = raw.split([len(i) for i in images])
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack(self.output_name, p)])
