@@ -259,6 +259,33 @@ class TritonServer:
         self.stop()
 
 
+def container_plan_problems(repository: Path) -> list[str]:
+    """Why the detector's TensorRT plan cannot be served here (empty when it can).
+
+    A plan only loads in the TensorRT version that built it, on GPUs of its compute
+    capability; ``build_engine.py`` records both in ``model.plan.json`` beside it.
+    """
+    import build_engine
+
+    plan = Path(repository) / "detector" / "1" / "model.plan"
+    if not plan.is_file():
+        return [f"no TensorRT plan at {plan}: build it with build_engine.py (docker/README.md)"]
+    try:
+        sidecar = build_engine.read_sidecar(plan)
+        gpu = build_engine.query_gpu()
+    except build_engine.BuildEngineError as exc:
+        return [str(exc)]
+    try:
+        import tensorrt
+
+        trt_version = tensorrt.__version__
+    except ImportError:  # the server image has TensorRT's libraries, not always its Python
+        trt_version = sidecar.tensorrt_version
+    return build_engine.check_plan_compatibility(
+        sidecar, trt_version, gpu.name, gpu.compute_capability
+    )
+
+
 @contextlib.contextmanager
 def serve(
     production_repository: Path,
@@ -298,6 +325,9 @@ def serve(
                 raise ServerError(
                     "no tritonserver on PATH: run inside the NGC container or use portable mode"
                 )
+            problems = container_plan_problems(production_repository)
+            if problems:
+                raise ServerError("cannot serve the TensorRT plan:\n- " + "\n- ".join(problems))
             launch = container_launch(binary, production_repository, ports, verbose)
         with TritonServer(launch, ports, root / "tritonserver.log").start(timeout_s) as server:
             yield server

@@ -125,3 +125,12 @@ def test_warmup_files_match_their_declared_size(repository: Path, production) ->
                 if tensor.input_data_file:
                     data = (repository / name / "warmup" / tensor.input_data_file).read_bytes()
                     assert list(tensor.dims) == [len(data)], (name, warmup.name)
+
+
+def test_container_mode_refuses_a_missing_plan(tmp_path: Path) -> None:
+    from camdet.server import container_plan_problems
+
+    assert container_plan_problems(tmp_path) == [
+        f"no TensorRT plan at {tmp_path}/detector/1/model.plan: "
+        "build it with build_engine.py (docker/README.md)"
+    ]
