@@ -375,3 +375,12 @@ def test_cli_images_and_clips(tmp_path: Path) -> None:
     ]
     result = runner.invoke(app, ["clips", str(tmp_path / "bad"), "--size", "161x120"])
     assert result.exit_code != 0
+
+
+def test_in_frame_fraction() -> None:
+    square = np.array([[-5.0, 10.0], [5.0, 10.0], [5.0, 20.0], [-5.0, 20.0]])
+    assert scenes.in_frame_fraction(square, 100, 100) == pytest.approx(0.5)
+    assert scenes.in_frame_fraction(square + np.array([50.0, 0.0]), 100, 100) == 1.0
+    assert scenes.in_frame_fraction(square - (10, 0), 100, 100) == 0.0
+    corner = square - (0, 15)
+    assert scenes.in_frame_fraction(corner, 100, 100) == pytest.approx(0.25)
