@@ -65,13 +65,14 @@ def images(
         Path, typer.Argument(help="Folder for the JPEG files and annotations.json.")
     ],
     count: Annotated[int, typer.Option("--count", "-n", min=0, help="Number of images.")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed; image i uses default_rng([seed, i]).")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed; image i is drawn from default_rng((seed, i)).")
+    ] = 0,
     size: Annotated[
         list[str] | None,
         typer.Option(
-            help="Frame size WIDTHxHEIGHT; repeat to mix sizes.  [default: "
-            + ", ".join(_DEFAULT_SIZES)
-            + "]"
+            help="Frame size WIDTHxHEIGHT; repeat to mix sizes.",
+            show_default=", ".join(_DEFAULT_SIZES),
         ),
     ] = None,
     quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality.")] = 90,
@@ -79,7 +80,10 @@ def images(
     """Write random independent frames as JPEG files plus a COCO annotation file."""
     sizes = [parse_size(text) for text in (size or _DEFAULT_SIZES)]
     started = time.perf_counter()
-    json_path = scenes.write_image_dataset(out_dir, count, seed, sizes, quality)
+    try:
+        json_path = scenes.write_image_dataset(out_dir, count, seed, sizes, quality)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     elapsed = time.perf_counter() - started
     counts = _class_counts(json_path)
     table = Table(title="Synthetic images", show_header=False)

@@ -374,7 +374,11 @@ def test_cli_images_and_clips(tmp_path: Path) -> None:
         "clip_001.mp4",
     ]
     result = runner.invoke(app, ["clips", str(tmp_path / "bad"), "--size", "161x120"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
+    assert "even frame size" in result.output
+    result = runner.invoke(app, ["images", str(tmp_path / "bad"), "--size", "16x16"])
+    assert result.exit_code == 2
+    assert "at least 32x32" in result.output
 
 
 def test_in_frame_fraction() -> None:
