@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 
 from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.scenes_cli import app as scenes_app
 
 app = typer.Typer(
     help=(
@@ -152,18 +152,7 @@ def demo(
     console.print("server stopped.")
 
 
-def _register_subcommands() -> None:
-    """Mount the sub-apps that live beside their libraries."""
-    from camdet.scenes_cli import app as scenes_app
-
-    app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
-
-
-if os.environ.get("CAMDET_CLI_MINIMAL") != "1":
-    try:
-        _register_subcommands()
-    except ImportError as exc:  # a sub-app whose module is not there yet
-        logging.getLogger(__name__).debug("sub-app unavailable: %s", exc)
+app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
 
 
 if __name__ == "__main__":

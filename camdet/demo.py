@@ -91,10 +91,8 @@ def run_demo(
         One report per camera.
     """
     with console.status(f"rendering {cameras} x {frames} frames of {width}x{height} ..."):
-        scenes = [
-            [SceneSequence(seed + c, width, height).frame(i) for i in range(frames)]
-            for c in range(cameras)
-        ]
+        sequences = [SceneSequence(seed + c, width, height) for c in range(cameras)]
+        scenes = [[sequence.frame(i) for i in range(frames)] for sequence in sequences]
         jpegs = [[encode_jpeg(f.image, 90) for f in cam] for cam in scenes]
     reports = [CameraReport(c) for c in range(cameras)]
     threads = [
