@@ -115,6 +115,24 @@ def portable_backend_dir(root: Path, python: tuple[int, int] = sys.version_info[
     return backend.parent
 
 
+def stub_python(workdir: Path) -> Path:
+    """A ``bin`` folder whose ``python3`` sees this interpreter's ``sys.path``.
+
+    A bare virtual environment (no pip) with one ``.pth`` file that adds every entry of
+    this process's ``sys.path`` as a site folder, so virtualenvs, editable installs and
+    PYTHONPATH-based set-ups (like the GPU machine's) all reach the models.
+    """
+    env = workdir / "stub-python"
+    if not (env / "pyvenv.cfg").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site_dir = env / "lib" / version / "site-packages"
+    entries = [p for p in sys.path if p and Path(p).is_dir()]
+    lines = [f"import site; site.addsitedir({p!r})" for p in entries]
+    (site_dir / "camdet-sys-path.pth").write_text("\n".join(lines) + "\n")
+    return env / "bin"
+
+
 def portable_launch(repository: Path, ports: Ports, workdir: Path, verbose: bool = False) -> Launch:
     """The command line and environment of the portable server."""
     root = pytriton_root()
@@ -123,11 +141,9 @@ def portable_launch(repository: Path, ports: Ports, workdir: Path, verbose: bool
         "LD_LIBRARY_PATH": os.pathsep.join(
             filter(None, [str(libs), os.environ.get("LD_LIBRARY_PATH")])
         ),
-        # The stub's embedded interpreter finds its packages (camdet included) through the
-        # first python3 on PATH: put this interpreter's virtualenv there.
-        "PATH": os.pathsep.join(
-            filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")])
-        ),
+        # The stub's embedded interpreter ignores PYTHONPATH and takes its packages from the
+        # first python3 on PATH: give it one that sees exactly this interpreter's packages.
+        "PATH": os.pathsep.join(filter(None, [str(stub_python(workdir)), os.environ.get("PATH")])),
     }
     argv = [
         str(root / "tritonserver" / "bin" / "tritonserver"),
