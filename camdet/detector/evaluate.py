@@ -1,0 +1,315 @@
+"""COCO mAP of the detector on held-out synthetic frames, through the serving math.
+
+    python -m camdet.detector.evaluate model.onnx --frames 500 --width 1920 --height 1080
+    python -m camdet.detector.evaluate --weights best.pt ...   # torch, on the GPU if any
+
+Frames come from the evaluation seed stream (``[2, seed, i]``, see
+:mod:`camdet.detector.data`), which training never draws from. Each frame is rendered at
+its full native size, JPEG-compressed like a camera frame (``--jpeg-quality``), letterboxed
+by :func:`camdet.geometry.letterbox_image`, run through the ONNX file with onnxruntime
+(CPU) or through the torch weights, and decoded by :func:`camdet.postprocess.postprocess`
+with the standard mAP settings (confidence 0.001, IoU 0.7, 300 detections). pycocotools'
+``COCOeval`` scores the result against :func:`camdet.scenes.to_coco` ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from camdet import scenes
+from camdet.detector.data import EvalFrames, EvalSample, worker_init
+from camdet.detector.model import load_weights
+from camdet.geometry import PIXEL_SCALE
+from camdet.postprocess import Detections, postprocess
+
+logger = logging.getLogger(__name__)
+
+MAP_CONFIDENCE = 0.001
+MAP_IOU = 0.7
+MAP_MAX_DETECTIONS = 300
+DEFAULT_JPEG_QUALITY = 90
+"""Quality of the held-out frames' JPEG step: cameras stream JPEG, not raw pixels."""
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+"""``[B, 3, 640, 640]`` uint8 letterboxed frames -> ``[B, 4 + nc, 8400]`` head output."""
+
+
+@dataclass(frozen=True)
+class CocoScores:
+    """What COCOeval (bbox) says.
+
+    Attributes:
+        map50: COCO mAP at IoU 0.5.
+        map50_95: COCO mAP averaged over IoU 0.5:0.95.
+        map50_95_by_area: mAP@0.5:0.95 of ``small`` (< 32² px), ``medium`` and ``large``
+            (> 96² px) objects, areas in original pixels.
+        per_class_map50_95: mAP@0.5:0.95 of each class name.
+    """
+
+    map50: float
+    map50_95: float
+    map50_95_by_area: dict[str, float]
+    per_class_map50_95: dict[str, float]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Scores of one evaluation.
+
+    Attributes:
+        scores: The COCO scores.
+        frames: Frames evaluated.
+        objects: Ground-truth boxes.
+        seconds: Wall time of rendering, inference and postprocessing.
+    """
+
+    scores: CocoScores
+    frames: int
+    objects: int
+    seconds: float
+
+
+def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
+    """Predictor running an ONNX file with onnxruntime on the CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        inputs = (images.numpy().astype(np.float32) * np.float32(PIXEL_SCALE),)
+        return torch.from_numpy(session.run([output_name], {input_name: inputs[0]})[0])
+
+    return predict
+
+
+def torch_predictor(weights: Path, device: torch.device) -> Predictor:
+    """Predictor running fp32 torch weights on ``device``."""
+    model = load_weights(weights, device).fuse()
+
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return model(images.to(device).float() * PIXEL_SCALE)
+
+    return predict
+
+
+def _collate(samples: list[EvalSample]) -> list[EvalSample]:
+    return samples
+
+
+def coco_detections(
+    detections: list[Detections], image_ids: list[int], category_ids: list[int]
+) -> list[dict[str, object]]:
+    """Detections as COCO result records (``bbox`` is x, y, w, h in original pixels).
+
+    Args:
+        detections: One entry per frame.
+        image_ids: COCO image id of each frame.
+        category_ids: COCO category id of each class index.
+
+    Returns:
+        One record per detection.
+    """
+    records = []
+    for det, image_id in zip(detections, image_ids, strict=True):
+        boxes = det.boxes.cpu().numpy().astype(np.float64)
+        boxes[:, 2:] -= boxes[:, :2]
+        for box, score, cls in zip(boxes, det.scores.tolist(), det.class_ids.tolist(), strict=True):
+            records.append(
+                {
+                    "image_id": image_id,
+                    "category_id": category_ids[cls],
+                    "bbox": [round(float(v), 3) for v in box],
+                    "score": round(score, 5),
+                }
+            )
+    return records
+
+
+def score_coco(ground_truth: dict, results: list[dict[str, object]]) -> CocoScores:
+    """Run pycocotools' COCOeval (bbox).
+
+    Args:
+        ground_truth: COCO dataset dict.
+        results: COCO result records.
+
+    Returns:
+        The scores.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = ground_truth
+        gt.createIndex()
+        dt = gt.loadRes(results) if results else COCO()
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+    logger.info("COCOeval:\n%s", summary.getvalue().rstrip())
+    # precision: [iou thresholds, recall points, categories, area ranges, max dets]
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for index, category in enumerate(evaluator.params.catIds):
+        values = precision[:, :, index]
+        name = gt.cats[category]["name"]
+        per_class[name] = float(values[values > -1].mean()) if (values > -1).any() else float("nan")
+    stats = [float(v) for v in evaluator.stats]
+    return CocoScores(
+        map50=stats[1],
+        map50_95=stats[0],
+        map50_95_by_area={"small": stats[3], "medium": stats[4], "large": stats[5]},
+        per_class_map50_95=per_class,
+    )
+
+
+def evaluate(
+    predict: Predictor, frames: EvalFrames, batch: int = 16, workers: int = 0
+) -> EvalResult:
+    """Render, infer, postprocess and score ``frames``.
+
+    Args:
+        predict: Letterboxed uint8 batch -> head output.
+        frames: The held-out frames.
+        batch: Frames per inference call.
+        workers: Rendering processes.
+
+    Returns:
+        The scores.
+    """
+    start = time.perf_counter()
+    loader = DataLoader(
+        frames,
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=worker_init,
+    )
+    detections: list[Detections] = []
+    truth: list[EvalSample] = []
+    for samples in loader:
+        images = torch.stack([s.image for s in samples])
+        raw = predict(images)
+        sizes = torch.tensor([s.size for s in samples], device=raw.device)
+        detections += postprocess(raw, sizes, MAP_CONFIDENCE, MAP_IOU, MAP_MAX_DETECTIONS)
+        truth += [EvalSample(torch.empty(0), s.size, s.labels, s.boxes) for s in samples]
+    ground_truth = ground_truth_coco(truth)
+    image_ids = [image["id"] for image in ground_truth["images"]]
+    category_ids = [category["id"] for category in ground_truth["categories"]]
+    scores = score_coco(ground_truth, coco_detections(detections, image_ids, category_ids))
+    return EvalResult(
+        scores=scores,
+        frames=len(truth),
+        objects=sum(len(s.labels) for s in truth),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def ground_truth_coco(truth: list[EvalSample]) -> dict:
+    """COCO ground truth of the evaluated frames via :func:`camdet.scenes.to_coco`.
+
+    Image ids are positions + 1 and category ids class ids + 1 (the scenes convention);
+    :func:`evaluate` reads both back from the dict rather than assuming them.
+    """
+    frames = [
+        # to_coco reads only the image's shape: a zero-stride view stands in for the
+        # pixels, so 500 full-size frames need not stay in memory.
+        scenes.Frame(
+            image=np.broadcast_to(np.zeros(3, dtype=np.uint8), (*s.size, 3)),
+            boxes=s.boxes,
+            class_ids=s.labels,
+        )
+        for s in truth
+    ]
+    return scenes.to_coco(frames, [f"eval_{i:06d}" for i in range(len(frames))])
+
+
+def _predictor(onnx: Path | None, weights: Path | None) -> tuple[Predictor, str]:
+    """The predictor the command line asks for, and its description for the report."""
+    if weights is not None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch_predictor(weights, device), f"torch {weights} on {device}"
+    return onnx_predictor(onnx), f"onnxruntime CPU {onnx}"
+
+
+def _report(frames: EvalFrames, result: EvalResult, model: str) -> dict[str, object]:
+    """The JSON record of one evaluation."""
+    scores = result.scores
+    return {
+        "model": model,
+        "frames": result.frames,
+        "objects": result.objects,
+        "width": frames.width,
+        "height": frames.height,
+        "seed": frames.seed,
+        "seed_stream": "numpy default_rng([2, seed, frame_index])",
+        "jpeg_quality": frames.jpeg_quality,
+        "conf_threshold": MAP_CONFIDENCE,
+        "iou_threshold": MAP_IOU,
+        "map50": round(scores.map50, 4),
+        "map50_95": round(scores.map50_95, 4),
+        "map50_95_by_area": {k: round(v, 4) for k, v in scores.map50_95_by_area.items()},
+        "per_class_map50_95": {k: round(v, 4) for k, v in scores.per_class_map50_95.items()},
+        "seconds": round(result.seconds, 1),
+        "torch": torch.__version__,
+        "command": " ".join(["python -m camdet.detector.evaluate", *sys.argv[1:]]),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m camdet.detector.evaluate``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m camdet.detector.evaluate", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("onnx", type=Path, nargs="?", help="ONNX file (onnxruntime, CPU)")
+    parser.add_argument("--weights", type=Path, help="torch weights instead of ONNX (GPU if any)")
+    parser.add_argument("--frames", type=int, default=500)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--seed", type=int, default=12345, help="evaluation-stream seed")
+    parser.add_argument(
+        "--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="0 for uncompressed frames"
+    )
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    if (args.onnx is None) == (args.weights is None):
+        parser.error("give exactly one of ONNX or --weights")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    predict, model = _predictor(args.onnx, args.weights)
+    frames = EvalFrames(args.seed, args.frames, args.width, args.height, args.jpeg_quality or None)
+    result = evaluate(predict, frames, args.batch, args.workers)
+    report = _report(frames, result, model)
+    logger.info("mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  (%s)", report["map50"], report["map50_95"], model)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

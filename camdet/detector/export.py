@@ -1,0 +1,180 @@
+"""Export trained weights to ONNX in ultralytics' layout, then verify the file.
+
+    python -m camdet.detector.export WEIGHTS --out model.onnx
+
+The graph has ultralytics' names: input ``images`` float32 ``[batch, 3, 640, 640]``
+(dynamic batch) and output ``output0`` float32 ``[batch, 4 + nc, 8400]``. BatchNorms are
+folded into the convolutions first. The file is checked with ``onnx.checker`` and, where
+onnxruntime is installed, its outputs are compared with torch's at batch 1 and 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from camdet.detector.model import Detector, load_weights
+from camdet.geometry import INPUT_SIZE
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "output0"
+DEFAULT_OPSET = 17
+NUM_ANCHORS = sum((INPUT_SIZE // s) ** 2 for s in (8, 16, 32))
+"""Anchors of a 640 x 640 input: 80^2 + 40^2 + 20^2 = 8400."""
+
+
+class ExportCheckError(RuntimeError):
+    """The exported file does not have the promised contract or numbers."""
+
+
+def export_onnx(model: Detector, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """Write ``model`` as ONNX with a dynamic batch dimension and static ``[4 + nc, 8400]``.
+
+    Args:
+        model: The detector (any mode; it is fused and put in eval mode here).
+        path: Destination ``.onnx`` file.
+        opset: ONNX opset (>= 17).
+    """
+    import onnx
+
+    model = model.float().cpu().fuse()
+    dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    model(dummy)  # builds the anchor buffers, so the traced graph holds them as constants
+    # The TorchScript exporter: the dynamo one needs onnxscript, which is not installed
+    # everywhere this runs; for this plain conv net both give the same graph. Its
+    # deprecation and tracer warnings (anchors become constants: intended, the spatial
+    # size is fixed) would only bury the check results.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    # The exporter names the static output dims symbolically; pin them so consumers
+    # (TensorRT profiles, Triton's config checks) read [batch, 4 + nc, 8400].
+    graph = onnx.load(str(path))
+    dims = graph.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[1:], (4 + model.num_classes, NUM_ANCHORS), strict=True):
+        dim.Clear()
+        dim.dim_value = value
+    onnx.save(graph, str(path))
+
+
+def check_onnx(path: Path, num_classes: int) -> None:
+    """Validate the graph and its I/O contract.
+
+    Args:
+        path: The exported file.
+        num_classes: Expected class rows.
+
+    Raises:
+        ExportCheckError: If names, dtypes or shapes differ from the contract.
+    """
+    import onnx
+
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph, full_check=True)
+    expected = {
+        INPUT_NAME: ["batch", 3, INPUT_SIZE, INPUT_SIZE],
+        OUTPUT_NAME: ["batch", 4 + num_classes, NUM_ANCHORS],
+    }
+    for value in [*graph.graph.input, *graph.graph.output]:
+        tensor = value.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in tensor.shape.dim]
+        if value.name not in expected or shape != expected[value.name]:
+            raise ExportCheckError(
+                f"{value.name}: shape {shape}, expected {expected.get(value.name)}"
+            )
+        if tensor.elem_type != onnx.TensorProto.FLOAT:
+            raise ExportCheckError(f"{value.name}: element type {tensor.elem_type}, expected FLOAT")
+
+
+def compare_with_torch(
+    path: Path, model: Detector, batch_sizes: tuple[int, ...] = (1, 3), atol: float = 1e-3
+) -> float:
+    """Run the file with onnxruntime (CPU) and torch on the same random inputs.
+
+    Args:
+        path: The exported file.
+        model: The fp32 detector it came from.
+        batch_sizes: Batches to try (exercises the dynamic dimension).
+        atol: Largest accepted absolute difference (input pixels for boxes, scores).
+
+    Returns:
+        The largest absolute difference seen.
+
+    Raises:
+        ExportCheckError: If a difference exceeds ``atol`` or a shape differs.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = model.float().cpu().eval()
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for batch in batch_sizes:
+        images = torch.rand(batch, 3, INPUT_SIZE, INPUT_SIZE, generator=generator)
+        (onnx_out,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        with torch.no_grad():
+            torch_out = model(images).numpy()
+        if onnx_out.shape != torch_out.shape or onnx_out.dtype != np.float32:
+            raise ExportCheckError(f"batch {batch}: onnxruntime {onnx_out.shape} {onnx_out.dtype}")
+        worst = max(worst, float(np.abs(onnx_out - torch_out).max()))
+    if worst > atol:
+        raise ExportCheckError(f"onnxruntime and torch differ by {worst:.3g} > {atol}")
+    return worst
+
+
+def export_weights(
+    weights: Path, out: Path, opset: int = DEFAULT_OPSET, compare: bool = True
+) -> None:
+    """Export a weights file to ONNX and verify it.
+
+    Args:
+        weights: File written by :func:`camdet.detector.model.save_weights`.
+        out: Destination ``.onnx`` file.
+        opset: ONNX opset (>= 17).
+        compare: Also compare onnxruntime with torch (needs onnxruntime).
+    """
+    if opset < DEFAULT_OPSET:
+        raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
+    model = load_weights(weights)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out, opset)
+    check_onnx(out, model.num_classes)
+    logger.info("wrote %s (%.1f MB), contract checked", out, out.stat().st_size / 1e6)
+    if compare:
+        worst = compare_with_torch(out, load_weights(weights))
+        logger.info("onnxruntime vs torch at batch 1 and 3: max abs diff %.2e", worst)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m camdet.detector.export``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m camdet.detector.export", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("weights", type=Path, help="weights written by camdet.detector.train")
+    parser.add_argument("--out", type=Path, required=True, help="destination .onnx file")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--no-compare", action="store_true", help="skip the onnxruntime comparison")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    export_weights(args.weights, args.out, args.opset, compare=not args.no_compare)
+
+
+if __name__ == "__main__":
+    main()
