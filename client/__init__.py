@@ -2,4 +2,28 @@
 
 Clients do no preprocessing and no NMS: they send encoded frames and receive final
 detections in original pixels.
+
+Camera ingest follows the data flow, one module per step:
+
+- :mod:`~camdet.client.config`: camera lists (YAML/TOML) and command-line cameras;
+- :mod:`~camdet.client.sources`: RTSP/RTSPS, files, image folders, MJPEG over HTTP, USB;
+- :mod:`~camdet.client.reader`: per-camera reader threads, bounded buffers, reconnects;
+- :mod:`~camdet.client.servers`: server URLs, health, camera assignment, fail-over;
+- :mod:`~camdet.client.detect`: the request/response mapping of the ensemble;
+- :mod:`~camdet.client.streamer`: the event loop that sends frames and correlates answers;
+- :mod:`~camdet.client.accounting`: captured = answered + dropped + failed + in flight;
+- :mod:`~camdet.client.sinks`: JSON Lines, annotated MP4s, callbacks;
+- :mod:`~camdet.client.metrics` and :mod:`~camdet.client.report`: Prometheus, tables;
+- :mod:`~camdet.client.cli`: ``camdet ingest``.
+
+Embedding::
+
+    from camdet.client.config import CameraConfig
+    from camdet.client.sinks import CallbackSink
+    from camdet.client.streamer import BackgroundIngest, Ingest
+
+    cameras = [CameraConfig("gate", "rtsp://10.0.0.5/stream1", fps=5)]
+    ingest = Ingest(cameras, ["localhost:8001"], [CallbackSink(print)])
+    with BackgroundIngest(ingest):
+        ...  # results arrive in the callback; leaving the block drains and stops
 """

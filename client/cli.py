@@ -1,0 +1,203 @@
+"""``camdet ingest``: stream cameras to the ``detect`` ensemble and write the results.
+
+The command only parses arguments; the work is done by :class:`camdet.client.streamer.Ingest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from camdet.client.config import CameraConfig, camera_from_argument, check_unique, load_cameras
+from camdet.client.detect import DEFAULT_URL, threshold_parameters
+from camdet.client.metrics import IngestCollector, serve_metrics
+from camdet.client.report import LiveView, totals_table
+from camdet.client.servers import TlsFiles
+from camdet.client.sinks import AnnotatedVideoSink, JsonLinesSink, Sink
+from camdet.client.streamer import Ingest, IngestOptions, Mode
+from rich.console import Console
+from rich.live import Live
+
+logger = logging.getLogger(__name__)
+
+_EXISTING_FILE = {"exists": True, "dir_okay": False, "readable": True}
+
+
+def _cameras(
+    arguments: list[str], camera_file: Path | None, fps: float | None, loop: bool
+) -> list[CameraConfig]:
+    cameras = load_cameras(camera_file) if camera_file else []
+    offset = len(cameras)
+    cameras += [camera_from_argument(a, offset + i) for i, a in enumerate(arguments)]
+    if not cameras:
+        raise typer.BadParameter("give camera URLs as arguments or a --cameras file")
+    return check_unique(replace(c, fps=c.fps or fps, loop=c.loop or loop) for c in cameras)
+
+
+def _sinks(jsonl: Path | None, video_dir: Path | None) -> list[Sink]:
+    sinks: list[Sink] = []
+    if jsonl is not None:
+        sinks.append(JsonLinesSink(jsonl))
+    if video_dir is not None:
+        sinks.append(AnnotatedVideoSink(video_dir))
+    return sinks
+
+
+async def _run(ingest: Ingest, duration_s: float | None) -> None:
+    """Run until the cameras end, ``duration_s`` passes, or SIGINT/SIGTERM.
+
+    A first signal drains cleanly; a second one abandons the drain.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(ingest.run())
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            ingest.stop()
+        else:
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    if duration_s is not None:
+        loop.call_later(duration_s, ingest.stop)
+    try:
+        await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def ingest(
+    cameras: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Cameras: URL or ID=URL. rtsp:// or rtsps:// (TCP), http(s):// MJPEG, a video "
+            "file, an image folder, /dev/videoN or usb:N.",
+            show_default=False,
+        ),
+    ] = None,
+    camera_file: Annotated[
+        Path | None,
+        typer.Option("--cameras", "-c", help="Camera list (.yaml/.yml/.toml).", **_EXISTING_FILE),
+    ] = None,
+    server: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            "-s",
+            envvar="CAMDET_URL",
+            help="Server gRPC URL host:port (grpcs://host:port for TLS); repeat to spread "
+            f"cameras over several servers with fail-over. Default: {DEFAULT_URL}.",
+            show_default=False,
+        ),
+    ] = None,
+    mode: Annotated[
+        Mode,
+        typer.Option(help="realtime: drop stale frames, bounded latency; capacity: drop nothing."),
+    ] = Mode.REALTIME,
+    fps: Annotated[
+        float | None, typer.Option(help="Target fps of cameras that set none (decimation).")
+    ] = None,
+    loop: Annotated[bool, typer.Option(help="Loop video files and image folders.")] = False,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="Requests in flight per camera.")] = 2,
+    queue_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Frames buffered per camera. Default: 1 in realtime mode, "
+            "--max-in-flight in capacity mode.",
+        ),
+    ] = None,
+    max_frame_age: Annotated[
+        float, typer.Option(help="Realtime: drop frames older than this many seconds.")
+    ] = 2.0,
+    jpeg_quality: Annotated[
+        int, typer.Option(min=1, max=100, help="JPEG quality of re-encoded frames.")
+    ] = 90,
+    request_timeout: Annotated[float, typer.Option(help="Request deadline, seconds.")] = 30.0,
+    confidence: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
+    iou: Annotated[float | None, typer.Option(help="NMS IoU threshold.")] = None,
+    max_detections: Annotated[int | None, typer.Option(help="Detections per frame.")] = None,
+    jsonl: Annotated[Path | None, typer.Option(help="Write results as JSON Lines here.")] = None,
+    video_dir: Annotated[
+        Path | None, typer.Option(help="Write an annotated MP4 per camera into this folder.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics endpoint.")] = (
+        "127.0.0.1"
+    ),
+    live: Annotated[
+        bool | None, typer.Option(help="Live per-camera table. Default: when stdout is a terminal.")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    ssl: Annotated[bool, typer.Option(help="TLS to every server.")] = False,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="PEM CA certificates for TLS.", **_EXISTING_FILE)
+    ] = None,
+    private_key: Annotated[
+        Path | None, typer.Option(help="PEM client key (mutual TLS).", **_EXISTING_FILE)
+    ] = None,
+    certificate_chain: Annotated[
+        Path | None,
+        typer.Option(help="PEM client certificate chain (mutual TLS).", **_EXISTING_FILE),
+    ] = None,
+) -> None:
+    """Stream cameras to the detect ensemble; Ctrl-C or SIGTERM stops cleanly.
+
+    Prints final per-camera totals (captured = answered + dropped + failed + in flight).
+    """
+    console = Console()
+    urls = [f"grpcs://{u.split('://')[-1]}" if ssl else u for u in (server or [DEFAULT_URL])]
+    options = IngestOptions(
+        mode=mode,
+        max_in_flight=max_in_flight,
+        queue_size=queue_size,
+        max_frame_age_s=max_frame_age,
+        jpeg_quality=jpeg_quality,
+        request_timeout_s=request_timeout,
+        thresholds=threshold_parameters(confidence, iou, max_detections),
+    )
+    runner = Ingest(
+        _cameras(cameras or [], camera_file, fps, loop),
+        urls,
+        _sinks(jsonl, video_dir),
+        options,
+        TlsFiles(root_certificates, private_key, certificate_chain),
+    )
+    collector = IngestCollector(runner.accounting, runner.assignment)
+    metrics = None if metrics_port is None else serve_metrics(collector, metrics_port, metrics_host)
+    if metrics is not None:
+        console.print(f"metrics at {metrics.url}")
+    show_live = sys.stdout.isatty() if live is None else live
+    view = LiveView(runner.accounting, runner.assignment)
+    try:
+        if show_live:
+            with Live(get_renderable=view.render, console=console, refresh_per_second=1):
+                asyncio.run(_run(runner, duration))
+        else:
+            asyncio.run(_run(runner, duration))
+    finally:
+        if metrics is not None:
+            metrics.close()
+        console.print(totals_table(runner.accounting.snapshot()))
+
+
+def main() -> None:
+    """Entry point of ``python -m camdet.client.cli``."""
+    typer.run(ingest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""Many cameras, one event loop: read, send to the ``detect`` ensemble, account, deliver.
+
+Per camera: a reader thread fills a bounded :class:`~camdet.client.reader.FrameBuffer`;
+a pump coroutine takes frames from it and sends each as one async gRPC request, with at
+most ``max_in_flight`` requests outstanding. Answers are correlated to their camera and
+frame by the request's own coroutine and go to the sinks.
+
+Real-time mode keeps latency bounded when the server is slower than the cameras: the
+buffer holds the newest frame only (older ones are dropped and counted), and frames that
+waited longer than ``max_frame_age_s`` are dropped before sending. Capacity mode drops
+nothing: the reader waits for room. While no server is up, frames wait (real-time: and
+are superseded); requests that fail count as failed.
+
+Stopping (:meth:`Ingest.stop`, e.g. on SIGINT/SIGTERM): readers stop, buffered and in-flight
+frames are drained for up to ``drain_timeout_s``, the rest is counted, sinks are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from camdet.client.accounting import Accounting, CameraTotals
+from camdet.client.backoff import BackoffPolicy
+from camdet.client.config import CameraConfig, check_unique
+from camdet.client.detect import ENSEMBLE, frame_input, parse_result, requested_outputs
+from camdet.client.reader import CameraReader, CapturedFrame, FrameBuffer
+from camdet.client.servers import (
+    NO_TLS_FILES,
+    PROBE_BACKOFF,
+    Endpoint,
+    ServerPool,
+    TlsFiles,
+    is_server_failure,
+)
+from camdet.client.sinks import Result, Sink
+from camdet.client.sources import DEFAULT_TIMEOUTS, Timeouts, open_source
+
+logger = logging.getLogger(__name__)
+
+
+RECONNECT_BACKOFF = BackoffPolicy(0.5, 10.0)
+"""Camera reconnects: from 0.5 s up to every 10 s."""
+
+
+class Mode(str, Enum):
+    """What to do when the server is slower than the cameras."""
+
+    REALTIME = "realtime"
+    """Drop stale frames (counted) so latency stays bounded."""
+    CAPACITY = "capacity"
+    """Drop nothing; the readers are back-pressured."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How cameras are streamed.
+
+    Attributes:
+        mode: Real-time or capacity.
+        max_in_flight: Most outstanding requests per camera.
+        queue_size: Frames buffered per camera between reader and sender (None: 1 in
+            real-time mode, ``max_in_flight`` in capacity mode).
+        max_frame_age_s: Real-time mode: frames older than this when their turn to be sent
+            comes are dropped, seconds.
+        jpeg_quality: JPEG quality for frames the camera did not deliver as JPEG, 1-100.
+        request_timeout_s: Deadline of each request, seconds.
+        drain_timeout_s: At shutdown, how long to wait for buffered and in-flight frames.
+        thresholds: Per-request threshold parameters (see
+            :func:`camdet.client.detect.threshold_parameters`).
+        reconnect: Backoff between camera reconnects.
+        server_probe: Backoff between probes of a server that is down.
+        timeouts: Camera network timeouts.
+    """
+
+    mode: Mode = Mode.REALTIME
+    max_in_flight: int = 2
+    queue_size: int | None = None
+    max_frame_age_s: float = 2.0
+    jpeg_quality: int = 90
+    request_timeout_s: float = 30.0
+    drain_timeout_s: float = 10.0
+    thresholds: Mapping[str, float | int] = field(default_factory=dict)
+    reconnect: BackoffPolicy = RECONNECT_BACKOFF
+    server_probe: BackoffPolicy = PROBE_BACKOFF
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.queue_size is not None and self.queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+
+    @property
+    def buffer_size(self) -> int:
+        """Frames buffered per camera."""
+        if self.queue_size is not None:
+            return self.queue_size
+        return 1 if self.mode is Mode.REALTIME else self.max_in_flight
+
+
+@dataclass
+class _Camera:
+    config: CameraConfig
+    buffer: FrameBuffer
+    reader: CameraReader
+
+
+class Ingest:
+    """Streams cameras to the ensemble on one or more servers.
+
+    Args:
+        cameras: The cameras (unique ids).
+        servers: Server gRPC URLs (``host:port``, ``grpcs://host:port`` for TLS);
+            cameras are spread over them and fail over when one is down.
+        sinks: Where answered frames go.
+        options: Streaming options.
+        tls: Certificate files for TLS servers.
+    """
+
+    def __init__(
+        self,
+        cameras: Sequence[CameraConfig],
+        servers: Sequence[str],
+        sinks: Sequence[Sink] = (),
+        options: IngestOptions | None = None,
+        tls: TlsFiles = NO_TLS_FILES,
+    ) -> None:
+        self.cameras = check_unique(cameras)
+        if not self.cameras:
+            raise ValueError("no cameras")
+        self.endpoints = [Endpoint.parse(url) for url in servers]
+        self.sinks = list(sinks)
+        self.options = options = options or IngestOptions()
+        self.tls = tls
+        self.accounting = Accounting([c.id for c in self.cameras])
+        self._quality = {c.id: c.jpeg_quality or options.jpeg_quality for c in self.cameras}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stop_requested = threading.Event()
+        self._pool: ServerPool | None = None
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (any thread; idempotent)."""
+        self._stop_requested.set()
+        if self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed: nothing to stop
+                self._loop.call_soon_threadsafe(self._stopping.set)
+
+    def assignment(self) -> dict[str, str | None]:
+        """The server URL serving each camera now (None: no server is up)."""
+        if self._pool is None:
+            return dict.fromkeys((c.id for c in self.cameras), None)
+        routes = {c.id: self._pool.route(c.id) for c in self.cameras}
+        return {cid: None if e is None else e.url for cid, e in routes.items()}
+
+    async def run(self) -> dict[str, CameraTotals]:
+        """Stream until every camera has ended or :meth:`stop` is called.
+
+        Returns:
+            Final per-camera totals (``in_flight`` is 0 after a clean drain).
+        """
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        if self._stop_requested.is_set():
+            self._stopping.set()
+        try:
+            async with ServerPool(self.endpoints, self.tls, self.options.server_probe) as pool:
+                self._pool = pool
+                await self._stream(pool, [self._start_camera(c) for c in self.cameras])
+        finally:
+            self._pool = None
+            await asyncio.to_thread(self._close_sinks)
+        return self.accounting.snapshot()
+
+    def _start_camera(self, config: CameraConfig) -> _Camera:
+        buffer = FrameBuffer(
+            self.options.buffer_size, self.options.mode is Mode.REALTIME, self._loop
+        )
+        source = open_source(config, self.options.timeouts)
+        reader = CameraReader(config, source, buffer, self.accounting, self.options.reconnect)
+        reader.start()
+        return _Camera(config, buffer, reader)
+
+    async def _stream(self, pool: ServerPool, cameras: list[_Camera]) -> None:
+        pumps = [asyncio.create_task(self._pump(pool, camera)) for camera in cameras]
+        all_done = asyncio.gather(*pumps, return_exceptions=True)
+        stopping = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([all_done, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not all_done.done():
+            await self._drain(pool, cameras, pumps)
+        for camera, outcome in zip(cameras, await all_done, strict=True):
+            if isinstance(outcome, Exception):
+                logger.error("camera %s: sender failed: %r", camera.config.id, outcome)
+        await asyncio.to_thread(self._join_readers, cameras)
+
+    async def _drain(
+        self, pool: ServerPool, cameras: list[_Camera], pumps: list[asyncio.Task[None]]
+    ) -> None:
+        logger.info("stopping: draining buffered and in-flight frames")
+        for camera in cameras:
+            camera.reader.stop()
+            camera.buffer.close()
+        await pool.stop_waiting()
+        _, pending = await asyncio.wait(pumps, timeout=self.options.drain_timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for camera in cameras:
+            left = camera.buffer.take_all()
+            if left:
+                self.accounting.dropped(camera.config.id, len(left))
+
+    def _join_readers(self, cameras: list[_Camera]) -> None:
+        deadline = time.monotonic() + self.options.timeouts.read_s + 1.0
+        for camera in cameras:
+            camera.reader.stop()
+            camera.buffer.close()
+            if not camera.reader.join(max(0.0, deadline - time.monotonic())):
+                logger.warning("camera %s: reader still blocked at exit", camera.config.id)
+
+    async def _pump(self, pool: ServerPool, camera: _Camera) -> None:
+        """Send the camera's frames, at most ``max_in_flight`` at a time."""
+        slots = asyncio.Semaphore(self.options.max_in_flight)
+        requests: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                frame = await camera.buffer.get()
+                endpoint = None if frame is None else await self._route(pool, frame)
+                if endpoint is None:
+                    slots.release()
+                    if frame is None:
+                        break
+                    continue
+                task = asyncio.create_task(self._send(pool, endpoint, frame))
+                requests.add(task)
+                task.add_done_callback(requests.discard)
+                task.add_done_callback(lambda _: slots.release())
+            await asyncio.gather(*requests)
+        except asyncio.CancelledError:
+            for task in requests:
+                task.cancel()
+            await asyncio.gather(*requests, return_exceptions=True)
+            raise
+
+    async def _route(self, pool: ServerPool, frame: CapturedFrame) -> Endpoint | None:
+        """The server for a frame, or None if the frame was dropped or failed instead."""
+        endpoint = await pool.wait_route(frame.camera_id)
+        if endpoint is None:
+            self.accounting.failed(frame.camera_id)
+            return None
+        age = time.monotonic() - frame.captured_mono
+        if self.options.mode is Mode.REALTIME and age > self.options.max_frame_age_s:
+            self.accounting.dropped(frame.camera_id)
+            return None
+        return endpoint
+
+    async def _send(self, pool: ServerPool, endpoint: Endpoint, frame: CapturedFrame) -> None:
+        """One request; the frame ends answered or failed, whatever happens."""
+        camera_id = frame.camera_id
+        try:
+            payload = frame.encoded
+            if payload is None:
+                payload = await asyncio.to_thread(frame.jpeg, self._quality[camera_id])
+            response = await pool.client(endpoint).infer(
+                ENSEMBLE,
+                frame_input(payload),
+                outputs=requested_outputs(),
+                parameters=dict(self.options.thresholds) or None,
+                client_timeout=self.options.request_timeout_s,
+            )
+            detections = parse_result(response)
+        except asyncio.CancelledError:
+            self.accounting.failed(camera_id)
+            raise
+        except Exception as error:
+            self.accounting.failed(camera_id)
+            if is_server_failure(error):
+                # One line per outage comes from the pool; not one per frame.
+                pool.report_failure(endpoint, error)
+                logger.debug("camera %s frame %d failed: %s", camera_id, frame.index, error)
+            else:
+                logger.warning("camera %s frame %d failed: %s", camera_id, frame.index, error)
+            return
+        latency = time.monotonic() - frame.captured_mono
+        self.accounting.answered(camera_id, latency)
+        self._deliver(Result(frame, detections, latency, endpoint.url))
+
+    def _deliver(self, result: Result) -> None:
+        for sink in self.sinks:
+            try:
+                sink.write(result)
+            except Exception:
+                logger.exception(
+                    "sink %s failed on %s", type(sink).__name__, result.frame.camera_id
+                )
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                logger.exception("closing sink %s failed", type(sink).__name__)
+
+
+class BackgroundIngest:
+    """Runs an :class:`Ingest` on its own event loop thread (embedding, tests).
+
+    Use as a context manager; leaving the block stops the ingest cleanly.
+    """
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.totals: dict[str, CameraTotals] | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.totals = asyncio.run(self.ingest.run())
+        except BaseException as error:  # reported by stop()/wait() in the caller's thread
+            self.error = error
+
+    def __enter__(self) -> BackgroundIngest:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Wait for the ingest to end by itself (finite sources); True if it has."""
+        self._thread.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        return not self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 60.0) -> dict[str, CameraTotals]:
+        """Stop cleanly and return the final totals.
+
+        Raises:
+            TimeoutError: If the ingest did not end within ``timeout_s``.
+        """
+        self.ingest.stop()
+        if not self.wait(timeout_s):
+            raise TimeoutError(f"ingest did not stop within {timeout_s} s")
+        assert self.totals is not None
+        return self.totals
