@@ -43,10 +43,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
-import av
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    import av
 
 logger = logging.getLogger(__name__)
 
@@ -1583,6 +1586,9 @@ def write_clip(
     gop = keyframe_interval or fps
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = _CocoWriter()
+    # PyAV only here: the scene renderer must import on machines without it (the GPU one).
+    import av
+
     with av.open(str(out_path), mode="w") as container:
         stream = _add_h264_stream(container, width, height, fps, gop, crf)
         for index in range(num_frames):
