@@ -1,0 +1,537 @@
+"""``camdet bench``: our pipeline, the naive one and a bare loop, measured side by side.
+
+    python -m camdet.perf.bench --cameras 1,2,4,8 --rate 4x5 --repeats 3 --out bench-out
+
+In one run, on the same frames (read from a perf_analyzer input-data JSON) and the same
+detector, it measures
+
+- **ours**: JPEG frames to the ``detect`` ensemble (server-side decode, letterbox,
+  detector, NMS), as a concurrency sweep over cameras and at fixed per-camera rates;
+- **naive**: OpenCV decode + letterbox on the client, raw FP16 tensors to the
+  ``detector`` model alone, NMS on the client, over the same sweep;
+- **bare**: no server; decode, the project's letterbox, a detector runner (ONNX Runtime
+  here, pluggable) and the project's postprocessing in one loop, per batch size;
+
+and prints throughput, p50/p90/p99 latency, client (and local server) CPU per frame,
+Triton's per-model statistics, and the ratios ours / naive and ours / bare per camera
+count (median over ``--repeats``, which interleave the three so drift on a shared host
+hits them alike). It writes ``bench.json``, ``bench.csv`` and ``bench.png``.
+
+Without ``--url`` it starts its own server on free ports from ``--repository``, after
+applying the ``--instances``/``--queue-delay-us``/``--param``/``--preferred-batch``
+overrides to a copy of the repository (the production configs stay untouched). The
+core is plain Python (argparse, numpy, tritonclient); typer and rich are not needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from camdet.perf.frames import DEFAULT_SIZES, parse_size, synthetic_frames
+from camdet.perf.load import LoadPoint, PointResult, ServerProbe, Window, run_bare, run_point
+from camdet.perf.stats import best, ratio
+
+logger = logging.getLogger(__name__)
+
+BENCH_MODES = ("ours", "naive", "bare")
+
+
+@dataclass
+class Tuning:
+    """Overrides applied to a copy of the repository before the bench starts its server.
+
+    Attributes:
+        instances: Instance count per model (a GPU group without a GPU becomes CPU).
+        queue_delay_us: ``max_queue_delay_microseconds`` per model.
+        preferred_batch: ``preferred_batch_size`` per model.
+        parameters: Config ``parameters`` per model (e.g. the portable detector's
+            ``intra_op_threads``, preprocess's ``num_threads``).
+        detector_onnx: Another ``model.onnx`` for the detector.
+    """
+
+    instances: dict[str, int] = field(default_factory=dict)
+    queue_delay_us: dict[str, int] = field(default_factory=dict)
+    preferred_batch: dict[str, list[int]] = field(default_factory=dict)
+    parameters: dict[str, dict[str, str]] = field(default_factory=dict)
+    detector_onnx: Path | None = None
+
+    def is_empty(self) -> bool:
+        """Whether nothing is overridden."""
+        return not any(asdict(self).values())
+
+
+@dataclass
+class BenchConfig:
+    """Everything one bench run does (the CLI fills it; tests build it directly).
+
+    Attributes:
+        url: gRPC endpoint of a running server; None starts one from ``repository``.
+        repository: Production model repository (detector ONNX for the bare loop too).
+        out_dir: Where the input data, JSON, CSV, PNG and server log go.
+        input_data: perf_analyzer JSON of the ensemble to read frames from; None writes
+            one from synthetic frames into ``out_dir``.
+        frames: Synthetic frames to generate when ``input_data`` is None.
+        sizes: (width, height) of the synthetic cameras, pixels.
+        seed: Scene seed.
+        modes: Subset of ``ours``, ``naive``, ``bare``.
+        cameras: Camera counts of the capacity sweep (back-to-back requests).
+        rates: (cameras, fps per camera) points at fixed rates.
+        window: Warm-up and measured seconds per point.
+        processes: Client worker processes per point (0: threads of this process).
+        shm: Input transports to measure (``none``, ``system``, ``cuda``).
+        bare_batches: Batch sizes of the bare loop.
+        runner: Detector runner of the bare loop (:mod:`camdet.perf.runners`).
+        runner_threads: Its threads (None: one per core).
+        repeats: Times the whole sequence is repeated (interleaved).
+        ratio_cameras: Camera count of the headline ratios.
+        server_mode: ``auto``, ``portable`` or ``container`` when starting a server.
+        tuning: Repository overrides for a server the bench starts.
+        server_env: Extra environment of a server the bench starts (e.g.
+            ``OMP_NUM_THREADS=1`` for the torch inside its Python-backend models).
+        torch_threads: torch intra-op threads of the client side (bare loop, naive
+            clients' NMS); None keeps torch's default.
+        plot: Whether to write the PNG (needs matplotlib).
+    """
+
+    url: str | None = None
+    repository: Path = Path("model_repository")
+    out_dir: Path = Path("bench-out")
+    input_data: Path | None = None
+    frames: int = 16
+    sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
+    seed: int = 0
+    modes: tuple[str, ...] = BENCH_MODES
+    cameras: tuple[int, ...] = (1, 2, 4, 8)
+    rates: tuple[tuple[int, float], ...] = ()
+    window: Window = field(default_factory=Window)
+    processes: int = 1
+    shm: tuple[str, ...] = ("none",)
+    bare_batches: tuple[int, ...] = (1, 4)
+    runner: str = "onnxruntime"
+    runner_threads: int | None = None
+    repeats: int = 1
+    ratio_cameras: int = 4
+    server_mode: str = "auto"
+    tuning: Tuning = field(default_factory=Tuning)
+    server_env: dict[str, str] = field(default_factory=dict)
+    torch_threads: int | None = None
+    plot: bool = True
+
+
+@dataclass
+class BenchReport:
+    """The outcome of a run: where, with what, every point, and the ratios."""
+
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    results: list[PointResult]
+    ratios: list[dict[str, Any]]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def headline(self, cameras: int, shm: str = "none") -> dict[str, float]:
+        """Median ratios at ``cameras`` cameras: ``{"ours/bare": x, "ours/naive": y}``."""
+        return {
+            r["name"]: r["median"]
+            for r in self.ratios
+            if r["cameras"] == cameras and r["shm"] == shm
+        }
+
+
+# -------------------------------------------------------------------------- repository
+
+
+def tuned_repository(source: Path, destination: Path, tuning: Tuning, gpu: bool) -> Path:
+    """Copy ``source`` to ``destination`` (replaced) with ``tuning`` applied to its configs.
+
+    Only scheduling fields change (instances, queue delay, preferred batches, config
+    parameters) and optionally the detector's ONNX; tensor contracts stay as they are.
+
+    Raises:
+        KeyError: If an override names a model that is not in the repository.
+    """
+    from camdet.repository import read_config, write_config
+
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"))
+    named = [tuning.instances, tuning.queue_delay_us, tuning.preferred_batch, tuning.parameters]
+    for model in sorted({m for overrides in named for m in overrides}):
+        path = destination / model / "config.pbtxt"
+        if not path.exists():
+            raise KeyError(f"no model {model!r} in {source}")
+        config = read_config(path)
+        _apply_tuning(config, model, tuning, gpu)
+        write_config(config, path)
+        logger.info("tuned %s: %s", model, path)
+    if tuning.detector_onnx is not None:
+        shutil.copyfile(tuning.detector_onnx, destination / "detector" / "1" / "model.onnx")
+    return destination
+
+
+def _apply_tuning(config: Any, model: str, tuning: Tuning, gpu: bool) -> None:
+    """Apply ``tuning``'s overrides of ``model`` to its parsed ``ModelConfig``."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    if model in tuning.instances:
+        for group in config.instance_group:
+            group.count = tuning.instances[model]
+            if group.kind == mc.ModelInstanceGroup.KIND_GPU and not gpu:
+                group.kind = mc.ModelInstanceGroup.KIND_CPU
+                del group.gpus[:]
+    if model in tuning.queue_delay_us:
+        config.dynamic_batching.max_queue_delay_microseconds = tuning.queue_delay_us[model]
+    if model in tuning.preferred_batch:
+        del config.dynamic_batching.preferred_batch_size[:]
+        config.dynamic_batching.preferred_batch_size.extend(tuning.preferred_batch[model])
+    for key, value in tuning.parameters.get(model, {}).items():
+        config.parameters[key].string_value = value
+
+
+@contextlib.contextmanager
+def bench_server(config: BenchConfig) -> Iterator[ServerProbe]:
+    """The server to measure: the one at ``config.url``, or one started here."""
+    if config.url is not None:
+        yield ServerProbe(config.url)
+        return
+    from camdet.server import Ports, has_cuda_gpu, serve
+
+    workdir = config.out_dir / "server"
+    repository = config.repository
+    if not config.tuning.is_empty():
+        repository = tuned_repository(
+            repository, workdir / "tuned_repository", config.tuning, has_cuda_gpu()
+        )
+    portable = {"auto": None, "portable": True, "container": False}[config.server_mode]
+    with contextlib.ExitStack() as stack:
+        with _environment(config.server_env):  # seen by the server process only
+            server = stack.enter_context(
+                serve(repository, Ports.free(), portable=portable, workdir=workdir)
+            )
+        logger.info("server ready on %s, log %s", server.grpc_url, server.log_path)
+        yield ServerProbe(server.grpc_url, server.process.pid if server.process else None)
+
+
+@contextlib.contextmanager
+def _environment(overrides: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def load_frames(config: BenchConfig) -> tuple[list[bytes], Path]:
+    """The frames of the run, always read back from an ensemble input-data JSON."""
+    from camdet.perf.input_data import read_encoded_frames, write_input_data
+
+    path = config.input_data
+    if path is None:
+        frames = synthetic_frames(config.frames, config.sizes, config.seed)
+        written = write_input_data(
+            config.out_dir / "input_data", frames, config.repository, models=("detect",)
+        )
+        path = written["detect"]
+    return read_encoded_frames(path), path
+
+
+def server_points(config: BenchConfig, mode: str) -> list[LoadPoint]:
+    """The load points of one server pipeline, in measurement order."""
+    points = []
+    for shm in config.shm:
+        rates = [(c, None) for c in config.cameras] + list(config.rates)
+        points += [
+            LoadPoint(mode, c, fps, config.processes, shm, config.torch_threads) for c, fps in rates
+        ]
+    return points
+
+
+def run_bench(config: BenchConfig) -> BenchReport:
+    """Run every mode (interleaved over repeats) and compute the ratios.
+
+    Returns:
+        The report; :func:`write_report` writes it down.
+    """
+    from camdet.perf.report import machine_info
+
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    if config.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(config.torch_threads)
+    frames, input_data = load_frames(config)
+    machine = machine_info()
+    logger.info("%d frames from %s", len(frames), input_data)
+    bare_loops = _bare_loops(config) if "bare" in config.modes else []
+    results: list[PointResult] = []
+    with bench_server(config) as probe:
+        for repeat in range(config.repeats):
+            for mode in config.modes:
+                results += _run_mode(config, mode, frames, probe, bare_loops, repeat)
+    machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    settings = {**asdict(config), "input_data": str(input_data), "frame_count": len(frames)}
+    return BenchReport(machine, settings, results, side_by_side_ratios(results))
+
+
+def _bare_loops(config: BenchConfig) -> list[Any]:
+    from camdet.perf.pipelines import BareLoop
+    from camdet.perf.runners import make_runner
+
+    onnx = config.tuning.detector_onnx or config.repository / "detector" / "1" / "model.onnx"
+    runner = make_runner(config.runner, onnx, config.runner_threads)
+    return [BareLoop(runner, batch) for batch in config.bare_batches]
+
+
+def _run_mode(
+    config: BenchConfig,
+    mode: str,
+    frames: Sequence[bytes],
+    probe: ServerProbe,
+    bare_loops: Sequence[Any],
+    repeat: int,
+) -> list[PointResult]:
+    results = []
+    if mode == "bare":
+        for loop in bare_loops:
+            results.append(replace(run_bare(frames, loop, config.window), repeat=repeat))
+            _log_point(results[-1])
+        return results
+    for point in server_points(config, mode):
+        results.append(
+            replace(run_point(probe.url, frames, point, config.window, probe), repeat=repeat)
+        )
+        _log_point(results[-1])
+    return results
+
+
+def _log_point(result: PointResult) -> None:
+    logger.info(
+        "rep %d %-24s %7.2f frames/s  p50 %7.1f ms  p99 %7.1f ms  failed %d",
+        result.repeat,
+        result.label,
+        result.throughput_fps,
+        result.latency["p50_ms"],
+        result.latency["p99_ms"],
+        result.failed,
+    )
+
+
+def side_by_side_ratios(results: Sequence[PointResult]) -> list[dict[str, Any]]:
+    """Ours / bare (best bare batch size) and ours / naive, per camera count and transport.
+
+    Each ratio is taken within one repeat (the points measured back to back), then
+    summarized over repeats as median, min and max.
+    """
+    per_repeat: dict[tuple[str, int, str], list[float]] = {}
+    for repeat in sorted({r.repeat for r in results}):
+        batch = [r for r in results if r.repeat == repeat]
+        bare = best(r.throughput_fps for r in batch if r.mode == "bare")
+        naive = {(r.cameras, r.shm): r for r in batch if r.mode == "naive" and r.fps is None}
+        for ours in (r for r in batch if r.mode == "ours" and r.fps is None):
+            key = (ours.cameras, ours.shm)
+            per_repeat.setdefault(("ours/bare", *key), []).append(ratio(ours.throughput_fps, bare))
+            if key in naive:
+                value = ratio(ours.throughput_fps, naive[key].throughput_fps)
+                per_repeat.setdefault(("ours/naive", *key), []).append(value)
+    rows = []
+    for (name, cameras, shm), values in sorted(per_repeat.items()):
+        finite = [v for v in values if v == v]
+        if not finite:
+            continue
+        rows.append(
+            {
+                "name": name,
+                "cameras": cameras,
+                "shm": shm,
+                "median": statistics.median(finite),
+                "min": min(finite),
+                "max": max(finite),
+                "repeats": len(finite),
+            }
+        )
+    return rows
+
+
+def write_report(report: BenchReport, out_dir: Path, plot: bool = True) -> str:
+    """Write ``bench.json``, ``bench.csv`` (and ``bench.png``); return the text summary."""
+    from camdet.perf import report as render
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report.files = {"json": str(out_dir / "bench.json"), "csv": str(out_dir / "bench.csv")}
+    if plot:
+        report.files["png"] = str(out_dir / "bench.png")
+        title = f"{report.machine['cpu']} x{report.machine['cores']}, gpu {report.machine['gpu']}"
+        render.write_plot(out_dir / "bench.png", report.results, title)
+    render.write_csv(out_dir / "bench.csv", report.results)
+    render.write_json(out_dir / "bench.json", asdict(report))
+    return "\n\n".join(
+        [
+            render.results_table(report.results),
+            render.model_stats_table([r for r in report.results if r.model_stats]),
+            render.ratios_table(report.ratios),
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _rate(text: str) -> tuple[int, float]:
+    cameras, _, fps = text.lower().partition("x")
+    if not fps:
+        raise argparse.ArgumentTypeError(f"rate must look like 4x5 (cameras x fps), got {text!r}")
+    return int(cameras), float(fps)
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show the defaults and keep the module docstring's layout."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The bench's command line (shared by ``python -m camdet.perf.bench`` and ``camdet bench``)."""
+    from camdet.perf.runners import RUNNERS
+
+    parser = argparse.ArgumentParser(
+        prog="camdet bench", description=__doc__, formatter_class=_HelpFormatter
+    )
+    add = parser.add_argument
+    add("--url", default=None, help="gRPC host:port of a running server (default: start one)")
+    add("--repository", type=Path, help="production model repository",
+        default=Path(os.environ.get("CAMDET_MODEL_REPOSITORY", _default_repository())))  # fmt: skip
+    add("--out", type=Path, default=Path("bench-out"), help="output folder")
+    add("--input-data", type=Path, help="perf_analyzer JSON of the ensemble to take frames from")
+    add("--frames", type=int, default=16, help="synthetic frames when no --input-data")
+    add("--sizes", default="1280x720,1920x1080", help="synthetic camera sizes WxH,...")
+    add("--seed", type=int, default=0, help="scene seed")
+    add("--modes", default=",".join(BENCH_MODES), help="subset of ours,naive,bare")
+    add("--cameras", type=_int_list, default=(1, 2, 4, 8), help="capacity sweep, camera counts")
+    add("--rate", type=_rate, action="append", default=[], help="CAMERASxFPS fixed-rate point")
+    add("--duration", type=float, default=10.0, help="measured seconds per point")
+    add("--warmup", type=float, default=3.0, help="warm-up seconds per point")
+    add("--processes", type=int, default=1, help="client processes per point (0: threads here)")
+    add("--shm", default="none", help="input transports: none,system,cuda")
+    add("--bare-batch", type=_int_list, default=(1, 4), help="bare loop batch sizes")
+    add(
+        "--runner", default="onnxruntime", choices=sorted(RUNNERS), help="bare loop detector runner"
+    )
+    add("--runner-threads", type=int, default=None, help="runner threads (default: all cores)")
+    add("--repeats", type=int, default=1, help="repeat the interleaved sequence N times")
+    add("--ratio-cameras", type=int, default=4, help="camera count of the headline ratios")
+    add("--require-ratio", type=float, default=None, help="exit 1 if ours/bare is below this")
+    add("--server-mode", choices=("auto", "portable", "container"), default="auto")
+    add("--instances", type=_assignment, action="append", default=[], help="MODEL=COUNT")
+    add("--queue-delay-us", type=_assignment, action="append", default=[], help="MODEL=US")
+    add("--preferred-batch", type=_assignment, action="append", default=[], help="MODEL=2,4")
+    add("--param", type=_assignment, action="append", default=[], help="MODEL.KEY=VALUE")
+    add("--server-env", type=_assignment, action="append", default=[], help="KEY=VALUE")
+    add("--torch-threads", type=int, default=None, help="client-side torch threads")
+    add("--detector-onnx", type=Path, default=None, help="use this model.onnx as the detector")
+    add("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    add("-v", "--verbose", action="store_true", help="log every point as it is measured")
+    return parser
+
+
+def _default_repository() -> Path:
+    from camdet.repository import PRODUCTION_REPOSITORY
+
+    return PRODUCTION_REPOSITORY
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    """Turn parsed arguments into a :class:`BenchConfig`."""
+    parameters: dict[str, dict[str, str]] = {}
+    for key, value in args.param:
+        model, _, name = key.partition(".")
+        parameters.setdefault(model, {})[name] = value
+    tuning = Tuning(
+        instances={m: int(v) for m, v in args.instances},
+        queue_delay_us={m: int(v) for m, v in args.queue_delay_us},
+        preferred_batch={m: list(_int_list(v)) for m, v in args.preferred_batch},
+        parameters=parameters,
+        detector_onnx=args.detector_onnx,
+    )
+    return BenchConfig(
+        url=args.url,
+        repository=args.repository,
+        out_dir=args.out,
+        input_data=args.input_data,
+        frames=args.frames,
+        sizes=tuple(parse_size(s) for s in args.sizes.split(",")),
+        seed=args.seed,
+        modes=tuple(m for m in args.modes.split(",") if m),
+        cameras=args.cameras,
+        rates=tuple(args.rate),
+        window=Window(args.warmup, args.duration),
+        processes=args.processes,
+        shm=tuple(s for s in args.shm.split(",") if s),
+        bare_batches=args.bare_batch,
+        runner=args.runner,
+        runner_threads=args.runner_threads,
+        repeats=args.repeats,
+        ratio_cameras=args.ratio_cameras,
+        server_mode=args.server_mode,
+        tuning=tuning,
+        server_env=dict(args.server_env),
+        torch_threads=args.torch_threads,
+        plot=not args.no_plot,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the bench from the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    config = config_from_args(args)
+    unknown = set(config.modes) - set(BENCH_MODES)
+    if unknown:
+        print(f"unknown modes {sorted(unknown)}; choose from {BENCH_MODES}", file=sys.stderr)
+        return 2
+    started = time.time()
+    report = run_bench(config)
+    print(write_report(report, config.out_dir, config.plot))
+    headline = report.headline(config.ratio_cameras)
+    summary = ", ".join(f"{k} = {v:.3f}" for k, v in sorted(headline.items()))
+    print(f"\nat {config.ratio_cameras} cameras: {summary or 'no ratio measured'}")
+    print(f"wrote {', '.join(report.files.values())} in {time.time() - started:.0f} s")
+    wanted = args.require_ratio
+    if wanted is not None and not headline.get("ours/bare", 0.0) >= wanted:
+        print(f"ours/bare below the required {wanted}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Pluggable in-process detector runners for the baselines that bypass the server.
+
+A runner maps a batch of letterboxed frames to the detector's raw head output:
+``[B, 3, 640, 640]`` FP16 in [0, 1] -> ``[B, 4 + nc, A]`` (numpy or torch, any float
+type). The bare in-process loop and the step-input generator call one through
+:func:`make_runner`; the GPU machine registers its own (torch-CUDA, TensorRT) with
+:func:`register_runner` without touching the benchmark code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class DetectorRunner(Protocol):
+    """Something that runs the detector on a batch, in this process."""
+
+    name: str
+
+    def __call__(self, images: np.ndarray) -> Any:
+        """Run one batch.
+
+        Args:
+            images: ``[B, 3, 640, 640]`` FP16 letterboxed RGB in [0, 1].
+
+        Returns:
+            ``[B, 4 + nc, A]`` raw head output (numpy array or torch tensor).
+        """
+        ...
+
+
+RunnerFactory = Callable[..., DetectorRunner]
+"""``factory(onnx_path: Path, threads: int | None) -> DetectorRunner``."""
+
+
+class OnnxRuntimeRunner:
+    """The detector's ONNX through ONNX Runtime on the CPU (what the portable server runs).
+
+    Attributes:
+        name: ``"onnxruntime"``.
+        session: The ONNX Runtime session.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
+        """Open the ONNX once.
+
+        Args:
+            onnx_path: The detector's ``model.onnx``.
+            threads: Intra-op threads (None: one per CPU core, like the portable server).
+        """
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        self.session = ort.InferenceSession(
+            str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        onnx_input = self.session.get_inputs()[0]
+        self._input_name = onnx_input.name
+        self._input_dtype = _ORT_TYPES[onnx_input.type]
+        logger.info(
+            "onnxruntime runner: %s, %d intra-op threads", onnx_path, options.intra_op_num_threads
+        )
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Run one batch (the cast to the ONNX's own float type happens here)."""
+        batch = np.asarray(images).astype(self._input_dtype, copy=False)
+        (raw,) = self.session.run(None, {self._input_name: batch})
+        return raw
+
+
+RUNNERS: dict[str, RunnerFactory] = {"onnxruntime": OnnxRuntimeRunner}
+"""Runner factories by name; :func:`register_runner` adds more."""
+
+
+def register_runner(name: str, factory: RunnerFactory) -> None:
+    """Make ``factory`` available to :func:`make_runner` (and ``--runner``) as ``name``."""
+    RUNNERS[name] = factory
+
+
+def make_runner(name: str, onnx_path: Path, threads: int | None = None) -> DetectorRunner:
+    """Build the runner registered as ``name``.
+
+    Raises:
+        KeyError: If no runner has that name (the message lists the known ones).
+    """
+    if name not in RUNNERS:
+        raise KeyError(f"unknown detector runner {name!r}; known: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[name](onnx_path, threads)

@@ -1,0 +1,408 @@
+"""camdet.perf: perf_analyzer input data, the bench and its baselines, the locust cameras."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from camdet.perf.bench import BenchConfig, Tuning, run_bench, side_by_side_ratios, tuned_repository
+from camdet.perf.frames import EncodedFrame, synthetic_frames
+from camdet.perf.input_data import (
+    INPUT_DATA_SCHEMA,
+    SCHEMA_FILE,
+    contract_problems,
+    read_encoded_frames,
+    schema_problems,
+    write_input_data,
+)
+from camdet.perf.load import LoadPoint, PointResult, ServerProbe, Window, run_point
+from camdet.perf.pipelines import (
+    BareLoop,
+    EnsembleClient,
+    FrameDetections,
+    NaiveClient,
+    letterbox_frame,
+)
+from camdet.perf.runners import make_runner
+from tritonclient.grpc import model_config_pb2 as mc
+
+from camdet.repository import contract, ensemble_problems, read_config, read_repository
+
+PERF = Path(__file__).resolve().parent.parent / "perf"
+STEP_MODELS = ("detect", "validate", "preprocess", "detector", "postprocess")
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[EncodedFrame]:
+    """Real encoded frames: one 720p and one 1080p synthetic scene, twice."""
+    return synthetic_frames(4, seed=11)
+
+
+@pytest.fixture(scope="module")
+def onnx(repository: Path) -> Path:
+    path = repository / "detector" / "1" / "model.onnx"
+    if not path.exists():
+        pytest.fail(f"no detector at {path}: export it or set CAMDET_MODEL_REPOSITORY")
+    return path
+
+
+@pytest.fixture(scope="module")
+def input_data(
+    frames: list[EncodedFrame], repository: Path, onnx: Path, tmp_path_factory
+) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("input_data")
+    runner = make_runner("onnxruntime", onnx)
+    return write_input_data(out, frames, repository, runner, max_tensor_frames=2)
+
+
+# ------------------------------------------------------------------------ input data
+
+
+def test_input_data_is_written_for_the_ensemble_and_every_step(input_data, repository) -> None:
+    assert set(input_data) == set(STEP_MODELS)
+    assert (input_data["detect"].parent / SCHEMA_FILE).exists()
+    configs = read_repository(repository)
+    for model, path in input_data.items():
+        document = json.loads(path.read_text())
+        assert schema_problems(document) == [], model
+        assert contract_problems(document, configs[model]) == [], model
+
+
+def test_ensemble_input_data_holds_the_jpeg_bytes(input_data, frames) -> None:
+    document = json.loads(input_data["detect"].read_text())
+    assert len(document["data"]) == len(frames)
+    for entry, frame in zip(document["data"], frames, strict=True):
+        tensor = entry["encoded_image"]
+        assert tensor["shape"] == [len(frame.data)]
+        assert base64.b64decode(tensor["content"]["b64"]) == frame.data
+    assert read_encoded_frames(input_data["detect"]) == [f.data for f in frames]
+
+
+def test_step_input_data_is_the_reference_of_each_step(input_data, frames, onnx) -> None:
+    detector = json.loads(input_data["detector"].read_text())["data"]
+    post = json.loads(input_data["postprocess"].read_text())["data"]
+    assert len(detector) == len(post) == 2
+    image, size = letterbox_frame(frames[0].data)
+    images = detector[0]["images"]
+    assert images["shape"] == [3, 640, 640]
+    decoded = np.frombuffer(base64.b64decode(images["content"]["b64"]), dtype="<f2")
+    np.testing.assert_array_equal(decoded.reshape(3, 640, 640), image)
+    raw = post[0]["raw_detections"]
+    expected = np.asarray(make_runner("onnxruntime", onnx)(image[None]))[0]
+    assert raw["shape"] == list(expected.shape)
+    got = np.frombuffer(base64.b64decode(raw["content"]["b64"]), dtype="<f2")
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-3, atol=1e-2)
+    original = np.frombuffer(base64.b64decode(post[0]["original_size"]["content"]["b64"]), "<i4")
+    assert original.tolist() == [frames[0].height, frames[0].width] == list(size)
+
+
+DOCUMENTED_EXAMPLES = [
+    {"data": [{"INPUT0": [1, 1, 1, 1], "INPUT1": [1, 1, 1, 1]}]},
+    {"data": [{"INPUT0": {"b64": "YmFzZTY0IGRlY29kZXI="}}]},
+    {"data": [[{"INPUT": ["1"]}, {"INPUT": ["2"]}], [{"INPUT": ["1"]}]]},
+    {"data": [{"INPUT": {"content": [1, 1, 1, 1], "shape": [2, 2]}}, {"INPUT": {"content": [1]}}]},
+    {"data": [{"INPUT": {"content": {"b64": "/9j/4AAQSkZ"}, "shape": [7964]}}]},
+    {"data": [{"INPUT0": [1]}], "validation_data": [{"OUTPUT0": [0]}]},
+]
+
+
+@pytest.mark.parametrize("document", DOCUMENTED_EXAMPLES)
+def test_schema_accepts_the_documented_examples(document) -> None:
+    assert schema_problems(document) == []
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ({}, "$"),
+        ({"data": []}, "$.data"),
+        ({"data": [{"INPUT": {"b64": "not base64!"}}]}, "$.data[0]"),
+        ({"data": [{"INPUT": {"content": [1], "shape": [-1]}}]}, "$.data[0]"),
+        ({"data": [{"INPUT": {"shape": [4]}}]}, "$.data[0]"),
+        ({"data": [{"INPUT": {"content": [1], "dims": [1]}}]}, "$.data[0]"),
+        ({"data": [{}]}, "$.data[0]"),
+    ],
+)
+def test_schema_rejects_malformed_documents(document, where) -> None:
+    problems = schema_problems(document)
+    assert problems
+    assert all(p.startswith(where) for p in problems), problems
+
+
+def test_contract_problems_name_the_mismatch(input_data, repository) -> None:
+    detector = read_config(repository / "detector" / "config.pbtxt")
+    document = json.loads(input_data["detector"].read_text())
+    broken = copy.deepcopy(document)
+    broken["data"][0]["images"]["content"]["b64"] = base64.b64encode(b"\0" * 10).decode()
+    broken["data"][1]["images"]["shape"] = [3, 320, 320]
+    assert contract_problems(broken, detector) == [
+        "data[0].images: 10 bytes for shape [3, 640, 640], expected 2457600",
+        "data[1].images: shape [3, 320, 320] does not fit the config dims [3, 640, 640]",
+    ]
+    ensemble = json.loads(input_data["detect"].read_text())
+    assert contract_problems(ensemble, detector)[0] == (
+        "data[0] has ['encoded_image'], detector takes ['images']"
+    )
+
+
+def test_written_schema_validates_with_check_jsonschema(input_data) -> None:
+    schema = input_data["detect"].parent / SCHEMA_FILE
+    assert json.loads(schema.read_text()) == INPUT_DATA_SCHEMA
+    binary = Path(sys.executable).parent / "check-jsonschema"
+    done = subprocess.run(
+        [str(binary), "--schemafile", str(schema), str(input_data["detect"])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_perf_analyzer_sweeps_cover_every_model_and_transport(input_data, tmp_path) -> None:
+    fake = tmp_path / "bin" / "perf_analyzer"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'echo "$@" >> "$FAKE_LOG"\n'
+        "while [[ $# -gt 0 ]]; do [[ $1 == -f ]] && out=$2; shift; done\n"
+        "printf 'Concurrency,Inferences/Second\\n1,10\\n' > \"$out\"\n"
+    )
+    fake.chmod(0o755)
+    log, out = tmp_path / "calls.log", tmp_path / "out"
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "SHM": "none system cuda",
+        "CONCURRENCY": "1 4",
+    }
+    data = input_data["detect"].parent
+    script = PERF / "perf_analyzer_sweeps.sh"
+    done = subprocess.run(
+        ["bash", str(script), str(data), str(out)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for model in STEP_MODELS:
+        for shm in ("none", "system", "cuda"):
+            rows = (out / f"{model}-concurrency-{shm}.csv").read_text().splitlines()
+            assert rows == ["Concurrency,Inferences/Second", "1,10", "1,10"]
+            assert (out / f"{model}-rate-{shm}.csv").exists()
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(STEP_MODELS) * 3 * 3
+    first = calls[0].split()
+    assert first[first.index("--input-data") + 1] == str(data / "detect.json")
+    assert {"-i", "grpc", "-b", "1", "--shared-memory", "none"} <= set(first)
+
+
+# ------------------------------------------------------------------------ bench logic
+
+
+def test_tuned_repository_changes_scheduling_only(repository, tmp_path) -> None:
+    tuning = Tuning(
+        instances={"detector": 2},
+        queue_delay_us={"detector": 5000},
+        preferred_batch={"detector": [2, 4]},
+        parameters={"detector": {"intra_op_threads": "1"}},
+    )
+    tuned = tuned_repository(repository, tmp_path / "tuned", tuning, gpu=False)
+    before, after = read_repository(repository), read_repository(tuned)
+    assert {m: contract(c) for m, c in before.items()} == {m: contract(c) for m, c in after.items()}
+    assert ensemble_problems(after) == []
+    detector = after["detector"]
+    assert [(g.count, g.kind) for g in detector.instance_group] == [
+        (2, mc.ModelInstanceGroup.KIND_CPU)
+    ]
+    assert detector.dynamic_batching.max_queue_delay_microseconds == 5000
+    assert list(detector.dynamic_batching.preferred_batch_size) == [2, 4]
+    assert detector.parameters["intra_op_threads"].string_value == "1"
+    assert after["preprocess"] == before["preprocess"]
+    with pytest.raises(KeyError, match="no model 'nope'"):
+        tuned_repository(repository, tmp_path / "bad", Tuning(instances={"nope": 1}), gpu=False)
+
+
+def _result(mode: str, cameras: int, fps: float, repeat: int) -> PointResult:
+    return PointResult(
+        label=f"{mode} {cameras}",
+        mode=mode,
+        cameras=cameras,
+        fps=None,
+        processes=0,
+        shm="none",
+        completed=1,
+        failed=0,
+        dropped=0,
+        duration_s=1.0,
+        throughput_fps=fps,
+        latency={},
+        client_cpu_ms_per_frame=0.0,
+        repeat=repeat,
+    )
+
+
+def test_ratios_are_taken_within_each_repeat_against_the_best_bare() -> None:
+    results = [
+        _result("ours", 4, 9.0, 0),
+        _result("naive", 4, 3.0, 0),
+        _result("bare", 1, 8.0, 0),
+        _result("bare", 4, 10.0, 0),
+        _result("ours", 4, 4.0, 1),
+        _result("naive", 4, 4.0, 1),
+        _result("bare", 1, 5.0, 1),
+    ]
+    rows = {r["name"]: r for r in side_by_side_ratios(results)}
+    assert rows["ours/bare"]["min"] == pytest.approx(0.8)
+    assert rows["ours/bare"]["max"] == pytest.approx(0.9)
+    assert rows["ours/bare"]["median"] == pytest.approx(0.85)
+    assert rows["ours/naive"]["median"] == pytest.approx(2.0)
+    assert rows["ours/naive"]["repeats"] == 2
+
+
+def test_camdet_bench_command_forwards_to_the_bench_parser() -> None:
+    typer = pytest.importorskip("typer")
+    from camdet.perf.cli import register
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    register(app)
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0
+    assert "usage: camdet bench" in result.output
+    assert "--require-ratio" in result.output
+    result = CliRunner().invoke(app, ["bench", "--modes", "ours,fast"])
+    assert result.exit_code == 2
+
+
+# --------------------------------------------------------------------- against a server
+
+
+def assert_same_detections(a: FrameDetections, b: FrameDetections, tolerance_px: float) -> None:
+    """Same count and classes; every box of ``a`` has its own box in ``b`` within tolerance."""
+    assert len(a) == len(b), (a.class_ids, b.class_ids)
+    assert sorted(a.class_ids.tolist()) == sorted(b.class_ids.tolist())
+    unused = list(range(len(b)))
+    for box, class_id in zip(a.boxes, a.class_ids, strict=True):
+        distance = [
+            np.abs(b.boxes[j] - box).max() if b.class_ids[j] == class_id else np.inf for j in unused
+        ]
+        best = int(np.argmin(distance))
+        assert distance[best] <= tolerance_px, (box, b.boxes)
+        unused.pop(best)
+
+
+@pytest.mark.server
+def test_naive_and_bare_baselines_find_what_the_ensemble_finds(server, onnx) -> None:
+    frames = synthetic_frames(6, seed=5)
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        ours = [EnsembleClient(client).detect(f.data) for f in frames]
+        naive = [NaiveClient(client).detect(f.data) for f in frames]
+    bare = BareLoop(make_runner("onnxruntime", onnx), batch_size=4).detect([f.data for f in frames])
+    assert sum(len(d) for d in ours) >= 10
+    for o, n, b in zip(ours, naive, bare, strict=True):
+        assert_same_detections(o, n, tolerance_px=2.0)
+        assert_same_detections(o, b, tolerance_px=2.0)
+
+
+@pytest.mark.server
+def test_bench_runs_every_mode_on_the_input_data_frames(server, repository, input_data, tmp_path):
+    config = BenchConfig(
+        url=server.grpc_url,
+        repository=repository,
+        out_dir=tmp_path,
+        input_data=input_data["detect"],
+        cameras=(1, 2),
+        rates=((2, 2.0),),
+        window=Window(warmup_s=0.5, duration_s=2.0),
+        processes=0,
+        bare_batches=(1, 2),
+        torch_threads=1,
+    )
+    report = run_bench(config)
+    assert report.config["input_data"] == str(input_data["detect"])
+    assert report.config["frame_count"] == 4
+    labels = [r.label for r in report.results]
+    assert labels == [
+        "ours 1 cam", "ours 2 cam", "ours 2 cam @ 2 fps",
+        "naive 1 cam", "naive 2 cam", "naive 2 cam @ 2 fps",
+        "bare batch 1", "bare batch 2",
+    ]  # fmt: skip
+    for result in report.results:
+        assert result.completed > 0 and result.failed == 0, result
+        assert result.latency["p50_ms"] <= result.latency["p99_ms"]
+    ours = report.results[0]
+    assert set(ours.model_stats) == set(STEP_MODELS)
+    assert ours.model_stats["detector"]["requests"] >= ours.completed
+    assert set(report.results[3].model_stats) == {"detector"}
+    assert {(r["name"], r["cameras"]) for r in report.ratios} == {
+        ("ours/bare", 1), ("ours/bare", 2), ("ours/naive", 1), ("ours/naive", 2),
+    }  # fmt: skip
+
+    from camdet.perf.bench import write_report
+
+    text = write_report(report, tmp_path)
+    assert "ours/bare" in text and "compute_infer ms" in text
+    with (tmp_path / "bench.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["label"] for r in rows] == labels
+    assert "detect.queue_ms" in rows[0]
+    assert json.loads((tmp_path / "bench.json").read_text())["ratios"] == report.ratios
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("mode", ["ours", "naive"])
+def test_cameras_in_several_processes_over_system_shared_memory(server, frames, mode) -> None:
+    point = LoadPoint(mode, cameras=3, processes=2, shm="system", torch_threads=1)
+    result = run_point(
+        server.grpc_url,
+        [f.data for f in frames],
+        point,
+        Window(warmup_s=0.5, duration_s=2.0),
+        ServerProbe(server.grpc_url, server.process.pid),
+    )
+    assert result.completed > 0 and result.failed == 0, result.errors
+    assert result.client_cpu_ms_per_frame > 0
+    assert result.server_cpu_ms_per_frame > 0
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        assert client.get_system_shared_memory_status(as_json=True) == {}
+
+
+@pytest.mark.server
+def test_locust_cameras_report_per_camera_without_failures(server, input_data, tmp_path) -> None:
+    prefix, report = tmp_path / "locust", tmp_path / "cameras.json"
+    command = [
+        str(Path(sys.executable).parent / "locust"),
+        "-f", str(PERF / "locustfile.py"),
+        "--headless", "-u", "4", "-r", "4", "-t", "10s",
+        "--host", f"grpc://{server.grpc_url}",
+        "--camera-fps", "2,3",
+        "--input-data", str(input_data["detect"]),
+        "--csv", str(prefix),
+        "--camera-report", str(report),
+        "--only-summary",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (tmp_path / "locust_stats.csv").open() as handle:
+        stats = {row["Name"]: row for row in csv.DictReader(handle)}
+    cameras = [f"camera-{i:03d}" for i in range(4)]
+    assert set(cameras) < set(stats)
+    for name in cameras:
+        assert int(stats[name]["Failure Count"]) == 0
+        assert int(stats[name]["Request Count"]) >= 10
+        assert float(stats[name]["50%"]) > 0
+    per_camera = json.loads(report.read_text())
+    assert sorted(per_camera) == cameras
+    assert [c["fps"] for c in per_camera.values()] == [2.0, 3.0, 2.0, 3.0]
+    for camera in per_camera.values():
+        assert camera["failed"] == 0
+        assert camera["sent"] >= 0.7 * camera["fps"] * 10
