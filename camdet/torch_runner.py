@@ -28,6 +28,45 @@ def load_onnx_as_torch(path: Path, device: torch.device, half: bool) -> torch.nn
     return module.half() if half else module
 
 
+def load_detector(path: Path, device: torch.device, half: bool) -> torch.nn.Module:
+    """The detector ONNX as a torch module, as fast as it can be made.
+
+    onnx2torch renders a dynamic-batch export with shape arithmetic that reads tensors
+    back to the host (``.tolist()``), which CUDA graphs cannot capture. When the ONNX is
+    camdet's own demo detector - proven by equal outputs on a probe batch, not assumed -
+    its native module (graph-capturable) is used instead; any other YOLO export runs as
+    converted.
+    """
+    converted = load_onnx_as_torch(path, device, half)
+    native = _native_equivalent(converted, device, half)
+    if native is not None:
+        logger.info("%s computes the same as camdet's demo detector: using its module", path)
+        return native
+    return converted
+
+
+@torch.inference_mode()
+def _native_equivalent(
+    converted: torch.nn.Module, device: torch.device, half: bool
+) -> torch.nn.Module | None:
+    """The demo detector's module if it reproduces ``converted`` on a probe batch, else None."""
+    from camdet.detector.model import DEMO_WEIGHTS, load_weights
+
+    if not DEMO_WEIGHTS.exists():
+        return None
+    native = load_weights(DEMO_WEIGHTS, device).fuse()
+    native = native.half() if half else native
+    probe = torch.rand((2, 3, 640, 640), generator=torch.Generator().manual_seed(0)).to(
+        device, native.head.parameters().__next__().dtype
+    )
+    expected, got = converted(probe), native(probe)
+    if expected.shape != got.shape:
+        return None
+    # Half precision rounds differently in the two graphs; boxes are in pixels.
+    tolerance = 0.5 if half else 1e-2
+    return native if torch.allclose(expected.float(), got.float(), atol=tolerance) else None
+
+
 class GraphRunner:
     """Run a module on fixed batch sizes through captured CUDA graphs (eager on the CPU).
 
@@ -54,8 +93,13 @@ class GraphRunner:
         self.outputs: dict[int, torch.Tensor] = {}
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         if device.type == "cuda":
-            for size in self.sizes:
-                self._capture(size, sample_shape, dtype)
+            try:
+                for size in self.sizes:
+                    self._capture(size, sample_shape, dtype)
+            except RuntimeError as exc:  # a module that syncs with the host cannot be captured
+                logger.warning("no CUDA graphs (%s); running eagerly", str(exc).splitlines()[0])
+                self.graphs.clear()
+                torch.cuda.synchronize(device)
 
     @torch.inference_mode()
     def _capture(self, size: int, sample_shape: tuple[int, ...], dtype: torch.dtype) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from camdet.torch_runner import GraphRunner, load_onnx_as_torch
+from camdet.torch_runner import GraphRunner, load_detector
 from camdet.triton_models.common import instance_device, load_config, output_dtype, tensor_names
 
 
@@ -34,7 +34,7 @@ class TritonPythonModel:
             np.zeros(0, output_dtype(config, self.output_name))
         ).dtype
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        module = load_onnx_as_torch(path, self.device, half=dtype == torch.float16)
+        module = load_detector(path, self.device, half=dtype == torch.float16)
         batching = config.get("dynamic_batching", {})
         sizes = [int(s) for s in batching.get("preferred_batch_size", [])]
         self.runner = GraphRunner(
