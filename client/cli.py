@@ -20,6 +20,7 @@ from camdet.client.metrics import IngestCollector, serve_metrics
 from camdet.client.report import LiveView, totals_table
 from camdet.client.servers import TlsFiles
 from camdet.client.sinks import AnnotatedVideoSink, JsonLinesSink, Sink
+from camdet.client.sources import SourceError
 from camdet.client.streamer import Ingest, IngestOptions, Mode
 from rich.console import Console
 from rich.live import Live
@@ -169,13 +170,17 @@ def ingest(
         request_timeout_s=request_timeout,
         thresholds=threshold_parameters(confidence, iou, max_detections),
     )
-    runner = Ingest(
-        _cameras(cameras or [], camera_file, fps, loop),
-        urls,
-        _sinks(jsonl, video_dir),
-        options,
-        TlsFiles(root_certificates, private_key, certificate_chain),
-    )
+    try:
+        runner = Ingest(
+            _cameras(cameras or [], camera_file, fps, loop),
+            urls,
+            _sinks(jsonl, video_dir),
+            options,
+            TlsFiles(root_certificates, private_key, certificate_chain),
+        )
+    except (ValueError, SourceError) as error:  # ConfigError is a ValueError
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from error
     collector = IngestCollector(runner.accounting, runner.assignment)
     metrics = None if metrics_port is None else serve_metrics(collector, metrics_port, metrics_host)
     if metrics is not None:

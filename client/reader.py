@@ -311,7 +311,7 @@ class CameraReader:
             captured_at=time.time(),
             captured_mono=now,
             encoded=frame.encoded,
-            image=frame.image,
+            image=frame.rgb(),
         )
         self._next_index += 1
         self.accounting.captured(self.camera.id)

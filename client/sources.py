@@ -3,9 +3,9 @@
 A source opens one *session* (a connection, or one pass over a file) at a time and yields
 its frames. Frames that already arrive as JPEG (MJPEG cameras, MJPEG streams in any
 container, JPEG files) keep their bytes (``encoded``) and are never decoded; everything
-else is decoded by PyAV/FFmpeg to RGB (``image``) and encoded to JPEG later, only if it
-is sent. Reconnecting is the reader's job: a session ends by returning (end of stream)
-or by raising :class:`SourceError`.
+else is decoded by PyAV/FFmpeg (``pixels``), converted to RGB only if it is kept after
+decimation, and encoded to JPEG later, only if it is sent. Reconnecting is the reader's
+job: a session ends by returning (end of stream) or by raising :class:`SourceError`.
 """
 
 from __future__ import annotations
@@ -63,15 +63,23 @@ class SourceFrame:
 
     Attributes:
         encoded: JPEG or PNG bytes when the source delivers them (sent untouched).
-        image: ``[H, W, 3]`` uint8 RGB frame when the source had to decode.
+        pixels: The decoded frame when the source had to decode: ``[H, W, 3]`` uint8 RGB,
+            or FFmpeg's frame in the decoder's own format, converted by :meth:`rgb` only
+            for frames that survive decimation.
         pts_s: Presentation time in seconds from the stream, or None if it has none.
         position: Index of the frame within its session, 0-based, before any decimation.
     """
 
     encoded: bytes | None
-    image: np.ndarray | None
+    pixels: np.ndarray | av.VideoFrame | None
     pts_s: float | None
     position: int
+
+    def rgb(self) -> np.ndarray | None:
+        """``[H, W, 3]`` uint8 RGB pixels (converted on each call), None for encoded frames."""
+        if isinstance(self.pixels, av.VideoFrame):
+            return self.pixels.to_ndarray(format="rgb24")
+        return self.pixels
 
 
 class Source(ABC):
@@ -155,15 +163,15 @@ class AvSource(Source):
             pacer = Pacer() if self.pace else None
             frames = _frames(container, stream, passthrough)
             try:
-                for position, (encoded, image, pts_s) in enumerate(frames):
+                for position, (encoded, pixels, pts_s) in enumerate(frames):
                     if pacer is not None:
                         pacer.wait(pts_s)
-                    yield SourceFrame(encoded, image, pts_s, position)
+                    yield SourceFrame(encoded, pixels, pts_s, position)
             except (av.FFmpegError, OSError) as error:
                 raise SourceError(f"{self.url} failed: {error}") from error
 
 
-_Item = tuple[bytes | None, np.ndarray | None, float | None]
+_Item = tuple[bytes | None, av.VideoFrame | None, float | None]
 
 
 def _seconds(pts: int | None, time_base: object) -> float | None:
@@ -173,7 +181,7 @@ def _seconds(pts: int | None, time_base: object) -> float | None:
 def _frames(
     container: av.container.InputContainer, stream: av.VideoStream, passthrough: bool
 ) -> Iterator[_Item]:
-    """Complete JPEG packets as they are; anything else decoded to RGB by FFmpeg."""
+    """Complete JPEG packets as they are; anything else decoded by FFmpeg."""
     for packet in container.demux(stream):
         if passthrough and packet.size:
             data = bytes(packet)
@@ -188,7 +196,7 @@ def _frames(
             logger.debug("skipping undecodable packet: %s", error)
             continue
         for frame in frames:
-            yield None, frame.to_ndarray(format="rgb24"), _seconds(frame.pts, frame.time_base)
+            yield None, frame, _seconds(frame.pts, frame.time_base)
 
 
 def has_huffman_tables(jpeg: bytes) -> bool:

@@ -124,6 +124,10 @@ class Ingest:
         sinks: Where answered frames go.
         options: Streaming options.
         tls: Certificate files for TLS servers.
+
+    Raises:
+        ValueError: On no cameras, repeated camera ids, or no or a malformed server URL.
+        camdet.client.sources.SourceError: If a camera's file or folder does not exist.
     """
 
     def __init__(
@@ -138,15 +142,20 @@ class Ingest:
         if not self.cameras:
             raise ValueError("no cameras")
         self.endpoints = [Endpoint.parse(url) for url in servers]
+        if not self.endpoints:
+            raise ValueError("no server URLs")
         self.sinks = list(sinks)
         self.options = options = options or IngestOptions()
         self.tls = tls
+        # Sources are built (not opened) now, so a missing file fails here.
+        self._sources = {c.id: open_source(c, options.timeouts) for c in self.cameras}
         self.accounting = Accounting([c.id for c in self.cameras])
         self._quality = {c.id: c.jpeg_quality or options.jpeg_quality for c in self.cameras}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._stop_requested = threading.Event()
         self._pool: ServerPool | None = None
+        self._last_assignment: dict[str, str | None] = dict.fromkeys(self._sources)
 
     def stop(self) -> None:
         """Begin a clean shutdown (any thread; idempotent)."""
@@ -156,9 +165,12 @@ class Ingest:
                 self._loop.call_soon_threadsafe(self._stopping.set)
 
     def assignment(self) -> dict[str, str | None]:
-        """The server URL serving each camera now (None: no server is up)."""
+        """The server URL serving each camera now (None: no server is up).
+
+        Before :meth:`run` every camera maps to None; after it, to its last server.
+        """
         if self._pool is None:
-            return dict.fromkeys((c.id for c in self.cameras), None)
+            return dict(self._last_assignment)
         routes = {c.id: self._pool.route(c.id) for c in self.cameras}
         return {cid: None if e is None else e.url for cid, e in routes.items()}
 
@@ -177,6 +189,7 @@ class Ingest:
                 self._pool = pool
                 await self._stream(pool, [self._start_camera(c) for c in self.cameras])
         finally:
+            self._last_assignment = self.assignment()
             self._pool = None
             await asyncio.to_thread(self._close_sinks)
         return self.accounting.snapshot()
@@ -185,7 +198,7 @@ class Ingest:
         buffer = FrameBuffer(
             self.options.buffer_size, self.options.mode is Mode.REALTIME, self._loop
         )
-        source = open_source(config, self.options.timeouts)
+        source = self._sources[config.id]
         reader = CameraReader(config, source, buffer, self.accounting, self.options.reconnect)
         reader.start()
         return _Camera(config, buffer, reader)
@@ -255,7 +268,11 @@ class Ingest:
 
     async def _route(self, pool: ServerPool, frame: CapturedFrame) -> Endpoint | None:
         """The server for a frame, or None if the frame was dropped or failed instead."""
-        endpoint = await pool.wait_route(frame.camera_id)
+        try:
+            endpoint = await pool.wait_route(frame.camera_id)
+        except asyncio.CancelledError:
+            self.accounting.dropped(frame.camera_id)  # held here, never sent
+            raise
         if endpoint is None:
             self.accounting.failed(frame.camera_id)
             return None

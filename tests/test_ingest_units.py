@@ -270,7 +270,7 @@ def test_video_file_source_yields_every_frame_in_order(clip) -> None:
     assert [f.pts_s for f in frames] == pytest.approx([i / CLIP_FPS for i in range(30)])
     assert all(f.encoded is None for f in frames)
     for got, want in zip(frames, expected, strict=True):
-        np.testing.assert_array_equal(got.image, want)
+        np.testing.assert_array_equal(got.rgb(), want)
 
 
 def test_paced_file_source_runs_at_the_clip_rate(clip) -> None:
@@ -291,7 +291,7 @@ def test_rtsp_source_delivers_the_clip_bit_exactly(clip, tls: bool, tmp_path: Pa
         frames = list(source.session())  # the session ends with the clip
     assert [f.position for f in frames] == list(range(len(expected)))
     for got, want in zip(frames, expected, strict=True):
-        np.testing.assert_array_equal(got.image, want)
+        np.testing.assert_array_equal(got.rgb(), want)
 
 
 def test_rtsp_source_that_is_down_raises_a_source_error() -> None:
@@ -345,7 +345,7 @@ def test_mjpeg_stream_in_a_container_passes_through(tmp_path: Path) -> None:
     frames = list(open_source(CameraConfig("c", str(path))).session())
     assert len(frames) == 6
     for frame, image in zip(frames, images, strict=True):
-        assert frame.image is None and frame.encoded.startswith(b"\xff\xd8")
+        assert frame.pixels is None and frame.encoded.startswith(b"\xff\xd8")
         decoded = cv2.imdecode(np.frombuffer(frame.encoded, np.uint8), cv2.IMREAD_COLOR)
         assert np.abs(decoded[..., ::-1].astype(int) - image).mean() < 6
 
@@ -385,7 +385,7 @@ def test_mjpeg_without_huffman_tables_is_decoded_not_passed_through(tmp_path: Pa
     frames = list(open_source(CameraConfig("c", str(stripped_path))).session())
     assert len(frames) == 4 and all(f.encoded is None for f in frames)
     for frame, image in zip(frames, images, strict=True):
-        assert np.abs(frame.image.astype(int) - image).mean() < 6
+        assert np.abs(frame.rgb().astype(int) - image).mean() < 6
 
 
 def test_image_folder_passes_jpeg_and_png_and_decodes_the_rest(tmp_path: Path) -> None:
@@ -398,7 +398,7 @@ def test_image_folder_passes_jpeg_and_png_and_decodes_the_rest(tmp_path: Path) -
     (tmp_path / "notes.txt").write_text("not an image")
     frames = list(ImageFolderSource(tmp_path, fps=None, pace=False).session())
     assert [f.encoded for f in frames[:2]] == [jpeg, png]
-    np.testing.assert_array_equal(frames[2].image, image)
+    np.testing.assert_array_equal(frames[2].rgb(), image)
     assert len(frames) == 3
 
 
