@@ -237,9 +237,12 @@ class TritonServer:
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the server's log."""
+        """The server's error lines (model load failures first), then its last lines."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        all_lines = text.splitlines()
+        errors = [line for line in all_lines if line.startswith("E")][-10:]
+        tail = [line for line in all_lines[-lines:] if line not in errors]
+        return "\n".join(errors + tail)
 
     def is_running(self) -> bool:
         """Whether the process is alive."""
