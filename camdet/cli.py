@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from camdet.client.cli import ingest
 from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes_cli import app as scenes_app
 
@@ -153,6 +154,7 @@ def demo(
 
 
 app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
+app.command("ingest")(ingest)
 
 
 if __name__ == "__main__":
