@@ -53,8 +53,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
@@ -167,7 +167,7 @@ class SidecarError(BuildEngineError):
 # --------------------------------------------------------------------------- config
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """Precision the engine computes in (its I/O types always come from the config)."""
 
     FP16 = "fp16"
@@ -1988,7 +1988,7 @@ def build_engine(request: BuildRequest) -> BuildResult:
         profiles=[inputs.contract.profile_record(profile)],
         onnx_sha256=inputs.onnx_sha256,
         plan_sha256=hashlib.sha256(plan).hexdigest(),
-        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         inputs=ins,
         outputs=outs,
         build_seconds=round(seconds, 3),

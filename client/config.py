@@ -23,12 +23,12 @@ TOML::
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 SOURCE_KINDS = ("auto", "rtsp", "file", "folder", "mjpeg", "usb", "av")

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from camdet.client.accounting import Accounting, CameraTotals
 from camdet.client.backoff import BackoffPolicy
@@ -49,7 +49,7 @@ RECONNECT_BACKOFF = BackoffPolicy(0.5, 10.0)
 """Camera reconnects: from 0.5 s up to every 10 s."""
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """What to do when the server is slower than the cameras."""
 
     REALTIME = "realtime"
