@@ -47,3 +47,24 @@ def encode(image_rgb: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes
     ok, data = cv2.imencode(ext, np.ascontiguousarray(image_rgb[..., ::-1]), params)
     assert ok
     return data.tobytes()
+
+
+_ALLOWED_SKIPS = ("needs an NVIDIA GPU", "needs TensorRT")
+_unexpected_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remember skips that are not about missing GPU/TensorRT hardware."""
+    if report.skipped:
+        reason = (
+            str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        )
+        if not any(allowed in reason for allowed in _ALLOWED_SKIPS):
+            _unexpected_skips.append(f"{report.nodeid}: {reason}")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On CI, a test skipped for anything but missing GPU/TensorRT fails the run."""
+    if os.environ.get("CI") and _unexpected_skips and exitstatus == 0:
+        print("\nunexpected skips on CI:\n  " + "\n  ".join(_unexpected_skips))
+        session.exitstatus = 1
