@@ -16,6 +16,8 @@ import nvidia.dali  # noqa: F401  isort: skip
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
+from nvidia.dali import Pipeline
+from nvidia.dali.tensors import TensorCPU, TensorGPU
 
 from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.triton_models.common import (
@@ -45,7 +47,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"preprocess: DALI pipeline on {where}")
         self.reported = False
 
-    def _build(self):
+    def _build(self) -> Pipeline:
         return build_pipeline(self.module, self.max_batch_size, self.num_threads, self.device_id)
 
     def execute(self, requests: list) -> list:
@@ -79,7 +81,7 @@ class TritonPythonModel:
             outputs = self._run(list(frames))
         except RuntimeError as exc:
             self.pipe = self._build()
-            return error_response(f"cannot decode image: {_first_line(exc)}")
+            return error_response(f"cannot decode image: {_dali_error_summary(exc)}")
         return pb_utils.InferenceResponse(self._tensors(outputs))
 
     def _run(self, samples: list[np.ndarray]) -> list:
@@ -87,14 +89,14 @@ class TritonPythonModel:
         outputs = run_batch(self.pipe, samples)
         return [self._materialize(o.as_tensor()) for o in outputs]
 
-    def _materialize(self, tensor):
+    def _materialize(self, tensor: TensorCPU | TensorGPU) -> np.ndarray | torch.Tensor:
         # DALI reuses its output buffers on the next run: copy out before returning.
         if hasattr(tensor, "__dlpack_device__") and tensor.__dlpack_device__()[0] == 2:
             return torch.from_dlpack(tensor).clone()
         return np.array(tensor)
 
     @staticmethod
-    def _split(batch, sizes: np.ndarray) -> list:
+    def _split(batch: np.ndarray | torch.Tensor, sizes: np.ndarray) -> list:
         if isinstance(batch, torch.Tensor):
             return list(torch.tensor_split(batch, sizes.tolist()))
         return np.split(batch, sizes)
@@ -108,8 +110,8 @@ class TritonPythonModel:
         ]
 
 
-def _first_line(exc: Exception) -> str:
-    """The informative part of a DALI error (its first non-boilerplate lines)."""
+def _dali_error_summary(exc: Exception) -> str:
+    """The informative end of a DALI error (its last three non-boilerplate lines)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("Critical error", "Current pipeline"))]
     return " ".join(useful[-3:]) if useful else str(exc)
