@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# DALI before torch: its nvImageCodec must bind the CUDA 13 nvJPEG it ships with, not a
-# library torch may have loaded first.
-import nvidia.dali  # noqa: F401  isort: skip
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
