@@ -10,12 +10,14 @@ detector, it measures
 - **naive**: OpenCV decode + letterbox on the client, raw FP16 tensors to the
   ``detector`` model alone, NMS on the client, over the same sweep;
 - **bare**: no server; decode, the project's letterbox, a detector runner (ONNX Runtime
-  here, pluggable) and the project's postprocessing in one loop, per batch size;
+  here, pluggable) and the project's postprocessing in one loop, per batch size
+  (``--bare-preprocess dali`` adds the production DALI pipeline run in-process);
 
 and prints throughput, p50/p90/p99 latency, client (and local server) CPU per frame,
 Triton's per-model statistics, and the ratios ours / naive and ours / bare per camera
-count (median over ``--repeats``, which interleave the three so drift on a shared host
-hits them alike). It writes ``bench.json``, ``bench.csv`` and ``bench.png``.
+count, measured and from CPU time per frame (median over ``--repeats``, which interleave
+the three in ABBA order so drift on a shared host hits them alike). It writes
+``bench.json``, ``bench.csv`` and ``bench.png``.
 
 Without ``--url`` it starts its own server on free ports from ``--repository``, after
 applying the ``--instances``/``--queue-delay-us``/``--param``/``--preferred-batch``
@@ -91,6 +93,9 @@ class BenchConfig:
         processes: Client worker processes per point (0: threads of this process).
         shm: Input transports to measure (``none``, ``system``, ``cuda``).
         bare_batches: Batch sizes of the bare loop.
+        bare_preprocess: Its decode + letterbox: ``opencv`` (the project's reference)
+            and/or ``dali`` (the production pipeline in-process).
+        bare_dali_device: CUDA device of the bare loop's DALI pipeline (None: CPU).
         runner: Detector runner of the bare loop (:mod:`camdet.perf.runners`).
         runner_threads: Its threads (None: one per core).
         repeats: Times the whole sequence is repeated (interleaved).
@@ -118,6 +123,8 @@ class BenchConfig:
     processes: int = 1
     shm: tuple[str, ...] = ("none",)
     bare_batches: tuple[int, ...] = (1, 4)
+    bare_preprocess: tuple[str, ...] = ("opencv",)
+    bare_dali_device: int | None = None
     runner: str = "onnxruntime"
     runner_threads: int | None = None
     repeats: int = 1
@@ -285,7 +292,10 @@ def run_bench(config: BenchConfig) -> BenchReport:
     results: list[PointResult] = []
     with bench_server(config) as probe:
         for repeat in range(config.repeats):
-            for mode in config.modes:
+            # Odd repeats run the modes in reverse (ABBA), so a linear drift of the
+            # machine's load cancels out of the ratios' medians.
+            modes = config.modes if repeat % 2 == 0 else tuple(reversed(config.modes))
+            for mode in modes:
                 results += _run_mode(config, mode, frames, probe, bare_loops, repeat)
     machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     settings = {**asdict(config), "input_data": str(input_data), "frame_count": len(frames)}
@@ -293,12 +303,25 @@ def run_bench(config: BenchConfig) -> BenchReport:
 
 
 def _bare_loops(config: BenchConfig) -> list[Any]:
-    from camdet.perf.pipelines import BareLoop
+    from camdet.perf.pipelines import BareLoop, DaliPreprocess, opencv_preprocess
     from camdet.perf.runners import make_runner
 
     onnx = config.tuning.detector_onnx or config.repository / "detector" / "1" / "model.onnx"
     runner = make_runner(config.runner, onnx, config.runner_threads)
-    return [BareLoop(runner, batch) for batch in config.bare_batches]
+    loops = []
+    for name in config.bare_preprocess:
+        if name == "opencv":
+            preprocess: Any = opencv_preprocess
+        elif name == "dali":
+            dali_py = config.repository / "preprocess" / "1" / "dali.py"
+            threads = os.cpu_count() or 1
+            preprocess = DaliPreprocess(
+                dali_py, max(config.bare_batches), config.bare_dali_device, threads
+            )
+        else:
+            raise ValueError(f"bare preprocessing must be opencv or dali, got {name!r}")
+        loops += [BareLoop(runner, b, preprocess, name) for b in config.bare_batches]
+    return loops
 
 
 def _run_mode(
@@ -336,39 +359,58 @@ def _log_point(result: PointResult) -> None:
 
 
 def side_by_side_ratios(results: Sequence[PointResult]) -> list[dict[str, Any]]:
-    """Ours / bare (best bare batch size) and ours / naive, per camera count and transport.
+    """Ours / bare and ours / naive per camera count and transport, two ways.
+
+    - ``ours/bare``, ``ours/naive``: measured throughput (bare: its best batch size);
+    - ``ours/bare cpu``, ``ours/naive cpu``: CPU milliseconds per frame of the other
+      pipeline over ours (clients + server, when the server's CPU was measured), i.e.
+      the throughput ratio on a machine whose cores they had to themselves: on a shared
+      host the other tenants' load moves throughput far more than CPU time per frame.
 
     Each ratio is taken within one repeat (the points measured back to back), then
     summarized over repeats as median, min and max.
     """
     per_repeat: dict[tuple[str, int, str], list[float]] = {}
     for repeat in sorted({r.repeat for r in results}):
-        batch = [r for r in results if r.repeat == repeat]
-        bare = best(r.throughput_fps for r in batch if r.mode == "bare")
-        naive = {(r.cameras, r.shm): r for r in batch if r.mode == "naive" and r.fps is None}
-        for ours in (r for r in batch if r.mode == "ours" and r.fps is None):
-            key = (ours.cameras, ours.shm)
-            per_repeat.setdefault(("ours/bare", *key), []).append(ratio(ours.throughput_fps, bare))
-            if key in naive:
-                value = ratio(ours.throughput_fps, naive[key].throughput_fps)
-                per_repeat.setdefault(("ours/naive", *key), []).append(value)
+        for key, value in _repeat_ratios([r for r in results if r.repeat == repeat]):
+            per_repeat.setdefault(key, []).append(value)
     rows = []
     for (name, cameras, shm), values in sorted(per_repeat.items()):
         finite = [v for v in values if v == v]
-        if not finite:
-            continue
-        rows.append(
-            {
-                "name": name,
-                "cameras": cameras,
-                "shm": shm,
-                "median": statistics.median(finite),
-                "min": min(finite),
-                "max": max(finite),
-                "repeats": len(finite),
-            }
-        )
+        if finite:
+            rows.append(
+                {
+                    "name": name,
+                    "cameras": cameras,
+                    "shm": shm,
+                    "median": statistics.median(finite),
+                    "min": min(finite),
+                    "max": max(finite),
+                    "repeats": len(finite),
+                }
+            )
     return rows
+
+
+def _cpu_ms_per_frame(result: PointResult) -> float:
+    """Client + server CPU per frame (the server's is 0 for bare, NaN if unmeasured)."""
+    server = 0.0 if result.mode == "bare" else result.server_cpu_ms_per_frame
+    return result.client_cpu_ms_per_frame + server
+
+
+def _repeat_ratios(batch: Sequence[PointResult]) -> Iterator[tuple[tuple[str, int, str], float]]:
+    bares = [r for r in batch if r.mode == "bare"]
+    bare = best(r.throughput_fps for r in bares)
+    bare_cpu = min((_cpu_ms_per_frame(r) for r in bares), default=float("nan"))
+    naive = {(r.cameras, r.shm): r for r in batch if r.mode == "naive" and r.fps is None}
+    for ours in (r for r in batch if r.mode == "ours" and r.fps is None):
+        key = (ours.cameras, ours.shm)
+        ours_cpu = _cpu_ms_per_frame(ours)
+        yield ("ours/bare", *key), ratio(ours.throughput_fps, bare)
+        yield ("ours/bare cpu", *key), ratio(bare_cpu, ours_cpu)
+        if key in naive:
+            yield ("ours/naive", *key), ratio(ours.throughput_fps, naive[key].throughput_fps)
+            yield ("ours/naive cpu", *key), ratio(_cpu_ms_per_frame(naive[key]), ours_cpu)
 
 
 def write_report(report: BenchReport, out_dir: Path, plot: bool = True) -> str:
@@ -379,7 +421,8 @@ def write_report(report: BenchReport, out_dir: Path, plot: bool = True) -> str:
     report.files = {"json": str(out_dir / "bench.json"), "csv": str(out_dir / "bench.csv")}
     if plot:
         report.files["png"] = str(out_dir / "bench.png")
-        title = f"{report.machine['cpu']} x{report.machine['cores']}, gpu {report.machine['gpu']}"
+        machine = report.machine
+        title = f"{machine['cpu']} x{machine['cores']} cores, GPU: {machine['gpu'] or 'none'}"
         render.write_plot(out_dir / "bench.png", report.results, title)
     render.write_csv(out_dir / "bench.csv", report.results)
     render.write_json(out_dir / "bench.json", asdict(report))
@@ -444,6 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--runner", default="onnxruntime", choices=sorted(RUNNERS), help="bare loop detector runner"
     )
+    add("--bare-preprocess", default="opencv", help="bare loop decode+letterbox: opencv,dali")
+    add("--bare-dali-device", type=int, default=None, help="GPU of the bare DALI (default CPU)")
     add("--runner-threads", type=int, default=None, help="runner threads (default: all cores)")
     add("--repeats", type=int, default=1, help="repeat the interleaved sequence N times")
     add("--ratio-cameras", type=int, default=4, help="camera count of the headline ratios")
@@ -495,6 +540,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         processes=args.processes,
         shm=tuple(s for s in args.shm.split(",") if s),
         bare_batches=args.bare_batch,
+        bare_preprocess=tuple(p for p in args.bare_preprocess.split(",") if p),
+        bare_dali_device=args.bare_dali_device,
         runner=args.runner,
         runner_threads=args.runner_threads,
         repeats=args.repeats,

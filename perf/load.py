@@ -166,8 +166,10 @@ class PointResult:
 # ----------------------------------------------------------------------------- cameras
 
 
-def _request_function(point: LoadPoint, url: str, tag: str, frames: Sequence[bytes]):
-    """A ``detect(frame_bytes)`` for one camera and the transport to close afterwards."""
+def _request_function(
+    point: LoadPoint, url: str, tag: str, frames: Sequence[bytes]
+) -> tuple[Callable[[bytes], Any], Any, Any]:
+    """One camera's ``detect(frame_bytes)``, and its transport and client to close after."""
     import tritonclient.grpc as grpcclient
     from camdet.perf.pipelines import EnsembleClient, NaiveClient
     from camdet.perf.transport import make_transport
@@ -235,7 +237,7 @@ def run_cameras(
     frames: Sequence[bytes],
     point: LoadPoint,
     cameras: Sequence[int],
-    start: float,
+    start: float | Callable[[], float],
     window: Window,
     ready: Callable[[], None] | None = None,
 ) -> CameraLog:
@@ -423,11 +425,13 @@ def _run_in_processes(
         log = CameraLog()
         for _ in workers:
             log.merge(_expect(results.get(timeout=window.duration_s + 120), CameraLog))
+    except BaseException:
+        for worker in workers:
+            worker.kill()
+        raise
     finally:
         for worker in workers:
             worker.join(timeout=30)
-            if worker.is_alive():
-                worker.kill()
     return log, edges
 
 
@@ -465,6 +469,7 @@ class BarePoint:
     """Description of one bare in-process run, shaped like a :class:`LoadPoint`."""
 
     batch: int
+    preprocess: str = "opencv"
     mode: str = "bare"
     fps: None = None
     processes: int = 0
@@ -477,8 +482,8 @@ class BarePoint:
 
     @property
     def label(self) -> str:
-        """E.g. ``"bare batch 4"``."""
-        return f"bare batch {self.batch}"
+        """E.g. ``"bare opencv batch 4"``."""
+        return f"bare {self.preprocess} batch {self.batch}"
 
 
 def run_bare(frames: Sequence[bytes], loop: Any, window: Window) -> PointResult:
@@ -510,7 +515,7 @@ def run_bare(frames: Sequence[bytes], loop: Any, window: Window) -> PointResult:
     (first, cpu_first), (last, cpu_last) = boundaries[0], boundaries[-1]
     log.cpu_s = cpu_last - cpu_first
     edges = WindowEdges(first, last + 1e-9, {}, {}, float("nan"))
-    return summarize(BarePoint(batch), log, edges)
+    return summarize(BarePoint(batch, getattr(loop, "preprocess_name", "opencv")), log, edges)
 
 
 def summarize(point: Any, log: CameraLog, edges: WindowEdges) -> PointResult:

@@ -14,8 +14,10 @@ All three use the same thresholds (the ``postprocess`` config defaults) and retu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -148,20 +150,69 @@ class NaiveClient:
         return postprocess_raw(result.as_numpy(self.output_name), [size])[0]
 
 
+Preprocess = Callable[[Sequence[bytes]], tuple[Any, list[tuple[int, int]]]]
+"""Encoded frames -> (``[B, 3, 640, 640]`` FP16 images, ``(height, width)`` per frame)."""
+
+
+def opencv_preprocess(frames: Sequence[bytes]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The bare loop's default preprocessing: :func:`letterbox_frame` frame by frame."""
+    prepared = [letterbox_frame(data) for data in frames]
+    return np.stack([image for image, _ in prepared]), [size for _, size in prepared]
+
+
+class DaliPreprocess:
+    """The production ``preprocess/1/dali.py`` run in this process, batch by batch.
+
+    On the CPU (``device_id`` None) it returns numpy; on a GPU, torch CUDA tensors, which
+    a GPU detector runner takes as they are.
+    """
+
+    name = "dali"
+
+    def __init__(
+        self, dali_py: Path, batch_size: int, device_id: int | None = None, num_threads: int = 1
+    ) -> None:
+        from camdet.dali_runner import build_pipeline, load_pipeline_module
+
+        module = load_pipeline_module(dali_py)
+        self.pipe = build_pipeline(module, batch_size, num_threads, device_id)
+
+    def __call__(self, frames: Sequence[bytes]) -> tuple[Any, list[tuple[int, int]]]:
+        """Decode and letterbox one batch (at most the pipeline's batch size)."""
+        from camdet.dali_runner import run_batch
+
+        images, sizes = run_batch(self.pipe, [np.frombuffer(f, dtype=np.uint8) for f in frames])
+        images, sizes = images.as_tensor(), np.array(sizes.as_tensor())
+        if hasattr(images, "__dlpack_device__") and images.__dlpack_device__()[0] == 2:
+            import torch
+
+            images = torch.from_dlpack(images).clone()  # DALI reuses its buffers
+        else:
+            images = np.array(images)
+        return images, [(int(h), int(w)) for h, w in sizes]
+
+
 class BareLoop:
     """bare: decode, letterbox, detector runner and postprocessing in this process."""
 
-    def __init__(self, runner: DetectorRunner, batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        runner: DetectorRunner,
+        batch_size: int = 1,
+        preprocess: Preprocess = opencv_preprocess,
+        preprocess_name: str = "opencv",
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
         self.runner = runner
         self.batch_size = batch_size
+        self.preprocess = preprocess
+        self.preprocess_name = preprocess_name
 
     def detect_batch(self, frames: Sequence[bytes]) -> list[FrameDetections]:
         """Run one batch of encoded frames through the whole pipeline."""
-        prepared = [letterbox_frame(data) for data in frames]
-        images = np.stack([image for image, _ in prepared])
-        return postprocess_raw(self.runner(images), [size for _, size in prepared])
+        images, sizes = self.preprocess(frames)
+        return postprocess_raw(self.runner(images), sizes)
 
     def detect(self, frames: Sequence[bytes]) -> list[FrameDetections]:
         """Run any number of frames, ``batch_size`` at a time, in order."""

@@ -181,31 +181,36 @@ def write_csv(path: Path, results: Sequence[PointResult]) -> None:
 
 
 def write_plot(path: Path, results: Sequence[PointResult], title: str) -> None:
-    """Latency (p50 solid, p99 dashed) versus throughput per pipeline; bare as lines."""
+    """Latency versus throughput of each server pipeline's camera sweep, bare as lines.
+
+    Lines join the medians over repeats (p50 solid, p99 dashed, labelled with the camera
+    count); faint dots are the single repeats; dotted verticals mark the bare loops'
+    median throughput.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 5))
-    series: dict[str, list[PointResult]] = {}
-    for r in results:
-        if r.mode != "bare" and r.fps is None:
-            series.setdefault(f"{r.mode} (shm {r.shm})" if r.shm != "none" else r.mode, []).append(
-                r
-            )
-    for name, points in sorted(series.items()):
-        points = sorted(points, key=lambda p: (p.cameras, p.repeat))
-        x = [p.throughput_fps for p in points]
-        (line,) = axes.plot(x, [p.latency["p50_ms"] for p in points], "o-", label=f"{name} p50")
-        axes.plot(x, [p.latency["p99_ms"] for p in points], "s--", color=line.get_color(),
-                  label=f"{name} p99")  # fmt: skip
-        for p in points:
-            axes.annotate(str(p.cameras), (p.throughput_fps, p.latency["p50_ms"]), fontsize=7)
-    for r in results:
-        if r.mode == "bare":
-            axes.axvline(r.throughput_fps, color="grey", linestyle=":", linewidth=1)
-            axes.annotate(r.label, (r.throughput_fps, 0), rotation=90, fontsize=7, va="bottom")
+    for name, points in sorted(_sweeps(results).items()):
+        cameras = sorted({p.cameras for p in points})
+        groups = [[p for p in points if p.cameras == c] for c in cameras]
+        x = [_median([p.throughput_fps for p in g]) for g in groups]
+        p50 = [_median([p.latency["p50_ms"] for p in g]) for g in groups]
+        p99 = [_median([p.latency["p99_ms"] for p in g]) for g in groups]
+        (line,) = axes.plot(x, p50, "o-", label=f"{name} p50")
+        axes.plot(x, p99, "s--", color=line.get_color(), label=f"{name} p99")
+        axes.scatter([p.throughput_fps for p in points], [p.latency["p50_ms"] for p in points],
+                     color=line.get_color(), alpha=0.25, s=12)  # fmt: skip
+        for count, xi, yi in zip(cameras, x, p50, strict=True):
+            axes.annotate(f"{count} cam", (xi, yi), fontsize=7, xytext=(3, -10),
+                          textcoords="offset points")  # fmt: skip
+    for label in sorted({r.label for r in results if r.mode == "bare"}):
+        fps = _median([r.throughput_fps for r in results if r.label == label])
+        axes.axvline(fps, color="grey", linestyle=":", linewidth=1)
+        axes.annotate(label, (fps, 0), rotation=90, fontsize=7, va="bottom",
+                      xycoords=("data", "axes fraction"))  # fmt: skip
     axes.set_xlabel("throughput (frames/s)")
     axes.set_ylabel("latency (ms)")
     axes.set_title(title, fontsize=9)
@@ -214,3 +219,21 @@ def write_plot(path: Path, results: Sequence[PointResult], title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _sweeps(results: Sequence[PointResult]) -> dict[str, list[PointResult]]:
+    """Capacity-mode points of each server pipeline and transport."""
+    series: dict[str, list[PointResult]] = {}
+    for r in results:
+        if r.mode != "bare" and r.fps is None:
+            name = r.mode if r.shm == "none" else f"{r.mode} (shm {r.shm})"
+            series.setdefault(name, []).append(r)
+    return series
+
+
+def _median(values: Sequence[float]) -> float:
+    finite = sorted(v for v in values if v == v)
+    if not finite:
+        return float("nan")
+    middle = len(finite) // 2
+    return finite[middle] if len(finite) % 2 else (finite[middle - 1] + finite[middle]) / 2

@@ -27,11 +27,12 @@ class DetectorRunner(Protocol):
 
     name: str
 
-    def __call__(self, images: np.ndarray) -> Any:
+    def __call__(self, images: Any) -> Any:
         """Run one batch.
 
         Args:
-            images: ``[B, 3, 640, 640]`` FP16 letterboxed RGB in [0, 1].
+            images: ``[B, 3, 640, 640]`` FP16 letterboxed RGB in [0, 1]: numpy, or a torch
+                CUDA tensor when the bare loop decodes with DALI on a GPU.
 
         Returns:
             ``[B, 4 + nc, A]`` raw head output (numpy array or torch tensor).
@@ -74,7 +75,7 @@ class OnnxRuntimeRunner:
             "onnxruntime runner: %s, %d intra-op threads", onnx_path, options.intra_op_num_threads
         )
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: Any) -> np.ndarray:
         """Run one batch (the cast to the ONNX's own float type happens here)."""
         batch = np.asarray(images).astype(self._input_dtype, copy=False)
         (raw,) = self.session.run(None, {self._input_name: batch})

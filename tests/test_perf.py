@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from camdet.perf.input_data import (
 from camdet.perf.load import LoadPoint, PointResult, ServerProbe, Window, run_point
 from camdet.perf.pipelines import (
     BareLoop,
+    DaliPreprocess,
     EnsembleClient,
     FrameDetections,
     NaiveClient,
@@ -229,7 +231,7 @@ def test_tuned_repository_changes_scheduling_only(repository, tmp_path) -> None:
         tuned_repository(repository, tmp_path / "bad", Tuning(instances={"nope": 1}), gpu=False)
 
 
-def _result(mode: str, cameras: int, fps: float, repeat: int) -> PointResult:
+def _result(mode: str, cameras: int, fps: float, repeat: int, cpu: float = 0.0) -> PointResult:
     return PointResult(
         label=f"{mode} {cameras}",
         mode=mode,
@@ -243,20 +245,21 @@ def _result(mode: str, cameras: int, fps: float, repeat: int) -> PointResult:
         duration_s=1.0,
         throughput_fps=fps,
         latency={},
-        client_cpu_ms_per_frame=0.0,
+        client_cpu_ms_per_frame=1.0 if mode != "bare" else cpu,
+        server_cpu_ms_per_frame=cpu - 1.0 if mode != "bare" else float("nan"),
         repeat=repeat,
     )
 
 
 def test_ratios_are_taken_within_each_repeat_against_the_best_bare() -> None:
     results = [
-        _result("ours", 4, 9.0, 0),
-        _result("naive", 4, 3.0, 0),
-        _result("bare", 1, 8.0, 0),
-        _result("bare", 4, 10.0, 0),
-        _result("ours", 4, 4.0, 1),
-        _result("naive", 4, 4.0, 1),
-        _result("bare", 1, 5.0, 1),
+        _result("ours", 4, 9.0, 0, cpu=100.0),
+        _result("naive", 4, 3.0, 0, cpu=150.0),
+        _result("bare", 1, 8.0, 0, cpu=95.0),
+        _result("bare", 4, 10.0, 0, cpu=90.0),
+        _result("ours", 4, 4.0, 1, cpu=120.0),
+        _result("naive", 4, 4.0, 1, cpu=180.0),
+        _result("bare", 1, 5.0, 1, cpu=96.0),
     ]
     rows = {r["name"]: r for r in side_by_side_ratios(results)}
     assert rows["ours/bare"]["min"] == pytest.approx(0.8)
@@ -264,6 +267,49 @@ def test_ratios_are_taken_within_each_repeat_against_the_best_bare() -> None:
     assert rows["ours/bare"]["median"] == pytest.approx(0.85)
     assert rows["ours/naive"]["median"] == pytest.approx(2.0)
     assert rows["ours/naive"]["repeats"] == 2
+    # CPU time per frame: the other pipeline's over ours (lowest bare CPU per repeat).
+    assert rows["ours/bare cpu"]["min"] == pytest.approx(0.8)
+    assert rows["ours/bare cpu"]["max"] == pytest.approx(0.9)
+    assert rows["ours/naive cpu"]["median"] == pytest.approx(1.5)
+
+
+def test_command_line_fills_every_setting(tmp_path) -> None:
+    from camdet.perf.bench import build_parser, config_from_args
+
+    argv = [
+        "--url", "host:9001", "--out", str(tmp_path), "--input-data", "d.json",
+        "--sizes", "640x480", "--modes", "ours,bare", "--cameras", "1,3",
+        "--rate", "4x2.5", "--rate", "8x1", "--duration", "4", "--warmup", "1",
+        "--processes", "2", "--shm", "none,system", "--bare-batch", "2",
+        "--bare-preprocess", "opencv,dali", "--bare-dali-device", "0",
+        "--runner-threads", "1", "--repeats", "3", "--ratio-cameras", "3",
+        "--server-mode", "portable", "--instances", "detector=2",
+        "--queue-delay-us", "detector=900", "--preferred-batch", "detector=2,4",
+        "--param", "detector.intra_op_threads=1", "--param", "preprocess.num_threads=1",
+        "--server-env", "OMP_NUM_THREADS=1", "--torch-threads", "1",
+        "--detector-onnx", "x.onnx", "--no-plot",
+    ]  # fmt: skip
+    config = config_from_args(build_parser().parse_args(argv))
+    assert (config.url, config.out_dir, config.input_data) == (
+        "host:9001",
+        tmp_path,
+        Path("d.json"),
+    )
+    assert config.sizes == ((640, 480),) and config.modes == ("ours", "bare")
+    assert config.cameras == (1, 3) and config.rates == ((4, 2.5), (8, 1.0))
+    assert config.window == Window(warmup_s=1.0, duration_s=4.0)
+    assert (config.processes, config.shm, config.bare_batches) == (2, ("none", "system"), (2,))
+    assert config.bare_preprocess == ("opencv", "dali") and config.bare_dali_device == 0
+    assert (config.runner_threads, config.repeats, config.ratio_cameras) == (1, 3, 3)
+    assert config.server_mode == "portable" and config.torch_threads == 1
+    assert config.server_env == {"OMP_NUM_THREADS": "1"} and config.plot is False
+    assert config.tuning == Tuning(
+        instances={"detector": 2},
+        queue_delay_us={"detector": 900},
+        preferred_batch={"detector": [2, 4]},
+        parameters={"detector": {"intra_op_threads": "1"}, "preprocess": {"num_threads": "1"}},
+        detector_onnx=Path("x.onnx"),
+    )
 
 
 def test_camdet_bench_command_forwards_to_the_bench_parser() -> None:
@@ -300,16 +346,20 @@ def assert_same_detections(a: FrameDetections, b: FrameDetections, tolerance_px:
 
 
 @pytest.mark.server
-def test_naive_and_bare_baselines_find_what_the_ensemble_finds(server, onnx) -> None:
+def test_naive_and_bare_baselines_find_what_the_ensemble_finds(server, repository, onnx) -> None:
     frames = synthetic_frames(6, seed=5)
+    encoded = [f.data for f in frames]
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        ours = [EnsembleClient(client).detect(f.data) for f in frames]
-        naive = [NaiveClient(client).detect(f.data) for f in frames]
-    bare = BareLoop(make_runner("onnxruntime", onnx), batch_size=4).detect([f.data for f in frames])
+        ours = [EnsembleClient(client).detect(data) for data in encoded]
+        naive = [NaiveClient(client).detect(data) for data in encoded]
+    runner = make_runner("onnxruntime", onnx)
+    bare = BareLoop(runner, batch_size=4).detect(encoded)
+    dali = DaliPreprocess(repository / "preprocess" / "1" / "dali.py", batch_size=4)
+    bare_dali = BareLoop(runner, 4, dali, "dali").detect(encoded)
     assert sum(len(d) for d in ours) >= 10
-    for o, n, b in zip(ours, naive, bare, strict=True):
-        assert_same_detections(o, n, tolerance_px=2.0)
-        assert_same_detections(o, b, tolerance_px=2.0)
+    for found in zip(ours, naive, bare, bare_dali, strict=True):
+        for other in found[1:]:
+            assert_same_detections(found[0], other, tolerance_px=2.0)
 
 
 @pytest.mark.server
@@ -324,6 +374,7 @@ def test_bench_runs_every_mode_on_the_input_data_frames(server, repository, inpu
         window=Window(warmup_s=0.5, duration_s=2.0),
         processes=0,
         bare_batches=(1, 2),
+        bare_preprocess=("opencv", "dali"),
         torch_threads=1,
     )
     report = run_bench(config)
@@ -333,7 +384,7 @@ def test_bench_runs_every_mode_on_the_input_data_frames(server, repository, inpu
     assert labels == [
         "ours 1 cam", "ours 2 cam", "ours 2 cam @ 2 fps",
         "naive 1 cam", "naive 2 cam", "naive 2 cam @ 2 fps",
-        "bare batch 1", "bare batch 2",
+        "bare opencv batch 1", "bare opencv batch 2", "bare dali batch 1", "bare dali batch 2",
     ]  # fmt: skip
     for result in report.results:
         assert result.completed > 0 and result.failed == 0, result
@@ -372,8 +423,31 @@ def test_cameras_in_several_processes_over_system_shared_memory(server, frames, 
     assert result.completed > 0 and result.failed == 0, result.errors
     assert result.client_cpu_ms_per_frame > 0
     assert result.server_cpu_ms_per_frame > 0
-    with grpcclient.InferenceServerClient(server.grpc_url) as client:
-        assert client.get_system_shared_memory_status(as_json=True) == {}
+    assert registered_regions(server.grpc_url, "system") == {}
+
+
+def registered_regions(url: str, kind: str, within_s: float = 5.0) -> dict:
+    """The server's registered shared-memory regions, once none is left (or after a while).
+
+    The server may still hold a region for a moment after the client unregistered it,
+    while the last request that read it is being released.
+    """
+    deadline = time.monotonic() + within_s
+    with grpcclient.InferenceServerClient(url) as client:
+        status = getattr(client, f"get_{kind}_shared_memory_status")
+        while (regions := status(as_json=True)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return regions
+
+
+@pytest.mark.gpu
+@pytest.mark.server
+def test_cameras_over_cuda_shared_memory(server, frames) -> None:
+    pytest.importorskip("cuda.bindings.runtime", reason="CUDA shared memory needs cuda-python")
+    point = LoadPoint("ours", cameras=2, processes=1, shm="cuda")
+    result = run_point(server.grpc_url, [f.data for f in frames], point, Window(0.5, 2.0))
+    assert result.completed > 0 and result.failed == 0, result.errors
+    assert registered_regions(server.grpc_url, "cuda") == {}
 
 
 @pytest.mark.server
