@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from camdet.client.cli import ingest
+from camdet.perf.cli import register as register_bench
 from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes_cli import app as scenes_app
 
@@ -155,6 +156,7 @@ def demo(
 
 app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
 app.command("ingest")(ingest)
+register_bench(app)
 
 
 if __name__ == "__main__":
