@@ -26,7 +26,7 @@ pytestmark = pytest.mark.server
 def test_help_explains_every_command() -> None:
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "infer", "demo", "scenes"):
+    for command in ("serve", "infer", "demo", "ingest", "bench", "scenes"):
         assert command in result.output
 
 
