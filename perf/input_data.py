@@ -305,13 +305,24 @@ def write_input_data(
         if models is not None and name not in models:
             continue
         document = input_data_document(rows)
-        problems = schema_problems(document) + contract_problems(document, configs[name])
+        problems = _schema_problems_if_possible(document) + contract_problems(
+            document, configs[name]
+        )
         if problems:
             raise ValueError(f"input data of {name} is invalid: " + "; ".join(problems[:5]))
         written[name] = out_dir / f"{name}.json"
         written[name].write_text(json.dumps(document))
         logger.info("wrote %s: %d entries", written[name], len(rows))
     return written
+
+
+def _schema_problems_if_possible(document: dict[str, Any]) -> list[str]:
+    """:func:`schema_problems`, or none with a warning where jsonschema is missing."""
+    try:
+        return schema_problems(document)
+    except ImportError:
+        logger.warning("jsonschema is not installed: schema check skipped (configs checked)")
+        return []
 
 
 def _is_encoded_input(config: mc.ModelConfig) -> bool:

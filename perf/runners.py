@@ -3,8 +3,9 @@
 A runner maps a batch of letterboxed frames to the detector's raw head output:
 ``[B, 3, 640, 640]`` FP16 in [0, 1] -> ``[B, 4 + nc, A]`` (numpy or torch, any float
 type). The bare in-process loop and the step-input generator call one through
-:func:`make_runner`; the GPU machine registers its own (torch-CUDA, TensorRT) with
-:func:`register_runner` without touching the benchmark code.
+:func:`make_runner`: ``onnxruntime`` (the ONNX on the CPU, as the portable server runs
+it) or ``torch`` (the weights the ONNX came from; CUDA FP16 on a GPU). Others (TensorRT)
+plug in with :func:`register_runner` without touching the benchmark code.
 """
 
 from __future__ import annotations
@@ -82,7 +83,70 @@ class OnnxRuntimeRunner:
         return raw
 
 
-RUNNERS: dict[str, RunnerFactory] = {"onnxruntime": OnnxRuntimeRunner}
+class TorchRunner:
+    """The PyTorch weights the ONNX was exported from, on CUDA in FP16 when there is a GPU.
+
+    The weights come from ``CAMDET_DETECTOR_WEIGHTS`` (default: the trained demo detector,
+    ``camdet/detector/weights/demo.pt``). On construction, the model's output on a probe
+    batch is compared with ONNX Runtime's on ``onnx_path``, so the bare loop cannot
+    silently run a different detector than the server.
+
+    Attributes:
+        name: ``"torch"``.
+        device: Where the model runs.
+    """
+
+    name = "torch"
+    tolerance = 0.05
+    """Largest allowed difference from ONNX Runtime on the probe (input px / score)."""
+
+    def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
+        """Load the weights, move them to the device and check them against the ONNX.
+
+        Raises:
+            ValueError: If the weights and the ONNX disagree on the probe batch.
+        """
+        import torch
+
+        from camdet.detector.model import load_weights
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        weights = Path(os.environ.get("CAMDET_DETECTOR_WEIGHTS", _default_weights()))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model = load_weights(weights, self.device).fuse().to(self.dtype)
+        self._check_against(onnx_path, weights)
+        logger.info("torch runner: %s on %s (%s)", weights, self.device, self.dtype)
+
+    def __call__(self, images: Any) -> Any:
+        """Run one batch; numpy or torch in, a torch tensor on the device out."""
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.as_tensor(images).to(self.device, self.dtype, non_blocking=True)
+            return self.model(batch)
+
+    def _check_against(self, onnx_path: Path, weights: Path) -> None:
+        probe = np.random.default_rng(0).random((1, 3, 640, 640)).astype(np.float16)
+        expected = OnnxRuntimeRunner(onnx_path)(probe)
+        got = self(probe).float().cpu().numpy()
+        worst = float(np.abs(got - expected).max() / max(1.0, float(np.abs(expected).max())))
+        if got.shape != expected.shape or worst > self.tolerance:
+            raise ValueError(
+                f"{weights} and {onnx_path} are not the same detector "
+                f"(shapes {got.shape} / {expected.shape}, relative difference {worst:.3g})"
+            )
+
+
+def _default_weights() -> Path:
+    """The trained demo detector shipped beside ``camdet.detector``."""
+    import camdet.detector
+
+    return Path(camdet.detector.__file__).resolve().parent / "weights" / "demo.pt"
+
+
+RUNNERS: dict[str, RunnerFactory] = {"onnxruntime": OnnxRuntimeRunner, "torch": TorchRunner}
 """Runner factories by name; :func:`register_runner` adds more."""
 
 

@@ -73,8 +73,14 @@ def model_stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str
 
 
 def process_tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (needs psutil)."""
-    import psutil
+    """User + system CPU seconds of a process and its live descendants.
+
+    NaN where psutil is not installed or the process is gone.
+    """
+    try:
+        import psutil
+    except ImportError:
+        return float("nan")
 
     try:
         root = psutil.Process(pid)
