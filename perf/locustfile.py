@@ -1,6 +1,6 @@
 r"""locust load profile: every user is a camera streaming JPEG frames to ``detect`` over gRPC.
 
-    locust -f perf/locustfile.py --headless -u 16 -r 4 -t 2m \\
+    locust -f perf/locustfile.py --headless -u 16 -r 4 -t 2m --stop-timeout 10 \\
         --host grpc://localhost:8001 --camera-fps 5,10 \\
         --input-data perf-data/detect.json --csv out/locust --camera-report out/cameras.json
 
@@ -15,6 +15,9 @@ throughput; ``--camera-report`` adds each camera's sent, dropped and failed coun
 Frames come from the ensemble's perf_analyzer input-data JSON (``--input-data``, see
 ``python -m camdet.perf.input_data``), so locust, perf_analyzer and ``camdet bench`` send
 the same bytes; without it, synthetic 720p/1080p frames are rendered at start.
+
+Give ``--stop-timeout`` so that at the end each camera finishes its request in flight
+rather than being killed inside a gRPC call; ``--request-timeout`` bounds every call.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ def _add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--camera-report", default="", help="JSON file for per-camera sent/dropped/failed"
     )
+    parser.add_argument(
+        "--request-timeout", type=float, default=30.0, help="seconds before a request fails"
+    )
 
 
 @events.test_start.add_listener
@@ -109,6 +115,7 @@ class Camera(User):
             self.name, {"fps": 1.0 / self.interval, "sent": 0, "dropped": 0, "failed": 0}
         )
         self.client = grpcclient.InferenceServerClient(grpc_target(self.host))
+        self.timeout_s = self.environment.parsed_options.request_timeout
         gevent.sleep(max(0.0, self.due - time.monotonic()))
 
     def on_stop(self) -> None:
@@ -133,7 +140,12 @@ class Camera(User):
         error: Exception | None = None
         detections = 0
         try:
-            result = self.client.infer(ENSEMBLE, frame_input(frame), outputs=requested_outputs())
+            result = self.client.infer(
+                ENSEMBLE,
+                frame_input(frame),
+                outputs=requested_outputs(),
+                client_timeout=self.timeout_s,
+            )
             detections = len(parse_result(result))
         except InferenceServerException as exc:
             error = exc

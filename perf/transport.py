@@ -9,11 +9,13 @@ host; CUDA shared memory needs ``cuda-python`` and a GPU (the NGC containers hav
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.utils import np_to_triton_dtype
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 TRANSPORTS = ("none", "system", "cuda")
 """Values of ``--shm``: plain gRPC, system shared memory, CUDA shared memory."""
@@ -29,6 +31,32 @@ class InputTransport(Protocol):
     def close(self) -> None:
         """Unregister and free whatever :meth:`tensor` used."""
         ...
+
+
+UNREGISTER_TIMEOUT_S = 10.0
+"""How long to retry unregistering a region the server still holds."""
+
+
+def unregister_when_released(unregister: Callable[[str], object], name: str) -> None:
+    """Unregister region ``name``, retrying while the server still holds it.
+
+    The server may keep a region referenced for a moment after the response that read
+    it arrived (while the ensemble releases the request), and refuses to unregister it
+    meanwhile ("currently in use").
+
+    Raises:
+        InferenceServerException: Any other error, or "in use" after
+            :data:`UNREGISTER_TIMEOUT_S`.
+    """
+    deadline = time.monotonic() + UNREGISTER_TIMEOUT_S
+    while True:
+        try:
+            unregister(name)
+            return
+        except InferenceServerException as exc:
+            if "in use" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class GrpcTransport:
@@ -74,7 +102,7 @@ class SystemShmTransport:
 
     def close(self) -> None:
         """Unregister the region from the server and unlink it."""
-        self._client.unregister_system_shared_memory(self.name)
+        unregister_when_released(self._client.unregister_system_shared_memory, self.name)
         self._shm.destroy_shared_memory_region(self._handle)
 
 
@@ -113,7 +141,7 @@ class CudaShmTransport:
 
     def close(self) -> None:
         """Unregister the region from the server and free it."""
-        self._client.unregister_cuda_shared_memory(self.name)
+        unregister_when_released(self._client.unregister_cuda_shared_memory, self.name)
         self._cudashm.destroy_shared_memory_region(self._handle)
 
 

@@ -341,6 +341,27 @@ def test_camdet_bench_command_forwards_to_the_bench_parser() -> None:
     assert result.exit_code == 2
 
 
+def test_shared_memory_is_unregistered_once_the_server_releases_it() -> None:
+    from camdet.perf.transport import unregister_when_released
+    from tritonclient.utils import InferenceServerException
+
+    calls = []
+
+    def unregister(name: str) -> None:
+        calls.append(name)
+        if len(calls) < 3:
+            raise InferenceServerException(f"Cannot unregister '{name}', it is currently in use.")
+
+    unregister_when_released(unregister, "region")
+    assert calls == ["region"] * 3
+
+    def broken(name: str) -> None:
+        raise InferenceServerException("Unable to find system shared memory region")
+
+    with pytest.raises(InferenceServerException, match="Unable to find"):
+        unregister_when_released(broken, "region")
+
+
 # --------------------------------------------------------------------- against a server
 
 
@@ -404,7 +425,8 @@ def test_bench_runs_every_mode_on_the_input_data_frames(server, repository, inpu
         assert result.latency["p50_ms"] <= result.latency["p99_ms"]
     ours = report.results[0]
     assert set(ours.model_stats) == set(STEP_MODELS)
-    assert ours.model_stats["detector"]["requests"] >= ours.completed
+    # Server statistics are sampled at the window edges, answers counted on arrival.
+    assert ours.model_stats["detect"]["requests"] == pytest.approx(ours.completed, abs=2)
     assert set(report.results[3].model_stats) == {"detector"}
     assert {(r["name"], r["cameras"]) for r in report.ratios} == {
         ("ours/bare", 1), ("ours/bare", 2), ("ours/naive", 1), ("ours/naive", 2),
@@ -469,9 +491,9 @@ def test_locust_cameras_report_per_camera_without_failures(server, input_data, t
     command = [
         str(Path(sys.executable).parent / "locust"),
         "-f", str(PERF / "locustfile.py"),
-        "--headless", "-u", "4", "-r", "4", "-t", "10s",
+        "--headless", "-u", "4", "-r", "4", "-t", "10s", "--stop-timeout", "10",
         "--host", f"grpc://{server.grpc_url}",
-        "--camera-fps", "2,3",
+        "--camera-fps", "1,2",
         "--input-data", str(input_data["detect"]),
         "--csv", str(prefix),
         "--camera-report", str(report),
@@ -485,11 +507,13 @@ def test_locust_cameras_report_per_camera_without_failures(server, input_data, t
     assert set(cameras) < set(stats)
     for name in cameras:
         assert int(stats[name]["Failure Count"]) == 0
-        assert int(stats[name]["Request Count"]) >= 10
+        assert int(stats[name]["Request Count"]) >= 5
         assert float(stats[name]["50%"]) > 0
     per_camera = json.loads(report.read_text())
     assert sorted(per_camera) == cameras
-    assert [c["fps"] for c in per_camera.values()] == [2.0, 3.0, 2.0, 3.0]
+    assert [c["fps"] for c in per_camera.values()] == [1.0, 2.0, 1.0, 2.0]
     for camera in per_camera.values():
-        assert camera["failed"] == 0
-        assert camera["sent"] >= 0.7 * camera["fps"] * 10
+        assert camera["failed"] == 0 and camera["sent"] >= 5
+        # Every frame slot of the camera's clock was either sent or dropped (late answers).
+        slots = camera["sent"] + camera["dropped"]
+        assert 0.7 * camera["fps"] * 10 <= slots <= 1.1 * camera["fps"] * 10 + 1
