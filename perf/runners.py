@@ -3,9 +3,10 @@
 A runner maps a batch of letterboxed frames to the detector's raw head output:
 ``[B, 3, 640, 640]`` FP16 in [0, 1] -> ``[B, 4 + nc, A]`` (numpy or torch, any float
 type). The bare in-process loop and the step-input generator call one through
-:func:`make_runner`: ``onnxruntime`` (the ONNX on the CPU, as the portable server runs
-it) or ``torch`` (the weights the ONNX came from; CUDA FP16 on a GPU). Others (TensorRT)
-plug in with :func:`register_runner` without touching the benchmark code.
+:func:`make_runner`: ``onnxruntime`` (the ONNX on the CPU, as the portable CPU server
+runs it) or ``torch`` (the ONNX through :mod:`camdet.torch_runner`, FP16 CUDA graphs on
+a GPU, as the portable GPU server runs it). Others (TensorRT) plug in with
+:func:`register_runner` without touching the benchmark code.
 """
 
 from __future__ import annotations
@@ -84,66 +85,46 @@ class OnnxRuntimeRunner:
 
 
 class TorchRunner:
-    """The PyTorch weights the ONNX was exported from, on CUDA in FP16 when there is a GPU.
+    """The detector ONNX as the portable GPU server runs it: torch, FP16 CUDA graphs.
 
-    The weights come from ``CAMDET_DETECTOR_WEIGHTS`` (default: the trained demo detector,
-    ``camdet/detector/weights/demo.pt``). On construction, the model's output on a probe
-    batch is compared with ONNX Runtime's on ``onnx_path``, so the bare loop cannot
-    silently run a different detector than the server.
+    :func:`camdet.torch_runner.load_detector` (the ONNX converted by onnx2torch, or the
+    demo detector's own module where it is proven to compute the same) wrapped in
+    :class:`camdet.torch_runner.GraphRunner`, with one CUDA graph per batch size of
+    :data:`BATCH_SIZES`; eager FP32 on the CPU.
 
     Attributes:
         name: ``"torch"``.
-        device: Where the model runs.
+        device: Where the module runs.
     """
 
     name = "torch"
-    tolerance = 0.05
-    """Largest allowed difference from ONNX Runtime on the probe (input px / score)."""
+    BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+    """Captured batch sizes; a batch runs padded to the next one."""
 
     def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
-        """Load the weights, move them to the device and check them against the ONNX.
-
-        Raises:
-            ValueError: If the weights and the ONNX disagree on the probe batch.
-        """
+        """Load the detector on the GPU if there is one (else the CPU), capture graphs."""
         import torch
 
-        from camdet.detector.model import load_weights
+        from camdet.geometry import INPUT_SIZE
+        from camdet.torch_runner import GraphRunner, load_detector
 
         if threads is not None:
             torch.set_num_threads(threads)
-        weights = Path(os.environ.get("CAMDET_DETECTOR_WEIGHTS", _default_weights()))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.model = load_weights(weights, self.device).fuse().to(self.dtype)
-        self._check_against(onnx_path, weights)
-        logger.info("torch runner: %s on %s (%s)", weights, self.device, self.dtype)
+        half = self.device.type == "cuda"
+        self.dtype = torch.float16 if half else torch.float32
+        module = load_detector(Path(onnx_path), self.device, half)
+        self._run = GraphRunner(
+            module, (3, INPUT_SIZE, INPUT_SIZE), list(self.BATCH_SIZES), self.dtype, self.device
+        )
+        logger.info("torch runner: %s on %s (%s)", onnx_path, self.device, self.dtype)
 
     def __call__(self, images: Any) -> Any:
         """Run one batch; numpy or torch in, a torch tensor on the device out."""
         import torch
 
-        with torch.inference_mode():
-            batch = torch.as_tensor(images).to(self.device, self.dtype, non_blocking=True)
-            return self.model(batch)
-
-    def _check_against(self, onnx_path: Path, weights: Path) -> None:
-        probe = np.random.default_rng(0).random((1, 3, 640, 640)).astype(np.float16)
-        expected = OnnxRuntimeRunner(onnx_path)(probe)
-        got = self(probe).float().cpu().numpy()
-        worst = float(np.abs(got - expected).max() / max(1.0, float(np.abs(expected).max())))
-        if got.shape != expected.shape or worst > self.tolerance:
-            raise ValueError(
-                f"{weights} and {onnx_path} are not the same detector "
-                f"(shapes {got.shape} / {expected.shape}, relative difference {worst:.3g})"
-            )
-
-
-def _default_weights() -> Path:
-    """The trained demo detector shipped beside ``camdet.detector``."""
-    import camdet.detector
-
-    return Path(camdet.detector.__file__).resolve().parent / "weights" / "demo.pt"
+        batch = torch.as_tensor(images).to(self.device, self.dtype, non_blocking=True)
+        return self._run(batch)
 
 
 RUNNERS: dict[str, RunnerFactory] = {"onnxruntime": OnnxRuntimeRunner, "torch": TorchRunner}

@@ -107,17 +107,11 @@ def test_step_input_data_is_the_reference_of_each_step(input_data, frames, onnx)
     assert original.tolist() == [frames[0].height, frames[0].width] == list(size)
 
 
-def test_torch_runner_is_the_detector_of_the_onnx(frames, onnx, monkeypatch) -> None:
-    from camdet.perf.runners import TorchRunner
-
-    torch_runner = make_runner("torch", onnx)
-    image, _ = letterbox_frame(frames[0].data)
-    expected = make_runner("onnxruntime", onnx)(image[None])
-    got = torch_runner(image[None]).float().cpu().numpy()
+def test_torch_runner_computes_what_onnxruntime_computes(frames, onnx) -> None:
+    images = np.stack([letterbox_frame(f.data)[0] for f in frames[:3]])
+    expected = make_runner("onnxruntime", onnx)(images)
+    got = make_runner("torch", onnx)(images).float().cpu().numpy()
     np.testing.assert_allclose(got, expected, atol=1e-2, rtol=1e-3)
-    monkeypatch.setattr(TorchRunner, "tolerance", -1.0)
-    with pytest.raises(ValueError, match="are not the same detector"):
-        TorchRunner(onnx)
 
 
 DOCUMENTED_EXAMPLES = [
