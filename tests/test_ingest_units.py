@@ -331,9 +331,14 @@ def test_multipart_parsing_handles_boundary_spellings() -> None:
     assert list(iter_multipart(io.BufferedReader(io.BytesIO(body)), b"myb")) == [b"AAA", b"BB"]
 
 
-def test_mjpeg_stream_in_a_container_passes_through(tmp_path: Path) -> None:
-    path = tmp_path / "mjpeg.avi"
-    images = [SceneSequence(4, 320, 240).frame(i).image for i in range(6)]
+def scene_images(count: int) -> list[np.ndarray]:
+    """``count`` consecutive 320x240 RGB frames of one synthetic camera."""
+    sequence = SceneSequence(4, 320, 240)
+    return [sequence.frame(i).image for i in range(count)]
+
+
+def write_mjpeg_avi(path: Path, images: list[np.ndarray]) -> None:
+    """Encode RGB frames as an MJPEG stream in an AVI container, 10 fps."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mjpeg", rate=10)
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuvj420p"
@@ -342,6 +347,12 @@ def test_mjpeg_stream_in_a_container_passes_through(tmp_path: Path) -> None:
             frame.pts, frame.time_base = i, Fraction(1, 10)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def test_mjpeg_stream_in_a_container_passes_through(tmp_path: Path) -> None:
+    path = tmp_path / "mjpeg.avi"
+    images = scene_images(6)
+    write_mjpeg_avi(path, images)
     frames = list(open_source(CameraConfig("c", str(path))).session())
     assert len(frames) == 6
     for frame, image in zip(frames, images, strict=True):
@@ -363,15 +374,8 @@ def without_huffman_tables(jpeg: bytes) -> bytes:
 
 def test_mjpeg_without_huffman_tables_is_decoded_not_passed_through(tmp_path: Path) -> None:
     source_path, stripped_path = tmp_path / "full.avi", tmp_path / "avi1.avi"
-    images = [SceneSequence(4, 320, 240).frame(i).image for i in range(4)]
-    with av.open(str(source_path), "w") as container:
-        stream = container.add_stream("mjpeg", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuvj420p"
-        for i, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    images = scene_images(4)
+    write_mjpeg_avi(source_path, images)
     with av.open(str(source_path)) as full, av.open(str(stripped_path), "w") as stripped:
         out = stripped.add_stream_from_template(full.streams.video[0])
         for packet in full.demux(video=0):
