@@ -302,7 +302,7 @@ def test_rtsp_source_that_is_down_raises_a_source_error() -> None:
 
 
 def test_mjpeg_camera_passes_jpegs_through_untouched() -> None:
-    jpegs = [encode_jpeg(SceneSequence(3, 320, 240).frame(i).image) for i in range(5)]
+    jpegs = [encode_jpeg(image) for image in scene_images(5, seed=3)]
     for content_length in (True, False):
         with MjpegServer(jpegs, fps=50, content_length=content_length) as camera:
             frames = []
@@ -331,9 +331,11 @@ def test_multipart_parsing_handles_boundary_spellings() -> None:
     assert list(iter_multipart(io.BufferedReader(io.BytesIO(body)), b"myb")) == [b"AAA", b"BB"]
 
 
-def scene_images(count: int) -> list[np.ndarray]:
-    """``count`` consecutive 320x240 RGB frames of one synthetic camera."""
-    sequence = SceneSequence(4, 320, 240)
+def scene_images(
+    count: int, seed: int = 4, width: int = 320, height: int = 240
+) -> list[np.ndarray]:
+    """``count`` consecutive RGB frames of one synthetic camera."""
+    sequence = SceneSequence(seed, width, height)
     return [sequence.frame(i).image for i in range(count)]
 
 
@@ -431,7 +433,7 @@ def test_json_lines_records(tmp_path: Path) -> None:
 
 
 def test_annotated_video_has_every_answered_frame_with_boxes_drawn(tmp_path: Path) -> None:
-    images = [SceneSequence(7, 160, 120).frame(i).image for i in range(8)]
+    images = scene_images(8, seed=7, width=160, height=120)
     box = Detection((40.0, 30.0, 100.0, 90.0), 0.9, 1, "box")
     drawn = annotate(images[0], [box])
     assert tuple(drawn[30, 70]) == (60, 180, 75)  # class 1's colour on the top edge
