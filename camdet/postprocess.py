@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from camdet.geometry import INPUT_SIZE, scale_boxes_to_original
 
@@ -129,20 +129,43 @@ def _nms(
     class_ids: torch.Tensor,
     num_classes: int,
     iou: torch.Tensor,
+    iou_values: list[float],
 ) -> torch.Tensor:
-    """Class-aware NMS of a whole batch, one ``batched_nms`` call per distinct IoU.
+    """Class-aware NMS of a whole batch: one ``nms`` kernel per distinct IoU threshold.
+
+    Each (frame, class) group is moved to its own region of the plane by an offset larger
+    than any box, so one plain NMS never compares boxes of different groups -
+    ``torchvision.ops.batched_nms``' coordinate trick. torchvision takes that path only
+    above 20,000 boxes on CUDA and otherwise launches one NMS per group (256 launches for
+    64 frames of 4 classes, most of the postprocess time on the GPU). The offsets are
+    added in float64 so that a batch of many frames and classes keeps sub-pixel boxes.
+
+    Args:
+        frame_index: ``[M]`` frame of each candidate.
+        boxes: ``[M, 4]`` xyxy candidates, input pixels.
+        scores: ``[M]`` scores.
+        class_ids: ``[M]`` class of each candidate.
+        num_classes: Classes of the head.
+        iou: ``[B]`` per-frame IoU thresholds (on the candidates' device).
+        iou_values: The distinct values of ``iou``, known on the host (no device sync).
 
     Returns:
         Indices of kept candidates, sorted by descending score.
     """
-    groups = frame_index * num_classes + class_ids
-    candidate_iou = iou[frame_index]
-    kept = []
-    for value in torch.unique(iou).tolist():
-        members = (candidate_iou == value).nonzero(as_tuple=True)[0]
-        keep = batched_nms(boxes[members], scores[members], groups[members], value)
-        kept.append(members[keep])
-    keep = torch.cat(kept) if kept else frame_index.new_zeros(0)
+    if boxes.numel() == 0:
+        return frame_index.new_zeros(0)
+    groups = (frame_index * num_classes + class_ids).to(torch.float64)
+    spread = boxes.to(torch.float64)
+    spread = spread + (groups * (spread.max() - spread.min() + 1))[:, None]
+    if len(iou_values) == 1:
+        keep = nms(spread, scores.to(torch.float64), iou_values[0])
+    else:
+        candidate_iou = iou[frame_index]
+        kept = []
+        for value in iou_values:
+            members = (candidate_iou == value).nonzero(as_tuple=True)[0]
+            kept.append(members[nms(spread[members], scores[members].double(), value)])
+        keep = torch.cat(kept)
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
@@ -238,7 +261,8 @@ def postprocess_flat(
     max_det = torch.tensor([t.max_detections for t in thresholds], device=device)
 
     frame_index, boxes, scores, class_ids = _candidates(raw, confidence)
-    keep = _nms(frame_index, boxes, scores, class_ids, rows - 4, iou)
+    iou_values = sorted({t.iou for t in thresholds})
+    keep = _nms(frame_index, boxes, scores, class_ids, rows - 4, iou, iou_values)
     keep = keep[torch.argsort(frame_index[keep], stable=True)]
     rank = _rank_within_frame(frame_index[keep])
     keep = keep[rank < max_det[frame_index[keep]]]

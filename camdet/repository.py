@@ -117,3 +117,45 @@ def _step_problems(
 
 def _dtype(value: int) -> str:
     return mc.DataType.Name(value)
+
+
+_DTYPE_BYTES = {
+    mc.TYPE_BOOL: 1, mc.TYPE_UINT8: 1, mc.TYPE_INT8: 1,
+    mc.TYPE_UINT16: 2, mc.TYPE_INT16: 2, mc.TYPE_FP16: 2, mc.TYPE_BF16: 2,
+    mc.TYPE_UINT32: 4, mc.TYPE_INT32: 4, mc.TYPE_FP32: 4,
+    mc.TYPE_UINT64: 8, mc.TYPE_INT64: 8, mc.TYPE_FP64: 8,
+}  # fmt: skip
+
+
+def gpu_tensor_bytes_per_frame(configs: dict[str, mc.ModelConfig]) -> int:
+    """Bytes of the fixed-size tensors that GPU models of a repository hand over, per frame.
+
+    The sum, over models with GPU instances (Triton's default kind where a GPU exists), of
+    every input and output whose dims are all known; variable-size tensors (encoded
+    frames, detections) are small or live on the host.
+    """
+    total = 0
+    for config in configs.values():
+        groups = config.instance_group
+        if groups and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in groups):
+            continue
+        for tensor in [*config.input, *config.output]:
+            if all(d >= 0 for d in tensor.dims) and tensor.data_type in _DTYPE_BYTES:
+                count = 1
+                for d in tensor.dims:
+                    count *= d
+                total += count * _DTYPE_BYTES[tensor.data_type]
+    return total
+
+
+def cuda_pool_bytes(configs: dict[str, mc.ModelConfig], batches_in_flight: int = 4) -> int:
+    """Bytes of Triton's CUDA memory pool per GPU (``--cuda-memory-pool-byte-size``).
+
+    The Python backend passes GPU tensors between processes through this pool; when it is
+    full, it silently falls back to CPU shared memory - a host round trip, and a batch whose
+    tensors sit on different devices. Sized for ``batches_in_flight`` full batches of every
+    GPU tensor at once (at least Triton's 64 MiB default): 4 batches of 64 is 256 cameras
+    each with one frame in flight.
+    """
+    frames = batches_in_flight * max((c.max_batch_size for c in configs.values()), default=1)
+    return max(64 << 20, frames * gpu_tensor_bytes_per_frame(configs))

@@ -28,8 +28,14 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 CONTAINER_BINARY = "tritonserver"
-# Room for a batch of 64 FP16 640x640 frames in the Python backend's shared memory.
-_PYTHON_BACKEND_SHM = "python,shm-default-byte-size=67108864,shm-growth-byte-size=67108864"
+STEP_BATCHES_METRIC = "camdet_step_batches_total"
+"""Per-batch device counter of the Python-backend steps (``DeviceStats``)."""
+# Room for a batch of 64 FP16 640x640 frames in the Python backend's shared memory. Each
+# setting is its own flag: Triton reads one flag as one key and value, commas included.
+_PYTHON_BACKEND_SHM = (
+    "python,shm-default-byte-size=67108864",
+    "python,shm-growth-byte-size=67108864",
+)
 
 
 class ServerError(RuntimeError):
@@ -72,6 +78,15 @@ def has_cuda_gpu() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch sees (0 without torch or CUDA)."""
+    if not has_cuda_gpu():
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def container_binary() -> str | None:
@@ -133,17 +148,56 @@ def stub_python(workdir: Path) -> Path:
     return env / "bin"
 
 
+def check_stub_numpy(python_bin: Path) -> str:
+    """The numpy version the portable server's models will import; refuse numpy 2.
+
+    The Triton 2.51 Python-backend stub inside nvidia-pytriton was built against numpy 1:
+    under numpy 2 every model input reaches Python as 0xFF bytes, and the models fail with
+    misleading errors (``first bytes ffffffff``, ``nvImageCodec failure: '#4'``).
+
+    Args:
+        python_bin: The ``bin`` folder from :func:`stub_python`.
+
+    Returns:
+        The numpy version found.
+
+    Raises:
+        ServerError: If numpy is missing or its major version is not 1.
+    """
+    probe = subprocess.run(
+        [str(python_bin / "python3"), "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    version = probe.stdout.strip()
+    if probe.returncode != 0 or not version:
+        raise ServerError(
+            f"the portable server's Python cannot import numpy: {probe.stderr[-300:]}"
+        )
+    if version.split(".")[0] != "1":
+        raise ServerError(
+            f"numpy {version} is installed, but the portable server needs numpy 1.x: the "
+            "Triton 2.51 Python-backend stub in nvidia-pytriton was built for numpy 1, and "
+            "under numpy 2 every model input arrives as 0xFF bytes. "
+            "Fix: pip install 'numpy<2' in this environment"
+        )
+    return version
+
+
 def portable_launch(repository: Path, ports: Ports, workdir: Path, verbose: bool = False) -> Launch:
     """The command line and environment of the portable server."""
     root = pytriton_root()
     libs = root.parent / "nvidia_pytriton.libs"
+    python_bin = stub_python(workdir)
+    check_stub_numpy(python_bin)
     env = {
         "LD_LIBRARY_PATH": os.pathsep.join(
             filter(None, [str(libs), os.environ.get("LD_LIBRARY_PATH")])
         ),
         # The stub's embedded interpreter ignores PYTHONPATH and takes its packages from the
         # first python3 on PATH: give it one that sees exactly this interpreter's packages.
-        "PATH": os.pathsep.join(filter(None, [str(stub_python(workdir)), os.environ.get("PATH")])),
+        "PATH": os.pathsep.join(filter(None, [str(python_bin), os.environ.get("PATH")])),
     }
     argv = [
         str(root / "tritonserver" / "bin" / "tritonserver"),
@@ -167,9 +221,28 @@ def _common_args(repository: Path, ports: Ports, verbose: bool) -> list[str]:
         f"--metrics-port={ports.metrics}",
         "--exit-on-error=true",
         "--disable-auto-complete-config",
-        f"--backend-config={_PYTHON_BACKEND_SHM}",
+        *(f"--backend-config={setting}" for setting in _PYTHON_BACKEND_SHM),
+        *cuda_pool_args(repository),
         f"--log-verbose={1 if verbose else 0}",
     ]
+
+
+def cuda_pool_args(repository: Path, gpus: int | None = None) -> list[str]:
+    """``--cuda-memory-pool-byte-size`` for every GPU, sized from the repository's configs.
+
+    Triton's default pool (64 MiB) holds a dozen 640x640 FP16 frames; beyond that the
+    Python backend moves GPU tensors through CPU shared memory (see
+    :func:`camdet.repository.cuda_pool_bytes`). ``CAMDET_CUDA_POOL_MB`` overrides the size.
+    """
+    from camdet.repository import cuda_pool_bytes, read_repository
+
+    gpus = cuda_device_count() if gpus is None else gpus
+    if gpus == 0:
+        return []
+    override = os.environ.get("CAMDET_CUDA_POOL_MB")
+    size = int(override) << 20 if override else cuda_pool_bytes(read_repository(repository))
+    logger.info("CUDA memory pool: %d MiB on each of %d GPUs", size >> 20, gpus)
+    return [f"--cuda-memory-pool-byte-size={gpu}:{size}" for gpu in range(gpus)]
 
 
 def _answers_200(url: str) -> bool:
@@ -243,6 +316,26 @@ class TritonServer:
         errors = [line for line in all_lines if line.startswith("E")][-10:]
         tail = [line for line in all_lines[-lines:] if line not in errors]
         return "\n".join(errors + tail)
+
+    def step_batches(self) -> dict[tuple[str, str, str], int]:
+        """Batches each step executed so far, by devices: ``(model, inputs, outputs) -> n``.
+
+        Read from the ``camdet_step_batches_total`` counter on the metrics endpoint
+        (:class:`camdet.triton_models.common.DeviceStats`).
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://localhost:{self.ports.metrics}/metrics"
+        with urllib.request.urlopen(url, timeout=5.0) as response:
+            text = response.read().decode()
+        counts: dict[tuple[str, str, str], int] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == STEP_BATCHES_METRIC:
+                    labels = sample.labels
+                    key = (labels["model"], labels["inputs"], labels["outputs"])
+                    counts[key] = counts.get(key, 0) + int(sample.value)
+        return counts
 
     def is_running(self) -> bool:
         """Whether the process is alive."""

@@ -13,7 +13,9 @@ from test_image_check import with_claimed_size
 from tritonclient.utils import InferenceServerException
 
 from camdet.demo import match
+from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes import render_frame
+from camdet.server import Ports, ServerError, serve
 
 pytestmark = pytest.mark.server
 
@@ -149,3 +151,43 @@ def test_request_with_two_frames_gets_padded_rows(client) -> None:
     np.testing.assert_array_equal(scores[0], scores[1])
     assert sorted(map(tuple, boxes[0])) == sorted(map(tuple, boxes[1]))
     assert result.as_numpy("labels").shape == (2, 3)
+
+
+def test_every_step_reports_its_devices_per_batch(client, server) -> None:
+    before = server.step_batches()
+    rng = np.random.default_rng(11)
+    results = send_concurrently(client, [encode(render_frame(rng, 640, 480).image)] * 6)
+    assert all(error is None for _, error in results)
+    after = server.step_batches()
+    grew = {key: n - before.get(key, 0) for key, n in after.items() if n > before.get(key, 0)}
+    # On this CPU machine every step computes on the host; frames are batched, so each
+    # step ran between 1 and 6 batches for the 6 frames.
+    for model in ("preprocess", "detector", "postprocess"):
+        batches = [n for (m, _, _), n in grew.items() if m == model]
+        assert 1 <= sum(batches) <= 6, (model, grew)
+    assert all(inputs == "cpu" and outputs == "cpu" for _, inputs, outputs in grew), grew
+
+
+def test_portable_server_refuses_numpy_2(tmp_path, monkeypatch) -> None:
+    # A numpy 2 first on the path, as a user who upgraded numpy would have it: the
+    # server must refuse to start and name the cause, not serve 0xFF bytes.
+    site = tmp_path / "site"
+    (site / "numpy").mkdir(parents=True)
+    (site / "numpy" / "__init__.py").write_text('__version__ = "2.1.3"\n')
+    monkeypatch.syspath_prepend(str(site))
+    expected = r"numpy 2\.1\.3 is installed, but the portable server needs numpy 1\.x"
+    with (
+        pytest.raises(ServerError, match=expected),
+        serve(PRODUCTION_REPOSITORY, Ports.free(), portable=True, workdir=tmp_path / "w"),
+    ):
+        pytest.fail("the server started under numpy 2")
+
+
+def test_cuda_pool_holds_256_cameras_of_frames_on_every_gpu() -> None:
+    from camdet.server import cuda_pool_args
+
+    args = cuda_pool_args(PRODUCTION_REPOSITORY, gpus=2)
+    assert [a.split("=")[1].split(":")[0] for a in args] == ["0", "1"]
+    frame = 3 * 640 * 640 * 2  # one preprocessed FP16 frame, bytes
+    assert all(int(a.rsplit(":", 1)[1]) >= 256 * frame for a in args)
+    assert cuda_pool_args(PRODUCTION_REPOSITORY, gpus=0) == []

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from camdet.server import STEP_BATCHES_METRIC
+
 
 def load_config(args: dict[str, str]) -> dict[str, Any]:
     """Parse the model config JSON handed to ``initialize``."""
@@ -61,3 +63,46 @@ def instance_device(args: dict[str, str]) -> int | None:
     if args.get("model_instance_kind") == "GPU":
         return int(args["model_instance_device_id"])
     return None
+
+
+def device_name(tensor: object) -> str:
+    """Where a tensor lives, as torch names it (``"cpu"``, ``"cuda:0"``); numpy is ``"cpu"``."""
+    device = getattr(tensor, "device", None)
+    return "cpu" if device is None else str(device)
+
+
+class DeviceStats:
+    """Per-batch debug statistic of one step: which devices its tensors were on.
+
+    A Prometheus counter on Triton's metrics endpoint (``/metrics``, port 8002),
+    ``camdet_step_batches_total{model, inputs, outputs}``: one increment per executed
+    batch, labelled with the devices of the batch's inputs and outputs (several devices
+    are joined by ``+``). On a GPU server every steady-state batch of ``detector`` and
+    ``postprocess`` must count under ``inputs="cuda:0"``; a ``cpu`` there is a host round
+    trip (e.g. the Python backend's CUDA memory pool ran out). Tests read it after load.
+
+    Args:
+        model: The model's name (``args["model_name"]``).
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.family = pb_utils.MetricFamily(
+            name=STEP_BATCHES_METRIC,
+            description="Batches executed per camdet step, by the devices of inputs and outputs",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.counters: dict[tuple[str, str], Any] = {}
+
+    def record(self, inputs: list[object], outputs: list[object]) -> None:
+        """Count one batch whose input and output tensors are ``inputs`` / ``outputs``."""
+        key = (_devices(inputs), _devices(outputs))
+        counter = self.counters.get(key)
+        if counter is None:
+            labels = {"model": self.model, "inputs": key[0], "outputs": key[1]}
+            counter = self.counters[key] = self.family.Metric(labels=labels)
+        counter.increment(1)
+
+
+def _devices(tensors: list[object]) -> str:
+    return "+".join(sorted({device_name(t) for t in tensors})) or "none"

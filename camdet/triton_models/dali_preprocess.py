@@ -18,6 +18,7 @@ from nvidia.dali.tensors import TensorCPU, TensorGPU
 
 from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.triton_models.common import (
+    DeviceStats,
     error_response,
     instance_device,
     load_config,
@@ -42,7 +43,7 @@ class TritonPythonModel:
         self.pipe = self._build()
         where = "cpu" if self.device_id is None else f"cuda:{self.device_id}"
         pb_utils.Logger.log_info(f"preprocess: DALI pipeline on {where}")
-        self.reported = False
+        self.stats = DeviceStats(args["model_name"])
 
     def _build(self) -> Pipeline:
         return build_pipeline(self.module, self.max_batch_size, self.num_threads, self.device_id)
@@ -57,21 +58,12 @@ class TritonPythonModel:
         except RuntimeError:
             self.pipe = self._build()
             return [self._run_alone(f) for f in frames]
-        self._report_devices(outputs)
+        self.stats.record(frames, outputs)
         sizes = np.cumsum([len(f) for f in frames])[:-1]
         return [
             pb_utils.InferenceResponse(self._tensors(parts))
             for parts in zip(*(self._split(o, sizes) for o in outputs), strict=True)
         ]
-
-    def _report_devices(self, outputs: list) -> None:
-        if not self.reported:
-            where = {
-                name: str(o.device) if isinstance(o, torch.Tensor) else "cpu"
-                for name, o in zip(self.output_names, outputs, strict=True)
-            }
-            pb_utils.Logger.log_info(f"preprocess: outputs on {where}")
-            self.reported = True
 
     def _run_alone(self, frames: np.ndarray) -> pb_utils.InferenceResponse:
         try:

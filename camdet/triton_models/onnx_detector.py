@@ -13,7 +13,13 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from camdet.triton_models.common import load_config, output_dtype, parameter, tensor_names
+from camdet.triton_models.common import (
+    DeviceStats,
+    load_config,
+    output_dtype,
+    parameter,
+    tensor_names,
+)
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
@@ -38,6 +44,7 @@ class TritonPythonModel:
         onnx_input = self.session.get_inputs()[0]
         self.onnx_input_name = onnx_input.name
         self.onnx_input_dtype = _ORT_TYPES[onnx_input.type]
+        self.stats = DeviceStats(args["model_name"])
 
     def execute(self, requests: list) -> list:
         """Concatenate the requests, infer once, split the result back."""
@@ -47,6 +54,7 @@ class TritonPythonModel:
         batch = np.concatenate(images).astype(self.onnx_input_dtype, copy=False)
         (raw,) = self.session.run(None, {self.onnx_input_name: batch})
         raw = raw.astype(self.output_dtype, copy=False)
+        self.stats.record(images, [raw])
         parts = np.split(raw, np.cumsum([len(i) for i in images])[:-1])
         assert len(parts) == len(requests)
         return [pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, p)]) for p in parts]

@@ -2,7 +2,7 @@
 
 Inputs arrive by DLPack (``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``), so on a GPU server the
 head output never leaves the GPU; the whole batch goes through one NMS call and only the
-final boxes, scores and class ids are handed back (by DLPack) for Triton to send.
+final boxes, scores and class ids are copied to the host, once per batch, for Triton to send.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import triton_python_backend_utils as pb_utils
 
 from camdet.postprocess import BatchDetections, Thresholds, postprocess_flat
 from camdet.triton_models.common import (
+    DeviceStats,
     error_response,
     instance_device,
     load_config,
@@ -36,8 +37,10 @@ class TritonPythonModel:
     """Decode, NMS and rescale a batch of requests at once."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        """Read defaults, labels and output dtypes from the config."""
-        if instance_device(args) is None:
+        """Read defaults, labels and output dtypes from the config; warm up on the device."""
+        device_id = instance_device(args)
+        self.device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
+        if device_id is None:
             # Small per-batch tensor ops: torch's thread pool costs more than it saves and
             # competes with the detector for the cores (perf/RESULTS.md: 20-50 ms -> ~4 ms).
             torch.set_num_threads(1)
@@ -54,10 +57,20 @@ class TritonPythonModel:
             dtype=np.object_,
         )
         self.dtypes = {n: output_dtype(config, n) for n in (BOXES, SCORES, CLASS_IDS, COUNT)}
-        self.torch_dtypes = {
-            n: torch.from_numpy(np.zeros(0, dtype=d)).dtype for n, d in self.dtypes.items()
-        }
-        self.reported_device = False
+        self.stats = DeviceStats(args["model_name"])
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the whole postprocess once on this instance's device.
+
+        The first CUDA call of each kernel (and torchvision's NMS library load) costs far
+        more than a batch; pay it here, not on the first camera's first frame.
+        """
+        generator = torch.Generator().manual_seed(0)
+        head = torch.rand((1, 4 + len(self.labels), 64), generator=generator) * 320
+        head[:, 4:] /= 320
+        sizes = torch.tensor([[720, 1280]], dtype=torch.int32)
+        postprocess_flat(head.to(self.device), sizes.to(self.device), [self.defaults])
 
     def execute(self, requests: list) -> list:
         """One response per request; bad thresholds fail only their own request."""
@@ -69,42 +82,59 @@ class TritonPythonModel:
             except (TypeError, ValueError) as exc:
                 responses[i] = error_response(f"bad request parameters: {exc}")
                 continue
-            raw = _to_torch(pb_utils.get_input_tensor_by_name(request, RAW))
-            self.input_device = raw.device
-            raws.append(raw)
+            raws.append(_to_torch(pb_utils.get_input_tensor_by_name(request, RAW)))
             sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
-            thresholds += [setting] * raw.shape[0]
-            owners.append((i, raw.shape[0]))
+            thresholds += [setting] * raws[-1].shape[0]
+            owners.append((i, raws[-1].shape[0]))
         if raws:
+            # A batch's inputs may sit on different devices (a request that fell back to
+            # CPU shared memory): join them where this instance computes.
             batch = postprocess_flat(
-                torch.cat(raws), torch.cat(sizes).to(raws[0].device), thresholds
+                torch.cat([raw.to(self.device) for raw in raws]),
+                torch.cat([size.to(self.device) for size in sizes]),
+                thresholds,
             )
-            self._respond(batch, owners, responses)
+            host = self._to_host(batch)
+            self._respond(host, batch.counts, owners, responses)
+            self.stats.record(raws + sizes, [batch.boxes])
         return responses
+
+    def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:
+        """The batch's final detections on the host, in one device-to-host copy.
+
+        Only these few bytes per frame leave the GPU; Triton sends them from host memory
+        anyway, so returning host arrays saves one small GPU buffer per output and request.
+        """
+        flat = torch.cat(
+            (batch.boxes, batch.scores[:, None], batch.class_ids[:, None].to(batch.boxes.dtype)),
+            dim=1,
+        )
+        flat = flat.cpu().numpy()
+        class_ids = flat[:, 5].astype(np.int64)
+        return {
+            BOXES: flat[:, :4].astype(self.dtypes[BOXES]),
+            SCORES: flat[:, 4].astype(self.dtypes[SCORES]),
+            CLASS_IDS: class_ids.astype(self.dtypes[CLASS_IDS]),
+            LABELS: self.labels[class_ids],
+        }
 
     def _respond(
         self,
-        batch: BatchDetections,
+        host: dict[str, np.ndarray],
+        counts: list[int],
         owners: list[tuple[int, int]],
         responses: list[pb_utils.InferenceResponse | None],
     ) -> None:
         """Fill each owner request's response with its frames' detections."""
-        boxes = batch.boxes.to(self.torch_dtypes[BOXES])
-        scores = batch.scores.to(self.torch_dtypes[SCORES])
-        class_ids = batch.class_ids.to(self.torch_dtypes[CLASS_IDS])
-        # One device-to-host copy for the whole batch: the labels are host strings.
-        labels = self.labels[batch.class_ids.cpu().numpy()]
-        starts = np.cumsum([0, *batch.counts])
+        starts = np.cumsum([0, *counts])
         frame = 0
         for i, frames in owners:
             first, last = starts[frame], starts[frame + frames]
-            counts = batch.counts[frame : frame + frames]
-            tensors = (boxes[first:last], scores[first:last], class_ids[first:last])
+            part = {name: array[first:last] for name, array in host.items()}
             responses[i] = pb_utils.InferenceResponse(
-                self._outputs(*tensors, labels[first:last], counts)
+                self._outputs(part, counts[frame : frame + frames])
             )
             frame += frames
-        self._report_devices(batch.boxes)
 
     def _thresholds(self, request: pb_utils.InferenceRequest) -> Thresholds:
         params = request_parameters(request)
@@ -114,53 +144,32 @@ class TritonPythonModel:
             int(params.get("max_detections", self.defaults.max_detections)),
         )
 
-    def _outputs(
-        self,
-        boxes: torch.Tensor,
-        scores: torch.Tensor,
-        class_ids: torch.Tensor,
-        labels: np.ndarray,
-        counts: list[int],
-    ) -> list[pb_utils.Tensor]:
+    def _outputs(self, part: dict[str, np.ndarray], counts: list[int]) -> list[pb_utils.Tensor]:
         """One request's output tensors; several frames are padded to a common count."""
         if len(counts) == 1:  # one frame per request: views of the batch, no copy
-            padded = (boxes[None], scores[None], class_ids[None], labels[None])
+            padded = {name: array[None] for name, array in part.items()}
         else:
-            padded = _pad(boxes, scores, class_ids, labels, counts)
+            padded = _pad(part, counts)
+        count = np.array([[c] for c in counts], dtype=self.dtypes[COUNT])
         return [
-            pb_utils.Tensor.from_dlpack(BOXES, padded[0]),
-            pb_utils.Tensor.from_dlpack(SCORES, padded[1]),
-            pb_utils.Tensor.from_dlpack(CLASS_IDS, padded[2]),
-            pb_utils.Tensor(LABELS, padded[3]),
-            pb_utils.Tensor(COUNT, np.array([[c] for c in counts], dtype=self.dtypes[COUNT])),
+            *(pb_utils.Tensor(name, padded[name]) for name in (BOXES, SCORES, CLASS_IDS, LABELS)),
+            pb_utils.Tensor(COUNT, count),
         ]
 
-    def _report_devices(self, output: torch.Tensor) -> None:
-        if not self.reported_device:
-            pb_utils.Logger.log_info(
-                f"postprocess: inputs on {self.input_device}, outputs on {output.device}"
-            )
-            self.reported_device = True
+
+_PAD_VALUES = {BOXES: 0, SCORES: 0, CLASS_IDS: -1, LABELS: b""}
 
 
-def _pad(
-    boxes: torch.Tensor,
-    scores: torch.Tensor,
-    class_ids: torch.Tensor,
-    labels: np.ndarray,
-    counts: list[int],
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+def _pad(part: dict[str, np.ndarray], counts: list[int]) -> dict[str, np.ndarray]:
     """Stack several frames' detections, padded to the largest count (class id -1)."""
     rows, width = len(counts), max(counts)
-    out_boxes = boxes.new_zeros((rows, width, 4))
-    out_scores = scores.new_zeros((rows, width))
-    out_ids = class_ids.new_full((rows, width), -1)
-    out_labels = np.full((rows, width), b"", dtype=np.object_)
+    padded = {
+        name: np.full((rows, width, *array.shape[1:]), _PAD_VALUES[name], dtype=array.dtype)
+        for name, array in part.items()
+    }
     start = 0
     for row, n in enumerate(counts):
-        out_boxes[row, :n] = boxes[start : start + n]
-        out_scores[row, :n] = scores[start : start + n]
-        out_ids[row, :n] = class_ids[start : start + n]
-        out_labels[row, :n] = labels[start : start + n]
+        for name, array in part.items():
+            padded[name][row, :n] = array[start : start + n]
         start += n
-    return out_boxes, out_scores, out_ids, out_labels
+    return padded

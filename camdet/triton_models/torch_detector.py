@@ -13,7 +13,13 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 from camdet.torch_runner import GraphRunner, load_detector
-from camdet.triton_models.common import instance_device, load_config, output_dtype, tensor_names
+from camdet.triton_models.common import (
+    DeviceStats,
+    instance_device,
+    load_config,
+    output_dtype,
+    tensor_names,
+)
 
 
 class TritonPythonModel:
@@ -45,21 +51,20 @@ class TritonPythonModel:
             self.device,
         )
         pb_utils.Logger.log_info(f"detector: torch on {self.device}, graphs {self.runner.sizes}")
-        self.reported = False
+        self.stats = DeviceStats(args["model_name"])
 
     def execute(self, requests: list) -> list:
-        """Concatenate the requests on the device, run once, split back."""
+        """Join the requests on this instance's device, run once, split back."""
         images = [
             torch.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack())
             for r in requests
         ]
-        batch = torch.cat(images).to(self.device, non_blocking=True)
+        # Inputs of one batch may sit on different devices (the config's warm-up sample
+        # and, when the Python backend's CUDA pool is exhausted, requests that fell back to
+        # CPU shared memory): join them where the model runs.
+        batch = torch.cat([image.to(self.device) for image in images])
         raw = self.runner(batch).to(self.output_dtype)
-        if not self.reported:
-            pb_utils.Logger.log_info(
-                f"detector: input on {images[0].device}, output on {raw.device}"
-            )
-            self.reported = True
+        self.stats.record(images, [raw])
         parts = raw.split([len(i) for i in images])
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack(self.output_name, p)])
