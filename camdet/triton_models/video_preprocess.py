@@ -1,0 +1,131 @@
+"""``preprocess_video``: per-camera decode (NVDEC or PyAV) + the shared DALI letterbox.
+
+Thin adapter: :mod:`camdet.decoder_pool` keeps the cameras, :mod:`camdet.video_decoders`
+decodes, :mod:`camdet.video_letterbox` letterboxes every frame of the batch in one DALI run.
+A request the pool refuses fails alone; the others of the batch get their frames.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from camdet.constants import PAD_VALUE, PIXEL_SCALE
+from camdet.decoder_pool import DecoderPool, PoolLimits, VideoRequestError
+from camdet.triton_models.common import (
+    error_response,
+    instance_device,
+    load_config,
+    output_dtype,
+    parameter,
+    request_parameters,
+)
+from camdet.video_decoders import DecodedFrame, NvDecoder, PyAVDecoder
+from camdet.video_letterbox import VideoLetterbox
+
+CHUNK, PTS = "video_chunk", "pts"
+IMAGE, SIZE, FRAME_PTS = "preprocessed_image", "original_size", "frame_pts"
+NO_FRAME = -1
+"""``frame_pts`` of a response that carries no frame (the decoder holds all it has)."""
+
+
+class TritonPythonModel:
+    """One decoder per camera (sequence), frames letterboxed in one batch."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Read limits and dtypes from the config, open the pool and build the pipeline."""
+        config = load_config(args)
+        self.device_id = instance_device(args)
+        idle_us = int(config["sequence_batching"]["max_sequence_idle_microseconds"])
+        limits = PoolLimits(
+            max_cameras=int(parameter(config, "max_cameras")),
+            max_pixels=int(parameter(config, "max_pixels")),
+            max_side=int(parameter(config, "max_side")),
+            max_queued_frames=int(parameter(config, "max_queued_frames")),
+            idle_timeout_s=idle_us / 1e6,
+        )
+        latency = parameter(config, "nvdec_latency")
+        self.pool = DecoderPool(self._decoder_factory(latency), limits)
+        threads = int(parameter(config, "num_threads", str(os.cpu_count() or 1)))
+        self.letterbox = VideoLetterbox(int(config["max_batch_size"]), threads, self.device_id)
+        self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS)}
+        image_dims = pb_utils.get_output_config_by_name(config, IMAGE)["dims"]
+        # What a letterboxed frame's padding is, everywhere: a frame that is all padding.
+        self.pad_image = np.full(
+            [1, *image_dims], PAD_VALUE * PIXEL_SCALE, dtype=self.dtypes[IMAGE]
+        )
+        self.stop = threading.Event()
+        self.sweeper = threading.Thread(target=self._sweep, args=(1.0,), daemon=True)
+        self.sweeper.start()
+        where = "cpu (PyAV)" if self.device_id is None else f"cuda:{self.device_id} (NVDEC)"
+        pb_utils.Logger.log_info(f"preprocess_video: decoders on {where}, {limits}")
+
+    def _decoder_factory(self, latency: str) -> Any:
+        if self.device_id is None:
+            return PyAVDecoder
+        device = self.device_id
+        return lambda codec: NvDecoder(codec, device, latency)
+
+    def _sweep(self, period_s: float) -> None:
+        """Free idle cameras' decoders even when no request arrives."""
+        while not self.stop.wait(period_s):
+            for camera in self.pool.expire():
+                pb_utils.Logger.log_info(f"preprocess_video: camera {camera} idle, decoder freed")
+
+    def execute(self, requests: list) -> list:
+        """Feed each request's access unit to its camera; one response per request."""
+        answers = [self._submit(request) for request in requests]
+        frames = [a for a in answers if isinstance(a, DecodedFrame)]
+        images, sizes = self.letterbox.run([f.image for f in frames]) if frames else (None, None)
+        responses, row = [], 0
+        for answer in answers:
+            if isinstance(answer, VideoRequestError):
+                responses.append(error_response(str(answer)))
+            elif answer is None:
+                responses.append(self._response(self.pad_image, np.zeros((1, 2)), NO_FRAME))
+            else:
+                responses.append(
+                    self._response(images[row : row + 1], sizes[row : row + 1], answer.pts)
+                )
+                row += 1
+        return responses
+
+    def _submit(self, request: Any) -> DecodedFrame | VideoRequestError | None:
+        chunk = pb_utils.get_input_tensor_by_name(request, CHUNK).as_numpy()
+        pts = pb_utils.get_input_tensor_by_name(request, PTS).as_numpy()
+        if chunk.shape[0] != 1:
+            return VideoRequestError(
+                f"one access unit per request, got a batch of {chunk.shape[0]}"
+            )
+        codec = request_parameters(request).get("codec")
+        try:
+            return self.pool.submit(
+                request.correlation_id(), request.flags(), codec, chunk[0], int(pts.reshape(-1)[0])
+            )
+        except VideoRequestError as exc:
+            return exc
+
+    def _response(self, image: Any, size: Any, pts: int) -> pb_utils.InferenceResponse:
+        tensors = [
+            _tensor(IMAGE, image, self.dtypes[IMAGE]),
+            _tensor(SIZE, size, self.dtypes[SIZE]),
+            pb_utils.Tensor(FRAME_PTS, np.array([[pts]], dtype=self.dtypes[FRAME_PTS])),
+        ]
+        return pb_utils.InferenceResponse(tensors)
+
+    def finalize(self) -> None:
+        """Stop the sweeper and free every decoder."""
+        self.stop.set()
+        self.pool.close()
+
+
+def _tensor(name: str, data: Any, dtype: np.dtype) -> pb_utils.Tensor:
+    """An output tensor from numpy (host) or torch (GPU, by DLPack, no copy)."""
+    if isinstance(data, torch.Tensor):
+        return pb_utils.Tensor.from_dlpack(name, data.contiguous())
+    return pb_utils.Tensor(name, np.ascontiguousarray(data, dtype=dtype))

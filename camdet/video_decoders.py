@@ -1,0 +1,198 @@
+"""Persistent per-camera H.264/HEVC decoders: PyAV on the CPU, NVDEC on the GPU.
+
+A decoder is fed one Annex-B access unit at a time, with the client's pts, and returns
+the frames that became ready, as RGB ``[H, W, 3]`` uint8 (a numpy array on the CPU, a
+torch CUDA tensor on the GPU) with the pts of the access unit each came from. Both run in
+low-delay mode: a stream without B-frames gets each access unit's own frame back at
+once; a stream with B-frames gets its frames in display order, a few access units late.
+Restarting a decoder costs ~0.1 s on NVDEC, which is why each camera keeps its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class VideoDecodeError(RuntimeError):
+    """The decoder refused an access unit (corrupt or truncated data)."""
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded frame.
+
+    Attributes:
+        image: ``[H, W, 3]`` uint8 RGB, pixels of the camera frame; numpy on the CPU,
+            a torch CUDA tensor on the GPU (owned: the decoder's buffers are not reused).
+        pts: The client's pts of the access unit the frame was coded in.
+    """
+
+    image: Any
+    pts: int
+
+
+class Decoder(Protocol):
+    """What the per-camera pool needs from a decoder."""
+
+    def decode(self, access_unit: np.ndarray, pts: int) -> list[DecodedFrame]:
+        """Decode one Annex-B access unit (``[n]`` uint8); frames that became ready."""
+        ...
+
+    def flush(self) -> list[DecodedFrame]:
+        """Return every frame still held; the decoder is finished afterwards."""
+        ...
+
+    def close(self) -> None:
+        """Release the decoder's memory now."""
+        ...
+
+
+def open_decoder(codec: str, device_id: int | None) -> Decoder:
+    """A decoder for ``codec`` on the CPU (``device_id`` None) or on that CUDA device."""
+    if device_id is None:
+        return PyAVDecoder(codec)
+    return NvDecoder(codec, device_id)
+
+
+class PyAVDecoder:
+    """FFmpeg's software decoder through PyAV, RGB conversion with swscale."""
+
+    def __init__(self, codec: str) -> None:
+        """Open the decoder.
+
+        Args:
+            codec: ``"h264"`` or ``"hevc"`` (FFmpeg decoder names).
+        """
+        import av
+
+        self._av = av
+        self.context = av.CodecContext.create(codec, "r")
+        # Frame threading holds one frame per thread before output; slice threading
+        # keeps the one-in-one-out latency of B-frame-free camera streams.
+        self.context.thread_type = "SLICE"
+        # Report damaged slices as errors instead of concealing them, so the pool can
+        # fail that frame and resynchronize at the next keyframe.
+        self.context.options = {"err_detect": "explode"}
+
+    def decode(self, access_unit: np.ndarray, pts: int) -> list[DecodedFrame]:
+        """Decode one access unit.
+
+        Raises:
+            VideoDecodeError: FFmpeg found the data invalid.
+        """
+        packet = self._av.Packet(access_unit.tobytes())
+        packet.pts = pts
+        return self._frames(packet)
+
+    def flush(self) -> list[DecodedFrame]:
+        """Drain the frames FFmpeg holds (B-frame reordering)."""
+        return self._frames(None)
+
+    def _frames(self, packet: Any) -> list[DecodedFrame]:
+        try:
+            frames = self.context.decode(packet)
+        except (self._av.error.InvalidDataError, ValueError) as exc:
+            raise VideoDecodeError(_first_line(exc)) from exc
+        return [DecodedFrame(_to_rgb(frame), int(frame.pts)) for frame in frames]
+
+    def close(self) -> None:
+        """Drop the codec context (FFmpeg frees it with the object)."""
+        self.context = None
+
+
+def _to_rgb(frame: Any) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB with the stream's own matrix (BT.601 when unsignalled)."""
+    # 1 = AVCOL_SPC_BT709; NVDEC's conversion makes the same choice from the same VUI.
+    colorspace = "ITU709" if frame.colorspace == 1 else None
+    return frame.to_ndarray(format="rgb24", src_colorspace=colorspace)
+
+
+class NvDecoder:
+    """NVDEC through PyNvVideoCodec 2.2, frames converted to RGB on the GPU.
+
+    One ``CreateDecoder`` per camera, kept across requests (measured on the H100:
+    656 frames/s for one stream, ~3,800 for 8-32 streams, against ~280 for a decoder per
+    segment). ``DisplayDecodeLatencyType.LOW`` with ``ENDOFPICTURE`` packets gives each
+    access unit's frame back from the same ``Decode`` call for B-frame-free streams.
+    """
+
+    def __init__(self, codec: str, device_id: int, latency: str = "LOW") -> None:
+        """Create the hardware decoder.
+
+        Args:
+            codec: ``"h264"`` or ``"hevc"``.
+            device_id: CUDA device ordinal.
+            latency: ``DisplayDecodeLatencyType`` name: ``"LOW"`` (display order, no
+                delay without B-frames) or ``"NATIVE"`` (for streams with B-frames).
+        """
+        import PyNvVideoCodec as nvc  # noqa: N813 (NVIDIA's documented alias)
+        import torch
+
+        self._nvc, self._torch = nvc, torch
+        self.device = torch.device("cuda", device_id)
+        self.stream = torch.cuda.Stream(self.device)
+        codecs = {"h264": nvc.cudaVideoCodec.H264, "hevc": nvc.cudaVideoCodec.HEVC}
+        self.decoder = nvc.CreateDecoder(
+            gpuid=device_id,
+            codec=codecs[codec],
+            cudacontext=0,
+            cudastream=self.stream.cuda_stream,
+            usedevicememory=True,
+            outputColorType=nvc.OutputColorType.RGB,
+            latency=getattr(nvc.DisplayDecodeLatencyType, latency),
+        )
+        self.low_latency = latency != "NATIVE"
+        names = ("PyNvVCExceptionDecode", "PyNvVCExceptionCuda", "PyNvVCExceptionUnsupported")
+        self.errors = (RuntimeError, *(getattr(nvc, n) for n in names if hasattr(nvc, n)))
+
+    def decode(self, access_unit: np.ndarray, pts: int) -> list[DecodedFrame]:
+        """Decode one access unit on the GPU.
+
+        Raises:
+            VideoDecodeError: PyNvVideoCodec raised (NVDEC conceals most bitstream
+                damage; the pool's structural checks catch what it does not report).
+        """
+        data = np.ascontiguousarray(access_unit, dtype=np.uint8)
+        packet = self._nvc.PacketData()
+        packet.bsl_data = data.ctypes.data
+        packet.bsl = data.size
+        packet.pts = pts
+        if self.low_latency:
+            packet.decode_flag = self._nvc.VideoPacketFlag.ENDOFPICTURE
+        return self._decode(packet)
+
+    def flush(self) -> list[DecodedFrame]:
+        """An empty packet ends the stream: NVDEC hands out what it still holds."""
+        packet = self._nvc.PacketData()
+        packet.bsl = 0
+        return self._decode(packet)
+
+    def _decode(self, packet: Any) -> list[DecodedFrame]:
+        try:
+            frames = self.decoder.Decode(packet)
+            # The decoder reuses its surfaces: copy each frame out before the next call.
+            with self._torch.cuda.stream(self.stream):
+                out = [
+                    DecodedFrame(self._torch.from_dlpack(f).clone(), int(f.getPTS()))
+                    for f in frames
+                ]
+        except self.errors as exc:
+            raise VideoDecodeError(_first_line(exc)) from exc
+        # DALI reads the copies on its own stream.
+        self.stream.synchronize()
+        return out
+
+    def close(self) -> None:
+        """Destroy the NVDEC session (its surfaces go with it)."""
+        self.decoder = None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
