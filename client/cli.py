@@ -125,13 +125,25 @@ def ingest(
     jpeg_quality: Annotated[
         int, typer.Option(min=1, max=100, help="JPEG quality of re-encoded frames.")
     ] = 90,
+    decode_on_client: Annotated[
+        bool,
+        typer.Option(
+            help="Decode H.264/HEVC here and send JPEGs (servers without the detect_video "
+            "ensemble; --fps decimation of such cameras). Default: their packets pass "
+            "through undecoded and the server decodes them. Implied by --video-dir."
+        ),
+    ] = False,
     request_timeout: Annotated[float, typer.Option(help="Request deadline, seconds.")] = 30.0,
     confidence: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
     iou: Annotated[float | None, typer.Option(help="NMS IoU threshold.")] = None,
     max_detections: Annotated[int | None, typer.Option(help="Detections per frame.")] = None,
     jsonl: Annotated[Path | None, typer.Option(help="Write results as JSON Lines here.")] = None,
     video_dir: Annotated[
-        Path | None, typer.Option(help="Write an annotated MP4 per camera into this folder.")
+        Path | None,
+        typer.Option(
+            help="Write an annotated MP4 per camera into this folder (needs pixels: "
+            "implies --decode-on-client)."
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port.")
@@ -167,6 +179,8 @@ def ingest(
         queue_size=queue_size,
         max_frame_age_s=max_frame_age,
         jpeg_quality=jpeg_quality,
+        # The annotated videos need every answered frame's pixels on this machine.
+        decode_on_client=decode_on_client or video_dir is not None,
         request_timeout_s=request_timeout,
         thresholds=threshold_parameters(confidence, iou, max_detections),
     )

@@ -58,6 +58,9 @@ class CameraConfig:
         pace: Files and folders deliver frames at their frame rate, like a camera (False:
             as fast as they are taken, for capacity runs).
         jpeg_quality: JPEG quality for decoded frames (None: the ingest default).
+        decode_on_client: Decode H.264/HEVC here and send JPEGs to ``detect`` (servers
+            without a video decoder; needed for ``fps`` decimation of such streams).
+            False: access units pass through to ``detect_video`` undecoded.
     """
 
     id: str
@@ -68,6 +71,7 @@ class CameraConfig:
     loop: bool = False
     pace: bool = True
     jpeg_quality: int | None = None
+    decode_on_client: bool = False
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):

@@ -1,8 +1,15 @@
-"""Request/response mapping of the ``detect`` ensemble, shared by every client.
+"""Request/response mapping of the ``detect`` and ``detect_video`` ensembles.
 
-The ensemble takes one encoded frame per request (``encoded_image``, UINT8 ``[1, bytes]``)
+``detect`` takes one encoded frame per request (``encoded_image``, UINT8 ``[1, bytes]``)
 and answers that frame's detections. Per-request thresholds travel as request parameters
 (``confidence_threshold``, ``iou_threshold``, ``max_detections``).
+
+``detect_video`` takes one H.264/HEVC access unit per request (``video_chunk``, UINT8
+``[1, bytes]``, Annex-B; 0 bytes flush the decoder) with the client's id of the frame
+(``pts``, INT64 ``[1, 1]``) and the ``codec`` request parameter, as one Triton sequence per
+camera. Its decoder lags behind on streams with B-frames, so a response carries the
+detections of the frame whose id it echoes in ``frame_pts`` (INT64 ``[1, 1]``; -1: no
+frame came out yet), with the same outputs as ``detect``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ import tritonclient.grpc as grpcclient
 ENSEMBLE = "detect"
 INPUT = "encoded_image"
 OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections")
+VIDEO_ENSEMBLE = "detect_video"
+VIDEO_INPUT = "video_chunk"
+PTS_INPUT = "pts"
+FRAME_PTS_OUTPUT = "frame_pts"
+NO_FRAME = -1
+"""``frame_pts`` of a response that carries no frame (the decoder has none ready)."""
 DEFAULT_URL = os.environ.get("CAMDET_URL", "localhost:8001")
 """gRPC endpoint of the server; ``CAMDET_URL`` overrides ``localhost:8001``."""
 
@@ -58,6 +71,33 @@ def frame_input(encoded: bytes) -> list[grpcclient.InferInput]:
 def requested_outputs() -> list[grpcclient.InferRequestedOutput]:
     """All ensemble outputs."""
     return [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
+
+
+def video_inputs(access_unit: bytes, pts: int) -> list[grpcclient.InferInput]:
+    """The ``detect_video`` inputs for one access unit (``b""``: flush) and its frame id."""
+    data = np.frombuffer(access_unit, dtype=np.uint8)[None]
+    chunk = grpcclient.InferInput(VIDEO_INPUT, list(data.shape), "UINT8")
+    chunk.set_data_from_numpy(data)
+    frame_id = grpcclient.InferInput(PTS_INPUT, [1, 1], "INT64")
+    frame_id.set_data_from_numpy(np.array([[pts]], dtype=np.int64))
+    return [chunk, frame_id]
+
+
+def video_outputs() -> list[grpcclient.InferRequestedOutput]:
+    """All ``detect_video`` outputs."""
+    return [grpcclient.InferRequestedOutput(n) for n in (*OUTPUTS, FRAME_PTS_OUTPUT)]
+
+
+def parse_video_result(result: grpcclient.InferResult) -> tuple[int, list[Detection]]:
+    """``(frame_pts, detections)`` of a ``detect_video`` response.
+
+    ``frame_pts`` is :data:`NO_FRAME` (and the detections empty) when the response
+    carries no frame.
+    """
+    frame_pts = int(result.as_numpy(FRAME_PTS_OUTPUT).reshape(-1)[0])
+    if frame_pts == NO_FRAME:
+        return NO_FRAME, []
+    return frame_pts, parse_result(result)
 
 
 def threshold_parameters(

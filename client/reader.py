@@ -3,6 +3,9 @@
 PyAV decoding blocks, so each camera is read in its own thread. Frames reach the event
 loop through a :class:`FrameBuffer`: in real-time mode a full buffer evicts its oldest
 frame (counted as dropped), in capacity mode the reader waits for room (back-pressure).
+H.264/HEVC access units cannot be evicted one by one (later pictures refer to earlier
+ones), so a full real-time buffer drops whole rests of GOPs instead: up to the next
+keyframe. Access units are never decimated either, for the same reason.
 A failing or ending live camera is re-opened with exponential backoff; the other
 cameras never notice.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from camdet.client.accounting import Accounting
+from camdet.client.annexb import AccessUnit
 from camdet.client.backoff import Backoff, BackoffPolicy
 from camdet.client.config import CameraConfig
 from camdet.client.sources import Source, SourceError, SourceFrame
@@ -46,6 +50,7 @@ class CapturedFrame:
         captured_mono: ``time.monotonic()`` at capture, for end-to-end latency.
         encoded: JPEG/PNG bytes as the camera delivered them, or None.
         image: ``[H, W, 3]`` uint8 RGB frame when the source decoded, or None.
+        video: The H.264/HEVC access unit of a stream that passes through, or None.
     """
 
     camera_id: str
@@ -57,6 +62,7 @@ class CapturedFrame:
     captured_mono: float
     encoded: bytes | None
     image: np.ndarray | None
+    video: AccessUnit | None = None
 
     def jpeg(self, quality: int) -> bytes:
         """The bytes to send: the camera's own encoding, else a JPEG of ``image``."""
@@ -68,10 +74,16 @@ class CapturedFrame:
         """``[H, W, 3]`` uint8 RGB pixels (decodes passthrough frames).
 
         Raises:
-            ValueError: If the camera's bytes cannot be decoded.
+            ValueError: If the camera's bytes cannot be decoded, or for an access unit
+                (decoded by the server only).
         """
         if self.image is not None:
             return self.image
+        if self.video is not None:
+            raise ValueError(
+                f"{self.camera_id} frame {self.index}: {self.video.codec} passes through "
+                "undecoded; decode on the client to get pixels"
+            )
         bgr = cv2.imdecode(np.frombuffer(self.encoded, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError(f"{self.camera_id} frame {self.index}: undecodable image")
@@ -81,6 +93,8 @@ class CapturedFrame:
         """``(width, height)`` in pixels, from the pixels or the encoded header."""
         if self.image is not None:
             return self.image.shape[1], self.image.shape[0]
+        if self.video is not None:
+            return self.video.width, self.video.height
         try:
             info = check_encoded_image(self.encoded, 1 << 40, 1 << 20)
         except ImageCheckError:
@@ -103,20 +117,31 @@ class FrameBuffer:
 
     Args:
         capacity: Most frames held.
-        drop_oldest: Real-time mode: a full buffer evicts its oldest frame. Otherwise
-            (capacity mode) :meth:`put` blocks until there is room.
+        drop_oldest: Real-time mode: a full buffer evicts its oldest frame (access
+            units: see :meth:`_put_access_unit`). Otherwise (capacity mode) :meth:`put`
+            blocks until there is room.
         loop: The event loop that calls :meth:`get`.
+        video_capacity: Most access units held in real-time mode (None: ``capacity``);
+            larger than ``capacity`` because an overflow costs the rest of a GOP.
     """
 
-    def __init__(self, capacity: int, drop_oldest: bool, loop: asyncio.AbstractEventLoop) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
+    def __init__(
+        self,
+        capacity: int,
+        drop_oldest: bool,
+        loop: asyncio.AbstractEventLoop,
+        video_capacity: int | None = None,
+    ) -> None:
+        if capacity < 1 or (video_capacity is not None and video_capacity < 1):
+            raise ValueError(f"capacities must be >= 1, got {capacity}, {video_capacity}")
         self.capacity = capacity
+        self.video_capacity = video_capacity or capacity
         self.drop_oldest = drop_oldest
         self._loop = loop
         self._items: deque[CapturedFrame] = deque()
         self._room = threading.Condition()
         self._closed = False
+        self._skipping_gop = False
         self._ready = asyncio.Event()
 
     def put(self, frame: CapturedFrame) -> list[CapturedFrame]:
@@ -132,11 +157,37 @@ class FrameBuffer:
                     self._room.wait()
             if self._closed:
                 return [frame]
-            evicted = []
-            while len(self._items) >= self.capacity:
-                evicted.append(self._items.popleft())
-            self._items.append(frame)
+            if frame.video is not None and self.drop_oldest:
+                evicted = self._put_access_unit(frame)
+            else:
+                evicted = []
+                while len(self._items) >= self.capacity:
+                    evicted.append(self._items.popleft())
+                self._items.append(frame)
         self._wake_loop()
+        return evicted
+
+    def _put_access_unit(self, frame: CapturedFrame) -> list[CapturedFrame]:
+        """Real-time mode for access units: what overflows is the rest of a GOP.
+
+        Dropping a run of frames keeps the stream decodable only if the run ends right
+        before a keyframe. So a non-keyframe arriving at a full buffer is dropped together
+        with every later one up to the next keyframe; a keyframe arriving at a full buffer
+        replaces everything held (frames right before it).
+        """
+        keyframe = frame.video is not None and frame.video.keyframe
+        full = len(self._items) >= self.video_capacity
+        if not keyframe:
+            if full or self._skipping_gop:
+                self._skipping_gop = True
+                return [frame]
+            self._items.append(frame)
+            return []
+        self._skipping_gop = False
+        evicted = list(self._items) if full else []
+        if full:
+            self._items.clear()
+        self._items.append(frame)
         return evicted
 
     def close(self) -> None:
@@ -227,6 +278,7 @@ class CameraReader:
         self._stop = threading.Event()
         self._next_index = 0
         self._delivered = False
+        self._warned_fps = False
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.id}", daemon=True)
 
     def start(self) -> None:
@@ -286,7 +338,12 @@ class CameraReader:
                     return True
                 now = time.monotonic()
                 t = frame.pts_s if frame.pts_s is not None and not self.source.live else now
-                if decimator.keep(t):
+                if frame.video is not None:
+                    # Access units depend on each other: the server decodes every one.
+                    self._warn_undecimated()
+                    self._capture(frame, session, now)
+                    self._delivered = True
+                elif decimator.keep(t):
                     self._capture(frame, session, now)
                     self._delivered = True
         except SourceError as error:
@@ -301,6 +358,16 @@ class CameraReader:
             frames.close()
         return True
 
+    def _warn_undecimated(self) -> None:
+        if self.camera.fps and not self._warned_fps:
+            self._warned_fps = True
+            logger.warning(
+                "camera %s: fps=%g is ignored, H.264/HEVC passes through whole; "
+                "decode on the client to decimate",
+                self.camera.id,
+                self.camera.fps,
+            )
+
     def _capture(self, frame: SourceFrame, session: int, now: float) -> None:
         captured = CapturedFrame(
             camera_id=self.camera.id,
@@ -312,6 +379,7 @@ class CameraReader:
             captured_mono=now,
             encoded=frame.encoded,
             image=frame.rgb(),
+            video=frame.video,
         )
         self._next_index += 1
         self.accounting.captured(self.camera.id)

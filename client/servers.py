@@ -20,7 +20,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from camdet.client.backoff import Backoff, BackoffPolicy
-from camdet.client.detect import ENSEMBLE
+from camdet.client.detect import ENSEMBLE, VIDEO_ENSEMBLE
 from tritonclient.utils import InferenceServerException
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,12 @@ def _path(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def _hint(model: str) -> str:
+    if model == VIDEO_ENSEMBLE:
+        return " (a server without a video decoder: decode on the client)"
+    return ""
+
+
 class ServerPool:
     """The servers, their health, and which one serves each camera.
 
@@ -135,6 +141,8 @@ class ServerPool:
         probe_backoff: Delays between probes of a server that is down.
         check_interval_s: Delay between probes of a server that is up.
         probe_timeout_s: Deadline of each probe RPC.
+        models: The models a server must have ready to be up (``detect``, and
+            ``detect_video`` when cameras pass H.264/HEVC through).
 
     Attributes:
         last_error: Why each endpoint's last failed probe failed.
@@ -147,6 +155,7 @@ class ServerPool:
         probe_backoff: BackoffPolicy = PROBE_BACKOFF,
         check_interval_s: float = 2.0,
         probe_timeout_s: float = 2.0,
+        models: Sequence[str] = (ENSEMBLE,),
     ) -> None:
         if not endpoints:
             raise ValueError("need at least one server URL")
@@ -157,6 +166,7 @@ class ServerPool:
         self._probe_backoff = probe_backoff
         self._check_interval_s = check_interval_s
         self._probe_timeout_s = probe_timeout_s
+        self.models = tuple(models)
         self._clients: dict[Endpoint, grpcaio.InferenceServerClient] = {}
         self._up = dict.fromkeys(self.endpoints, False)
         self._wake = {e: asyncio.Event() for e in self.endpoints}
@@ -239,9 +249,10 @@ class ServerPool:
             if not await client.is_server_ready(client_timeout=timeout):
                 self.last_error[endpoint] = "server not ready"
                 return False
-            if not await client.is_model_ready(ENSEMBLE, client_timeout=timeout):
-                self.last_error[endpoint] = f"model {ENSEMBLE!r} not ready"
-                return False
+            for model in self.models:
+                if not await client.is_model_ready(model, client_timeout=timeout):
+                    self.last_error[endpoint] = f"model {model!r} not ready{_hint(model)}"
+                    return False
         except InferenceServerException as error:
             self.last_error[endpoint] = str(error)
             return False

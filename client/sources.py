@@ -2,10 +2,13 @@
 
 A source opens one *session* (a connection, or one pass over a file) at a time and yields
 its frames. Frames that already arrive as JPEG (MJPEG cameras, MJPEG streams in any
-container, JPEG files) keep their bytes (``encoded``) and are never decoded; everything
-else is decoded by PyAV/FFmpeg (``pixels``), converted to RGB only if it is kept after
-decimation, and encoded to JPEG later, only if it is sent. Reconnecting is the reader's
-job: a session ends by returning (end of stream) or by raising :class:`SourceError`.
+container, JPEG files) keep their bytes (``encoded``) and are never decoded. H.264 and
+HEVC streams are demuxed, never decoded: each packet becomes an Annex-B access unit
+(``video``) for the server's video decoder, unless the camera decodes on the client.
+Everything else is decoded by PyAV/FFmpeg (``pixels``), converted to RGB only if it is
+kept after decimation, and encoded to JPEG later, only if it is sent. Reconnecting is the
+reader's job: a session ends by returning (end of stream) or by raising
+:class:`SourceError`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import BinaryIO
 import av
 import cv2
 import numpy as np
+from camdet.client.annexb import CODECS, AccessUnit, AnnexBConverter
 from camdet.client.config import CameraConfig
 
 logger = logging.getLogger(__name__)
@@ -67,13 +71,16 @@ class SourceFrame:
             or FFmpeg's frame in the decoder's own format, converted by :meth:`rgb` only
             for frames that survive decimation.
         pts_s: Presentation time in seconds from the stream, or None if it has none.
-        position: Index of the frame within its session, 0-based, before any decimation.
+        position: Index of the frame within its session, 0-based, before any decimation
+            (for access units: in decode order).
+        video: The H.264/HEVC access unit when the stream passes through undecoded.
     """
 
     encoded: bytes | None
     pixels: np.ndarray | av.VideoFrame | None
     pts_s: float | None
     position: int
+    video: AccessUnit | None = None
 
     def rgb(self) -> np.ndarray | None:
         """``[H, W, 3]`` uint8 RGB pixels (converted on each call), None for encoded frames."""
@@ -120,7 +127,18 @@ class Pacer:
 
 
 class AvSource(Source):
-    """Anything FFmpeg opens: RTSP/RTSPS, files, V4L2 USB cameras, other stream URLs."""
+    """Anything FFmpeg opens: RTSP/RTSPS, files, V4L2 USB cameras, other stream URLs.
+
+    Args:
+        url: What FFmpeg opens.
+        options: FFmpeg options.
+        live: Whether the end of the stream means reconnect.
+        pace: Deliver at the stream's own rate (files).
+        container_format: FFmpeg input format, or None to probe.
+        timeouts: Network timeouts.
+        pass_video: H.264/HEVC packets pass through as access units (False: decoded
+            here, the old path for servers without a video decoder).
+    """
 
     def __init__(
         self,
@@ -130,6 +148,7 @@ class AvSource(Source):
         pace: bool = False,
         container_format: str | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        pass_video: bool = True,
     ) -> None:
         self.url = url
         self.options = options
@@ -137,9 +156,10 @@ class AvSource(Source):
         self.pace = pace
         self.container_format = container_format
         self.timeouts = timeouts
+        self.pass_video = pass_video
 
     def session(self) -> Iterator[SourceFrame]:
-        """Yield frames; MJPEG packets pass through, other codecs are decoded to RGB."""
+        """Yield frames: MJPEG and H.264/HEVC pass through, other codecs are decoded."""
         try:
             container = av.open(
                 self.url,
@@ -153,22 +173,52 @@ class AvSource(Source):
             if not container.streams.video:
                 raise SourceError(f"{self.url} has no video stream")
             stream = container.streams.video[0]
-            passthrough = stream.codec_context.name in _PASSTHROUGH_CODECS
+            codec = stream.codec_context.name
+            passthrough = codec in _PASSTHROUGH_CODECS
+            video = self.pass_video and codec in CODECS
             logger.info(
                 "opened %s (%s%s)",
                 self.url,
-                stream.codec_context.name,
-                ", JPEG passthrough" if passthrough else "",
+                codec,
+                ", JPEG passthrough" if passthrough else ", undecoded" if video else "",
             )
-            pacer = Pacer() if self.pace else None
-            frames = _frames(container, stream, passthrough)
             try:
-                for position, (encoded, pixels, pts_s) in enumerate(frames):
-                    if pacer is not None:
-                        pacer.wait(pts_s)
-                    yield SourceFrame(encoded, pixels, pts_s, position)
+                if video:
+                    yield from self._access_units(container, stream)
+                else:
+                    yield from self._decoded_frames(container, stream, passthrough)
             except (av.FFmpegError, OSError) as error:
                 raise SourceError(f"{self.url} failed: {error}") from error
+
+    def _decoded_frames(
+        self, container: av.container.InputContainer, stream: av.VideoStream, passthrough: bool
+    ) -> Iterator[SourceFrame]:
+        pacer = Pacer() if self.pace else None
+        for position, (encoded, pixels, pts_s) in enumerate(
+            _frames(container, stream, passthrough)
+        ):
+            if pacer is not None:
+                pacer.wait(pts_s)
+            yield SourceFrame(encoded, pixels, pts_s, position)
+
+    def _access_units(
+        self, container: av.container.InputContainer, stream: av.VideoStream
+    ) -> Iterator[SourceFrame]:
+        """One frame per access unit, in decode order; paced by decode time."""
+        pacer = Pacer() if self.pace else None
+        converter = AnnexBConverter(stream)
+        position = 0
+        for packet in container.demux(stream):
+            pts_s = _seconds(packet.pts, packet.time_base)
+            if pacer is not None:
+                # B-frames make presentation times jump back and forth; decode times rise.
+                pacer.wait(_seconds(packet.dts, packet.time_base))
+            for unit in converter.convert(packet):
+                yield SourceFrame(None, None, pts_s, position, unit)
+                position += 1
+        for unit in converter.flush():
+            yield SourceFrame(None, None, None, position, unit)
+            position += 1
 
 
 _Item = tuple[bytes | None, av.VideoFrame | None, float | None]
@@ -399,25 +449,33 @@ def rtsp_options(timeouts: Timeouts) -> dict[str, str]:
     }
 
 
-def open_source(camera: CameraConfig, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> Source:
+def open_source(
+    camera: CameraConfig, timeouts: Timeouts = DEFAULT_TIMEOUTS, pass_video: bool = True
+) -> Source:
     """The source of a camera (nothing is opened until :meth:`Source.session`).
+
+    Args:
+        camera: The camera.
+        timeouts: Network timeouts.
+        pass_video: H.264/HEVC pass through undecoded (unless the camera decodes on the
+            client).
 
     Raises:
         SourceError: If a folder or file does not exist.
     """
     kind = source_kind(camera)
     options = dict(camera.options)
+    pass_video = pass_video and not camera.decode_on_client
     if kind == "rtsp":
-        return AvSource(
-            camera.url, {**rtsp_options(timeouts), **options}, True, False, None, timeouts
-        )
+        options = {**rtsp_options(timeouts), **options}
+        return AvSource(camera.url, options, True, False, None, timeouts, pass_video)
     if kind == "mjpeg":
         return MjpegHttpSource(camera.url, timeouts)
     if kind == "usb":
         device = camera.url
         if device.startswith("usb:"):
             device = f"/dev/video{device[4:]}"
-        return AvSource(device, options, True, False, "v4l2", timeouts)
+        return AvSource(device, options, True, False, "v4l2", timeouts, pass_video)
     if kind == "folder":
         if not Path(camera.url).is_dir():
             raise SourceError(f"camera {camera.id!r}: {camera.url} is not a folder")
@@ -426,5 +484,5 @@ def open_source(camera: CameraConfig, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> 
         path = camera.url.removeprefix("file://")
         if not Path(path).is_file():
             raise SourceError(f"camera {camera.id!r}: {path} is not a file")
-        return AvSource(path, options, False, camera.pace, None, timeouts)
-    return AvSource(camera.url, options, True, False, None, timeouts)
+        return AvSource(path, options, False, camera.pace, None, timeouts, pass_video)
+    return AvSource(camera.url, options, True, False, None, timeouts, pass_video)

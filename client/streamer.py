@@ -3,11 +3,14 @@
 Per camera: a reader thread fills a bounded :class:`~camdet.client.reader.FrameBuffer`;
 a pump coroutine takes frames from it and sends each as one async gRPC request, with at
 most ``max_in_flight`` requests outstanding. Answers are correlated to their camera and
-frame by the request's own coroutine and go to the sinks.
+frame by the request's own coroutine and go to the sinks. H.264/HEVC access units go to
+``detect_video`` instead, in order, as the camera's
+:class:`~camdet.client.sequence.VideoSequence`; answers are correlated by frame id.
 
 Real-time mode keeps latency bounded when the server is slower than the cameras: the
-buffer holds the newest frame only (older ones are dropped and counted), and frames that
-waited longer than ``max_frame_age_s`` are dropped before sending. Capacity mode drops
+buffer holds the newest frame only (older ones are dropped and counted; for access units:
+the rest of the GOP), and frames that waited longer than ``max_frame_age_s`` are dropped
+before sending (access units: with the rest of their GOP). Capacity mode drops
 nothing: the reader waits for room. While no server is up, frames wait (real-time: and
 are superseded); requests that fail count as failed.
 
@@ -29,8 +32,15 @@ from enum import StrEnum
 from camdet.client.accounting import Accounting, CameraTotals
 from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig, check_unique
-from camdet.client.detect import ENSEMBLE, frame_input, parse_result, requested_outputs
+from camdet.client.detect import (
+    ENSEMBLE,
+    VIDEO_ENSEMBLE,
+    frame_input,
+    parse_result,
+    requested_outputs,
+)
 from camdet.client.reader import CameraReader, CapturedFrame, FrameBuffer
+from camdet.client.sequence import SequenceSettings, VideoSequence, sequence_ids
 from camdet.client.servers import (
     NO_TLS_FILES,
     PROBE_BACKOFF,
@@ -40,7 +50,7 @@ from camdet.client.servers import (
     is_server_failure,
 )
 from camdet.client.sinks import Result, Sink
-from camdet.client.sources import DEFAULT_TIMEOUTS, Timeouts, open_source
+from camdet.client.sources import DEFAULT_TIMEOUTS, AvSource, Timeouts, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +74,14 @@ class IngestOptions:
 
     Attributes:
         mode: Real-time or capacity.
-        max_in_flight: Most outstanding requests per camera.
+        max_in_flight: Most outstanding requests per camera (H.264/HEVC cameras: always
+            one, their sequence must reach the server in order).
         queue_size: Frames buffered per camera between reader and sender (None: 1 in
             real-time mode, ``max_in_flight`` in capacity mode).
+        video_queue_size: Real-time mode: access units buffered per H.264/HEVC camera
+            before the rest of a GOP is dropped.
+        decode_on_client: Decode H.264/HEVC on the client and send JPEGs to ``detect``
+            (servers without ``detect_video``); False: pass access units through.
         max_frame_age_s: Real-time mode: frames older than this when their turn to be sent
             comes are dropped, seconds.
         jpeg_quality: JPEG quality for frames the camera did not deliver as JPEG, 1-100.
@@ -82,6 +97,8 @@ class IngestOptions:
     mode: Mode = Mode.REALTIME
     max_in_flight: int = 2
     queue_size: int | None = None
+    video_queue_size: int = 8
+    decode_on_client: bool = False
     max_frame_age_s: float = 2.0
     jpeg_quality: int = 90
     request_timeout_s: float = 30.0
@@ -96,6 +113,8 @@ class IngestOptions:
             raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.queue_size is not None and self.queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {self.queue_size}")
+        if self.video_queue_size < 1:
+            raise ValueError(f"video_queue_size must be >= 1, got {self.video_queue_size}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 
@@ -148,7 +167,9 @@ class Ingest:
         self.options = options = options or IngestOptions()
         self.tls = tls
         # Sources are built (not opened) now, so a missing file fails here.
-        self._sources = {c.id: open_source(c, options.timeouts) for c in self.cameras}
+        pass_video = not options.decode_on_client
+        self._sources = {c.id: open_source(c, options.timeouts, pass_video) for c in self.cameras}
+        self._sequence_ids = sequence_ids(self._sources)
         self.accounting = Accounting([c.id for c in self.cameras])
         self._quality = {c.id: c.jpeg_quality or options.jpeg_quality for c in self.cameras}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -185,7 +206,9 @@ class Ingest:
         if self._stop_requested.is_set():
             self._stopping.set()
         try:
-            async with ServerPool(self.endpoints, self.tls, self.options.server_probe) as pool:
+            async with ServerPool(
+                self.endpoints, self.tls, self.options.server_probe, models=self._models()
+            ) as pool:
                 self._pool = pool
                 await self._stream(pool, [self._start_camera(c) for c in self.cameras])
         finally:
@@ -194,9 +217,17 @@ class Ingest:
             await asyncio.to_thread(self._close_sinks)
         return self.accounting.snapshot()
 
+    def _models(self) -> tuple[str, ...]:
+        """The ensembles a server must serve: ``detect_video`` only for video cameras."""
+        video = any(isinstance(s, AvSource) and s.pass_video for s in self._sources.values())
+        return (ENSEMBLE, VIDEO_ENSEMBLE) if video else (ENSEMBLE,)
+
     def _start_camera(self, config: CameraConfig) -> _Camera:
         buffer = FrameBuffer(
-            self.options.buffer_size, self.options.mode is Mode.REALTIME, self._loop
+            self.options.buffer_size,
+            self.options.mode is Mode.REALTIME,
+            self._loop,
+            self.options.video_queue_size,
         )
         source = self._sources[config.id]
         reader = CameraReader(config, source, buffer, self.accounting, self.options.reconnect)
@@ -241,14 +272,34 @@ class Ingest:
             if not camera.reader.join(max(0.0, deadline - time.monotonic())):
                 logger.warning("camera %s: reader still blocked at exit", camera.config.id)
 
+    def _sequence(self, pool: ServerPool, camera_id: str) -> VideoSequence:
+        settings = SequenceSettings(self.options.thresholds, self.options.request_timeout_s)
+        return VideoSequence(
+            camera_id,
+            self._sequence_ids[camera_id],
+            pool,
+            lambda frame: self._route(pool, frame),
+            self.accounting,
+            self._deliver,
+            settings,
+        )
+
     async def _pump(self, pool: ServerPool, camera: _Camera) -> None:
-        """Send the camera's frames, at most ``max_in_flight`` at a time."""
+        """Send the camera's frames, at most ``max_in_flight`` at a time.
+
+        Access units go one at a time, in order, through the camera's video sequence.
+        """
         slots = asyncio.Semaphore(self.options.max_in_flight)
         requests: set[asyncio.Task[None]] = set()
+        video = self._sequence(pool, camera.config.id)
         try:
             while True:
                 await slots.acquire()
                 frame = await camera.buffer.get()
+                if frame is not None and frame.video is not None:
+                    slots.release()
+                    await video.send(frame)
+                    continue
                 endpoint = None if frame is None else await self._route(pool, frame)
                 if endpoint is None:
                     slots.release()
@@ -260,7 +311,9 @@ class Ingest:
                 task.add_done_callback(requests.discard)
                 task.add_done_callback(lambda _: slots.release())
             await asyncio.gather(*requests)
+            await video.end()
         except asyncio.CancelledError:
+            video.abandon("cancelled")
             for task in requests:
                 task.cancel()
             await asyncio.gather(*requests, return_exceptions=True)

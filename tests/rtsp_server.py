@@ -1,9 +1,12 @@
-"""A real RTSP server on loopback for the ingest tests: GStreamer's, serving H.264 MP4 clips.
+"""A real RTSP server on loopback for the ingest tests: GStreamer's, serving H.264/HEVC MP4 clips.
 
 Run by Debian's ``/usr/bin/python3`` (``python3-gi``, ``gir1.2-gst-rtsp-server-1.0``,
 ``gstreamer1.0-plugins-good/-bad``), not by the project's virtualenv::
 
-    /usr/bin/python3 tests/rtsp_server.py --port 8554 --clip /cam0=a.mp4 --clip /cam1=b.mp4
+    /usr/bin/python3 tests/rtsp_server.py --port 8554 --clip /cam0=a.mp4 --clip /cam1=hevc:b.mp4
+
+A clip is H.264 unless its path carries the ``hevc:`` prefix. Parameter sets travel only in
+the SDP (``sprop-parameter-sets``/``sprop-vps``...), as many IP cameras send them.
 
 Every client session gets its own pipeline (the factory is not shared), so each session
 streams its clip from frame 0, paced at the clip's frame rate, and ends at the clip's end.
@@ -24,7 +27,18 @@ gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gio, GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
-PIPELINE = "( filesrc location={path} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 )"
+PIPELINES = {
+    "h264": "( filesrc location={path} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 )",
+    "hevc": "( filesrc location={path} ! qtdemux ! h265parse ! rtph265pay name=pay0 pt=96 )",
+}
+
+
+def clip_pipeline(spec_path: str) -> str:
+    """The launch line of a clip: ``PATH`` (H.264) or ``hevc:PATH``."""
+    codec, sep, path = spec_path.partition(":")
+    if not sep or codec not in PIPELINES:
+        codec, path = "h264", spec_path
+    return PIPELINES[codec].format(path=path)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -32,7 +46,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1.")
     parser.add_argument(
-        "--clip", action="append", required=True, help="MOUNT=PATH, e.g. /cam0=/tmp/a.mp4."
+        "--clip",
+        action="append",
+        required=True,
+        help="MOUNT=PATH or MOUNT=hevc:PATH, e.g. /cam0=/tmp/a.mp4.",
     )
     parser.add_argument("--tls-cert", help="PEM certificate: serve RTSPS.")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert.")
@@ -48,7 +65,7 @@ def make_server(args: argparse.Namespace) -> GstRtspServer.RTSPServer:
     for spec in args.clip:
         mount, path = spec.split("=", 1)
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(PIPELINE.format(path=path))
+        factory.set_launch(clip_pipeline(path))
         factory.set_shared(False)
         factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
         if args.tls_cert:
