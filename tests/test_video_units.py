@@ -1,0 +1,210 @@
+"""Access-unit checks, the per-camera decoder pool and colours, without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from video_fixtures import clip, huge_keyframe
+
+from camdet.annexb import AccessUnitError, inspect_access_unit
+from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
+from camdet.decoder_pool import (
+    SEQUENCE_END,
+    SEQUENCE_START,
+    DecoderPool,
+    PoolLimits,
+    VideoRequestError,
+)
+from camdet.video_clips import encode_access_units
+from camdet.video_decoders import PyAVDecoder
+from camdet.video_letterbox import VideoLetterbox
+
+LIMITS = PoolLimits(
+    max_cameras=2, max_pixels=1920 * 1088, max_side=4096, max_queued_frames=8, idle_timeout_s=30
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def as_array(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, np.uint8)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def pool(clock: FakeClock) -> DecoderPool:
+    return DecoderPool(PyAVDecoder, LIMITS, clock)
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_access_units_report_keyframes_and_coded_size(codec: str) -> None:
+    _, units = clip(1, 12, codec=codec, gop=10)
+    infos = [inspect_access_unit(u.data, codec) for u in units]
+    assert (
+        [i.keyframe for i in infos]
+        == [u.keyframe for u in units]
+        == [i % 10 == 0 for i in range(12)]
+    )
+    assert {i.size for i in infos if i.keyframe} == {(240, 320)}
+
+
+def test_sps_size_of_1080p_is_the_coded_size() -> None:
+    units = encode_access_units([np.zeros((1080, 1920, 3), np.uint8)])
+    assert inspect_access_unit(units[0].data, "h264").size == (1088, 1920)
+    assert inspect_access_unit(huge_keyframe(16384, 16384), "h264").size == (16384, 16384)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x12\x34\x56" * 20, "no Annex-B start code at byte 0"),
+        (b"\x00\x00\x00\x01\xe5\x00\x00", "NAL unit 0 has no valid header"),
+        (b"\x00\x00\x00\x01\x67\x42", "SPS ends early"),
+        (b"\x00\x00\x00\x01\x06\x05\x01", r"no coded slice among NAL unit types \[6\]"),
+    ],
+)
+def test_malformed_access_units_are_named(data: bytes, message: str) -> None:
+    with pytest.raises(AccessUnitError, match=message):
+        inspect_access_unit(data, "h264")
+
+
+def test_each_access_unit_gets_its_own_frame_back(pool: DecoderPool) -> None:
+    _, units = clip(1, 12, gop=10)
+    got = [
+        pool.submit(
+            5, SEQUENCE_START * (i == 0), "h264" if i == 0 else None, as_array(u.data), 100 + i
+        )
+        for i, u in enumerate(units)
+    ]
+    assert [f.pts for f in got] == [100 + i for i in range(12)]
+    assert got[0].image.shape == (240, 320, 3) and got[0].image.dtype == np.uint8
+
+
+def test_b_frames_lag_then_arrive_in_display_order_and_flush_drains(pool: DecoderPool) -> None:
+    _, units = clip(2, 8, gop=8, bframes=2)
+    assert [u.pts for u in units] != sorted(u.pts for u in units)
+    answers = [
+        pool.submit(1, SEQUENCE_START * (i == 0), "h264", as_array(u.data), u.pts)
+        for i, u in enumerate(units)
+    ]
+    answers += [pool.submit(1, 0, None, as_array(b""), -1) for _ in range(4)]
+    pts = [a.pts if a is not None else None for a in answers]
+    assert pts[:2] == [None, None]
+    assert [p for p in pts if p is not None] == list(range(8))
+
+
+def test_stream_must_start_with_a_keyframe_then_decodes_from_it(pool: DecoderPool) -> None:
+    _, units = clip(1, 12, gop=10)
+    with pytest.raises(VideoRequestError) as error:
+        pool.submit(1, SEQUENCE_START, "h264", as_array(units[1].data), 1)
+    assert str(error.value) == (
+        "invalid video: stream must start with a keyframe (h264 IDR with SPS/PPS)"
+    )
+    assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_unit_fails_alone_and_decoding_resumes_at_next_keyframe(
+    pool: DecoderPool, damage: str
+) -> None:
+    _, units = clip(1, 12, gop=10)
+    for i in range(3):
+        pool.submit(1, SEQUENCE_START * (i == 0), "h264", as_array(units[i].data), i)
+    data = units[3].data
+    bad = data[: len(data) // 2] if damage == "truncated" else b"\x17" * 300
+    with pytest.raises(
+        VideoRequestError,
+        match=r"^invalid video: corrupt access unit \(.+\); "
+        r"waiting for the next keyframe$",
+    ):
+        pool.submit(1, 0, None, as_array(bad), 3)
+    with pytest.raises(VideoRequestError, match="waiting for the next keyframe after a corrupt"):
+        pool.submit(1, 0, None, as_array(units[4].data), 4)
+    assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
+    assert pool.submit(1, 0, None, as_array(units[11].data), 11).pts == 11
+
+
+def test_codec_limits_and_lifecycle(pool: DecoderPool, clock: FakeClock) -> None:
+    _, units = clip(1, 2)
+    key = as_array(units[0].data)
+    with pytest.raises(VideoRequestError, match=r"^unsupported codec 'vp9' \(use h264 or hevc\)$"):
+        pool.submit(1, SEQUENCE_START, "vp9", key, 0)
+    with pytest.raises(VideoRequestError, match="needs the 'codec' parameter"):
+        pool.submit(1, SEQUENCE_START, None, key, 0)
+    with pytest.raises(
+        VideoRequestError, match=r"^video too large: 16384x16384 exceeds max_pixels"
+    ):
+        pool.submit(1, SEQUENCE_START, "h264", as_array(huge_keyframe(16384, 16384)), 0)
+    pool.submit(2, SEQUENCE_START, "h264", key, 0)
+    with pytest.raises(
+        VideoRequestError, match=r"^too many cameras: 3 open decoders exceed max_cameras=2$"
+    ):
+        pool.submit(3, SEQUENCE_START, "h264", key, 0)
+    assert pool.submit(2, SEQUENCE_START, "h264", key, 0).pts == 0  # a restart is no new camera
+    assert pool.submit(1, SEQUENCE_END, None, key, 1).pts == 1
+    assert sorted(pool.cameras) == [2]
+    clock.now = 31.0
+    assert pool.expire() == [2] and len(pool) == 0
+    with pytest.raises(VideoRequestError, match="camera 2 has no decoder"):
+        pool.submit(2, 0, None, key, 0)
+
+
+def reference_rgb(frame) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 -> RGB by the textbook formula (chroma upsampled)."""
+    planes = frame.to_ndarray(format="yuv420p")
+    height, width = frame.height, frame.width
+    y = planes[:height].astype(np.float32)
+    u = planes[height : height + height // 4].reshape(height // 2, width // 2)
+    v = planes[height + height // 4 :].reshape(height // 2, width // 2)
+    u, v = (cv2.resize(c.astype(np.float32), (width, height)) - 128 for c in (u, v))
+    y = (y - 16) * 255 / 219
+    r = y + 1.402 * 255 / 224 * v
+    g = y - (0.299 * 1.402 / 0.587) * 255 / 224 * v - (0.114 * 1.772 / 0.587) * 255 / 224 * u
+    b = y + 1.772 * 255 / 224 * u
+    return np.clip(np.stack([r, g, b], -1) + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_pyav_colours_equal_the_bt601_reference() -> None:
+    import av
+
+    frames, units = clip(3, 2)
+    context = av.CodecContext.create("h264", "r")
+    decoder = PyAVDecoder("h264")
+    packet = av.Packet(units[0].data)
+    (yuv,) = context.decode(packet)
+    (rgb,) = decoder.decode(as_array(units[0].data), 0)
+    diff = np.abs(rgb.image.astype(np.float32) - reference_rgb(yuv))
+    assert diff.mean() <= 1.0, diff.mean()  # within 1/255 on average
+    assert abs((rgb.image - reference_rgb(yuv).astype(np.float32)).mean()) < 0.2  # no bias
+    # ...and the decoded frame is the rendered one, up to compression.
+    assert np.abs(rgb.image.astype(np.float32) - frames[0].image).mean() < 4.0
+
+
+def test_video_letterbox_equals_the_jpeg_pipeline_on_the_same_pixels(repository: Path) -> None:
+    frames, units = clip(3, 1)
+    (decoded,) = PyAVDecoder("h264").decode(as_array(units[0].data), 0)
+    video = VideoLetterbox(4, 1, None)
+    images, sizes = video.run([decoded.image, frames[0].image[:200]])
+    module = load_pipeline_module(repository / "preprocess/1/dali.py")
+    pipe = build_pipeline(module, batch_size=4, num_threads=1, device_id=None)
+    pngs = [
+        cv2.imencode(".png", np.ascontiguousarray(i[..., ::-1]))[1].ravel()
+        for i in (decoded.image, frames[0].image[:200])
+    ]
+    image, size = run_batch(pipe, pngs)
+    np.testing.assert_array_equal(images, np.array(image.as_tensor()))
+    np.testing.assert_array_equal(sizes, np.array(size.as_tensor()))
+    assert sizes.tolist() == [[240, 320], [200, 320]]
