@@ -1,23 +1,31 @@
-"""The GPU path on a CUDA machine: tensors stay on the GPU, results equal the CPU's.
+"""The GPU path on a CUDA machine: correct under load, tensors on the GPU, CPU-equal results.
 
 Run on the GPU machine with ``pytest -m gpu`` (skipped with the reason elsewhere).
 """
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
-import pytest
-import torch
-import tritonclient.grpc as grpcclient
-from camdet.client.detect import detect
+import queue
 
-from camdet.geometry import letterbox_image, to_model_input
-from camdet.postprocess import postprocess
-from camdet.scenes import encode_jpeg, render_frame
-from camdet.torch_runner import load_onnx_as_torch
+import pytest
+import tritonclient.grpc as grpcclient
+from camdet.client.detect import ENSEMBLE, frame_input, parse_result, requested_outputs
+from camdet.perf.gpu_parity import (
+    decode_opencv,
+    detect,
+    detection_errors,
+    held_out,
+    letterbox_opencv,
+    onnx_cpu_detector,
+    run_detector,
+)
+
+from camdet.postprocess import Detections
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
+
+CAMERAS = 256
+"""The issue's top of the range: 256 cameras with one frame in flight each."""
 
 
 @pytest.fixture(scope="module")
@@ -26,52 +34,80 @@ def client(server):
         yield c
 
 
-def test_every_step_keeps_tensors_on_the_gpu(server, client) -> None:
-    frame = render_frame(np.random.default_rng(0), 1920, 1080)
-    assert detect(client, encode_jpeg(frame.image, 90))
-    log = server.log_path.read_text()
-    assert "preprocess: DALI pipeline on cuda:0" in log
-    assert "'preprocessed_image': 'cuda:0'" in log
-    assert "detector: input on cuda:0, output on cuda:0" in log
-    assert "postprocess: inputs on cuda:0, outputs on cuda:0" in log
+def infer_all(client, jpegs: list[bytes], confidence: float = 0.25) -> list:
+    """Send every frame at once; each frame's (detections or None, error) in order."""
+    answers: queue.Queue = queue.Queue()
+    for index, data in enumerate(jpegs):
+        client.async_infer(
+            ENSEMBLE,
+            frame_input(data),
+            callback=lambda result, error, i=index: answers.put((i, result, error)),
+            outputs=requested_outputs(),
+            parameters={"confidence_threshold": confidence},
+        )
+    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=300) for _ in jpegs))
+    return [(None if got[i][1] else parse_result(got[i][0]), got[i][1]) for i in range(len(jpegs))]
 
 
-def cpu_reference(repository, jpegs: list[bytes]) -> list:
-    """OpenCV decode + letterbox, FP32 detector on the CPU, the same postprocessing."""
-    module = load_onnx_as_torch(
-        repository / "detector/1/model.onnx", torch.device("cpu"), half=False
+def as_detections(found: list) -> Detections:
+    import torch
+
+    return Detections(
+        torch.tensor([d.box for d in found], dtype=torch.float32).reshape(-1, 4),
+        torch.tensor([d.score for d in found], dtype=torch.float32),
+        torch.tensor([d.class_id for d in found], dtype=torch.int64),
     )
-    images, sizes = [], []
-    for data in jpegs:
-        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
-        images.append(to_model_input(letterbox_image(rgb), np.float32))
-        sizes.append(rgb.shape[:2])
-    with torch.inference_mode():
-        raw = module(torch.from_numpy(np.stack(images)))
-    return postprocess(raw, torch.tensor(sizes))
 
 
-def test_gpu_results_equal_cpu_results(repository, client) -> None:
-    rng = np.random.default_rng(7)
-    jpegs = [encode_jpeg(render_frame(rng, 1920, 1080).image, 90) for _ in range(16)]
-    expected = cpu_reference(repository, jpegs)
-    box_err, score_err, compared = [], [], 0
-    for data, ref in zip(jpegs, expected, strict=True):
-        got = detect(client, data)
-        strong = ref.scores > 0.35  # away from the threshold, both sides must agree
-        compared += int(strong.sum())
-        for box, score, cls in zip(
-            ref.boxes[strong], ref.scores[strong], ref.class_ids[strong], strict=True
-        ):
-            same = [d for d in got if d.class_id == int(cls)]
-            assert same, "a CPU detection has no GPU detection of its class"
-            best = min(same, key=lambda d: float(torch.tensor(d.box).sub(box).abs().max()))
-            box_err.append(float(torch.tensor(best.box).sub(box).abs().max()))
-            score_err.append(abs(best.score - float(score)))
-    print(
-        f"compared {compared} detections: box error max {max(box_err):.2f} px, "
-        f"p99 {np.percentile(box_err, 99):.2f} px; score error max {max(score_err):.4f}"
-    )
-    assert compared > 30
-    assert max(box_err) <= 1.0
-    assert max(score_err) <= 0.01
+def test_256_cameras_at_once_no_request_fails_and_tensors_stay_on_the_gpu(server, client) -> None:
+    data = held_out(16, 1920, 1080, seed=3)
+    before = server.step_batches()
+    for _ in range(3):  # three rounds of 256 concurrent frames
+        results = infer_all(client, [data.jpegs[i % 16] for i in range(CAMERAS)])
+        errors = [str(e) for _, e in results if e is not None]
+        assert not errors, f"{len(errors)} of {CAMERAS} failed, e.g. {errors[0]}"
+    after = server.step_batches()
+    grew = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+    print("batches by devices under load:", grew)
+    # Encoded frames arrive from the client in host memory; from the decoder on,
+    # everything stays on the GPU, and only the final detections come back to the host.
+    expected = {
+        "preprocess": ("cpu", "cuda:0"),
+        "detector": ("cuda:0", "cuda:0"),
+        "postprocess": ("cuda:0", "cpu"),
+    }
+    for (model, inputs, outputs), batches in grew.items():
+        assert (inputs, outputs) == expected[model], f"{model}: {batches} batches {grew}"
+    assert {model for model, _, _ in grew} == set(expected)
+
+
+def test_gpu_results_equal_cpu_results_and_keep_map(repository, client) -> None:
+    """GPU ensemble vs the CPU reference (OpenCV + ONNX Runtime FP32) on held-out frames.
+
+    Tolerances come from perf/RESULTS.md's step-by-step comparison on the H100
+    (``python -m camdet.perf.gpu_parity``): nvJPEG's decode and the FP16 detector each move
+    boxes by up to a few pixels of a 1080p frame and scores by a few hundredths; mAP must
+    not move by more than 0.005.
+    """
+    from camdet.perf.gpu_parity import coco_map
+
+    data = held_out(200, 1920, 1080)
+    images = letterbox_opencv([decode_opencv(j) for j in data.jpegs])
+    import torch
+
+    sizes = torch.tensor([f.image.shape[:2] for f in data.frames])
+    raw = run_detector(onnx_cpu_detector(repository / "detector/1/model.onnx"), images)
+    reference = detect(raw, sizes, 0.25)
+    reference_map = coco_map(data.frames, detect(raw, sizes, 0.001))
+
+    served = [as_detections(r) for r, _ in infer_all(client, data.jpegs, confidence=0.25)]
+    served_map = [as_detections(r) for r, _ in infer_all(client, data.jpegs, confidence=0.001)]
+    errors = detection_errors(reference, served)
+    gpu_map = coco_map(data.frames, served_map)
+    print(f"GPU vs CPU: {errors}; mAP CPU {reference_map} GPU {gpu_map}")
+    assert errors["compared"] > 300
+    assert errors["missing"] == 0
+    assert errors["box_error_p99_px"] <= 2.5
+    assert errors["score_error_p99"] <= 0.05
+    assert abs(gpu_map["map50_95"] - reference_map["map50_95"]) <= 0.005
+    assert abs(gpu_map["map50"] - reference_map["map50"]) <= 0.005
