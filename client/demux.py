@@ -20,37 +20,17 @@ from dataclasses import dataclass
 
 import av
 
+from camdet.annexb import AccessUnitError, split_nal_units
+
 logger = logging.getLogger(__name__)
 
 START_CODE = b"\x00\x00\x00\x01"
-CODECS = {"h264": "h264", "hevc": "hevc", "h265": "hevc"}
+CODEC_NAMES = {"h264": "h264", "hevc": "hevc", "h265": "hevc"}
 """FFmpeg codec name -> the ``codec`` request parameter of ``detect_video``."""
 
 # NAL unit types, from ITU-T H.264 table 7-1 and H.265 table 7-1.
 _PARAMETER_SETS = {"h264": (7, 8), "hevc": (32, 33, 34)}
 _KEYFRAME_TYPES = {"h264": frozenset({5}), "hevc": frozenset(range(16, 24))}  # IDR / IRAP
-
-
-class NotAnnexBError(ValueError):
-    """Bytes that should be Annex-B do not start with a start code."""
-
-
-def nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex-B byte string, without their start codes.
-
-    Raises:
-        NotAnnexBError: If ``data`` does not begin with a 3- or 4-byte start code.
-    """
-    if not data.startswith((b"\x00\x00\x01", START_CODE)):
-        raise NotAnnexBError(f"not Annex-B: starts with {data[:4].hex()}")
-    units = []
-    for chunk in data.split(b"\x00\x00\x01")[1:]:
-        # A 4-byte start code leaves its leading zero at the end of the previous unit;
-        # trailing zeros are never part of a NAL unit (rbsp_trailing_bits end in a 1).
-        unit = chunk.rstrip(b"\x00")
-        if unit:
-            units.append(unit)
-    return units
 
 
 def nal_type(unit: bytes, codec: str) -> int:
@@ -106,30 +86,34 @@ class AnnexBConverter:
 
     def __init__(self, stream: av.VideoStream) -> None:
         name = stream.codec_context.name
-        if name not in CODECS:
+        if name not in CODEC_NAMES:
             raise ValueError(f"{name} cannot pass through: only H.264 and HEVC")
-        self.codec = CODECS[name]
+        self.codec = CODEC_NAMES[name]
         self.width = stream.codec_context.width
         self.height = stream.codec_context.height
         extradata = stream.codec_context.extradata or b""
         self._filter: av.BitStreamFilterContext | None = None
         self._sets: dict[int, bytes] = {}
         if extradata.startswith((b"\x00\x00\x01", START_CODE)):
-            self._sets = parameter_sets(nal_units(extradata), self.codec)
+            self._sets = parameter_sets(split_nal_units(extradata), self.codec)
         elif extradata:
             # avcC/hvcC: length-prefixed NAL units; FFmpeg's filter rewrites them.
             self._filter = av.BitStreamFilterContext(f"{self.codec}_mp4toannexb", stream)
 
-    def convert(self, packet: av.Packet) -> Iterator[AccessUnit]:
+    def convert(self, packet: av.Packet) -> list[AccessUnit]:
         """The access units of one demuxed packet (none for an empty one).
 
-        Raises:
-            NotAnnexBError: If a packet is neither Annex-B nor made so by the filter.
+        A packet that cannot be re-framed (damaged in transit) is still passed on, as
+        it came and marked a non-keyframe: the server rejects it with a clear error, the
+        frame is counted as failed, and decoding resumes at the next keyframe.
         """
-        packets = [packet] if self._filter is None else self._filter.filter(packet)
-        for filtered in packets:
-            if filtered.size:
-                yield self._access_unit(bytes(filtered), filtered.is_keyframe)
+        raw = bytes(packet)
+        try:
+            packets = [packet] if self._filter is None else self._filter.filter(packet)
+            return [self._access_unit(bytes(p), p.is_keyframe) for p in packets if p.size]
+        except (AccessUnitError, av.FFmpegError) as error:
+            logger.debug("passing on a damaged %s packet: %s", self.codec, error)
+            return [AccessUnit(raw, False, self.codec, self.width, self.height)] if raw else []
 
     def flush(self) -> Iterator[AccessUnit]:
         """Access units the filter still holds at the end of the stream."""
@@ -139,7 +123,7 @@ class AnnexBConverter:
                     yield self._access_unit(bytes(filtered), filtered.is_keyframe)
 
     def _access_unit(self, data: bytes, flagged_keyframe: bool) -> AccessUnit:
-        units = nal_units(data)
+        units = split_nal_units(data)
         in_band = parameter_sets(units, self.codec)
         self._sets.update(in_band)
         keyframe = flagged_keyframe or is_keyframe_unit(units, self.codec)

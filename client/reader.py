@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from camdet.client.accounting import Accounting
-from camdet.client.annexb import AccessUnit
 from camdet.client.backoff import Backoff, BackoffPolicy
 from camdet.client.config import CameraConfig
+from camdet.client.demux import AccessUnit
 from camdet.client.sources import Source, SourceError, SourceFrame
 
 from camdet.image_check import ImageCheckError, check_encoded_image

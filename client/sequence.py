@@ -49,6 +49,10 @@ HEVC reorder at most 16 pictures)."""
 TOO_MANY_CAMERAS = "too many cameras"
 """Start of the server's error when it has no decoder left for another camera."""
 
+SEQUENCE_LOST = ("START flag", "has no decoder")
+"""Errors saying the server no longer knows the sequence (Triton's, after a restart
+between two requests; the model's, after an idle expiry): start again at a keyframe."""
+
 START_RETRY = BackoffPolicy(1.0, 10.0)
 """Waits before a camera the server turned away tries to start its sequence again."""
 
@@ -253,9 +257,12 @@ class VideoSequence:
             logger.debug("camera %s frame %d failed: %s", self.camera_id, frame.index, error)
             return
         logger.warning("camera %s frame %d failed: %s", self.camera_id, frame.index, error)
-        if TOO_MANY_CAMERAS in str(error):
+        text = str(error)
+        if TOO_MANY_CAMERAS in text:
             self.abandon("server turned the camera away")
             self._start_after = time.monotonic() + self._start_backoff.next_delay()
+        elif any(lost in text for lost in SEQUENCE_LOST):
+            self.abandon("the server lost the sequence")
         elif start:
             self._skipping = True  # not started: start again at the next keyframe
 

@@ -29,8 +29,8 @@ from typing import BinaryIO
 import av
 import cv2
 import numpy as np
-from camdet.client.annexb import CODECS, AccessUnit, AnnexBConverter
 from camdet.client.config import CameraConfig
+from camdet.client.demux import CODEC_NAMES, AccessUnit, AnnexBConverter
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class AvSource(Source):
             stream = container.streams.video[0]
             codec = stream.codec_context.name
             passthrough = codec in _PASSTHROUGH_CODECS
-            video = self.pass_video and codec in CODECS
+            video = self.pass_video and codec in CODEC_NAMES
             logger.info(
                 "opened %s (%s%s)",
                 self.url,
