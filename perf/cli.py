@@ -1,21 +1,45 @@
-"""``camdet bench``: the typer face of :mod:`camdet.perf.bench`.
+"""The typer face of :mod:`camdet.perf`: ``camdet bench`` and ``camdet perf-analyzer``.
 
-The options are defined once, by the bench's argparse parser (so ``python -m
+``bench``'s options are defined once, by the bench's argparse parser (so ``python -m
 camdet.perf.bench`` runs where typer is not installed); this command hands its arguments
-over unchanged, ``--help`` included. Register it on the main app with
+over unchanged, ``--help`` included. ``perf-analyzer`` installs, locates and runs
+perf_analyzer 2.51 (:mod:`camdet.perf.perf_analyzer`) and runs its sweeps
+(:mod:`camdet.perf.perf_analyzer_sweep`). Register both on the main app with
 ``camdet.perf.cli.register(app)``.
 """
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from camdet.perf import perf_analyzer
+from camdet.perf.perf_analyzer_sweep import (
+    MODELS,
+    PointResult,
+    SweepConfig,
+    exit_status,
+    machine_defaults,
+    run_sweep,
+)
 
 CONTEXT_SETTINGS = {
     "allow_extra_args": True,
     "ignore_unknown_options": True,
     "help_option_names": [],
 }
-"""Let every argument, ``--help`` included, through to the bench's own parser."""
+"""Let every argument, ``--help`` included, through to the wrapped program's own parser."""
+
+perf_analyzer_app = typer.Typer(
+    help=(
+        "perf_analyzer 2.51 (the portable server's version) from the tritonclient 2.51.0 "
+        "wheel: install it, print its command, run it, sweep with it. PERF_ANALYZER (a "
+        "command line) overrides the binary."
+    ),
+    no_args_is_help=True,
+)
 
 
 def bench(ctx: typer.Context) -> None:
@@ -25,6 +49,153 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(main(ctx.args))
 
 
+@perf_analyzer_app.command()
+def install(
+    force: Annotated[bool, typer.Option(help="Fetch again even if installed.")] = False,
+) -> None:
+    """Fetch the tritonclient 2.51.0 wheel with pip and install its perf_analyzer only."""
+    typer.echo(perf_analyzer.install(force=force))
+
+
+@perf_analyzer_app.command()
+def which() -> None:
+    """Print the perf_analyzer command line (usable as PERF_ANALYZER), installing if needed."""
+    typer.echo(shlex.join(perf_analyzer.ensure_command()))
+
+
+@perf_analyzer_app.command(context_settings=CONTEXT_SETTINGS, add_help_option=False)
+def run(ctx: typer.Context) -> None:
+    """Run perf_analyzer with these arguments (run --help: perf_analyzer's own help)."""
+    import subprocess
+
+    raise typer.Exit(subprocess.run([*perf_analyzer.ensure_command(), *ctx.args]).returncode)
+
+
+def _numbers(text: str | None) -> tuple[float, ...] | None:
+    return None if text is None else tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _metrics_url(option: str | None, url: str, collect: bool) -> str | None:
+    """``--metrics-url``, or on a GPU machine the server's default metrics port."""
+    if option is not None:
+        return None if option == "none" else option
+    return f"{url.rpartition(':')[0] or 'localhost'}:8002/metrics" if collect else None
+
+
+def _print_point(result: PointResult) -> None:
+    point, row = result.point, (result.rows[-1] if result.rows else {})
+    where = f"{point.model} {point.mode}={point.value:g} shm={point.shm}"
+    if result.ok:
+        p99_ms = float(row.get("p99 latency") or 0) / 1000
+        typer.echo(
+            f"ok      {where}: {row.get('Inferences/Second')} infer/s, p99 {p99_ms:.1f} ms "
+            f"({result.seconds:.0f} s)"
+        )
+    else:
+        typer.echo(f"FAILED  {where}: {result.reason} ({result.seconds:.0f} s)", err=True)
+
+
+@perf_analyzer_app.command()
+def sweep(
+    data: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of <model>.json input data (python -m camdet.perf.input_data --out).",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Argument(help="Folder for the CSVs, summary.csv, point logs.")],
+    url: Annotated[
+        str, typer.Option("--url", envvar="CAMDET_URL", help="Server gRPC endpoint host:port.")
+    ] = "localhost:8001",
+    models: Annotated[
+        str, typer.Option(help="Models, comma-separated; one without DATA/<model>.json is skipped.")
+    ] = ",".join(MODELS),
+    machine: Annotated[
+        str, typer.Option(help="Defaults for: auto (GPU if nvidia-smi/torch sees one), cpu, gpu.")
+    ] = "auto",
+    concurrency: Annotated[
+        str | None,
+        typer.Option(help="Concurrency levels, comma-separated (cpu: 1,2,4; gpu: 1,2,...,256)."),
+    ] = None,
+    rates: Annotated[
+        str | None,
+        typer.Option(help="Request rates per s, comma-separated (cpu: 1,2,5,10; gpu: 100..2000)."),
+    ] = None,
+    shm: Annotated[
+        str | None,
+        typer.Option(help="Transports of none,system,cuda (cpu: none,system; gpu: all three)."),
+    ] = None,
+    distribution: Annotated[
+        str, typer.Option(help="Request-rate arrivals: constant (a camera's fps) or poisson.")
+    ] = "constant",
+    interval_ms: Annotated[int, typer.Option(help="Measurement window, ms.")] = 5000,
+    stability_percentage: Annotated[
+        float, typer.Option(help="Allowed spread of the last 3 windows, percent.")
+    ] = 10.0,
+    max_trials: Annotated[int, typer.Option(help="Windows before a point is given up.")] = 10,
+    metrics_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Prometheus endpoint for GPU metrics in the CSV; 'none' for none "
+            "(gpu: the --url host, port 8002; cpu: none)."
+        ),
+    ] = None,
+    point_timeout_s: Annotated[
+        float | None,
+        typer.Option(help="Kill a point after this many s (2 x trials x window + 60)."),
+    ] = None,
+    extra: Annotated[str, typer.Option(help="More perf_analyzer arguments for every point.")] = "",
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any point failed.")] = False,
+    perf_analyzer_command: Annotated[
+        str | None,
+        typer.Option(
+            "--perf-analyzer",
+            envvar="PERF_ANALYZER",
+            help="perf_analyzer command line (the installed 2.51, else perf_analyzer on PATH).",
+        ),
+    ] = None,
+) -> None:
+    """Sweep concurrency and request rate per model and transport, one run per point.
+
+    A point that fails or never stabilizes is recorded in OUT/summary.csv and the sweep
+    goes on. Exit status: 0 if any point was measured (failed ones are named), 1 if none
+    was (or, with --strict, if any failed).
+    """
+    if machine not in ("auto", "cpu", "gpu"):
+        raise typer.BadParameter(f"auto, cpu or gpu, not {machine!r}", param_hint="--machine")
+    defaults = machine_defaults(None if machine == "auto" else machine == "gpu")
+    config = SweepConfig(
+        data=data,
+        out=out,
+        concurrency=tuple(int(c) for c in _numbers(concurrency) or defaults.concurrency),
+        rates=_numbers(rates) or defaults.rates,
+        shm=_names(shm) or defaults.shm,
+        url=url,
+        models=_names(models) or (),
+        distribution=distribution,
+        interval_ms=interval_ms,
+        stability_percentage=stability_percentage,
+        max_trials=max_trials,
+        metrics_url=_metrics_url(metrics_url, url, defaults.collect_metrics),
+        extra=tuple(shlex.split(extra)),
+        point_timeout_s=point_timeout_s,
+    )
+    base = shlex.split(perf_analyzer_command) if perf_analyzer_command else None
+    results = run_sweep(config, base or perf_analyzer.ensure_command(), _print_point)
+    failed = [r.point.name for r in results if not r.ok]
+    typer.echo(f"{len(results) - len(failed)}/{len(results)} points measured; {out}/summary.csv")
+    if failed:
+        typer.echo("failed: " + " ".join(failed), err=True)
+    raise typer.Exit(exit_status(results, strict))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``bench`` to ``app`` as a command that forwards its arguments."""
+    """Add ``bench`` (forwarding its arguments) and the ``perf-analyzer`` group to ``app``."""
     app.command("bench", context_settings=CONTEXT_SETTINGS, add_help_option=False)(bench)
+    app.add_typer(perf_analyzer_app, name="perf-analyzer")
