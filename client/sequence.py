@@ -58,9 +58,13 @@ START_RETRY = BackoffPolicy(1.0, 10.0)
 
 
 def sequence_id(camera_id: str) -> int:
-    """The camera's Triton correlation id: a stable uint64, never 0 (Triton's "none")."""
+    """The camera's Triton correlation id: stable, in ``[1, 2**63)``.
+
+    0 means "no sequence" to Triton, and tritonclient sends integer ids as int64
+    parameters (a uint64 above ``2**63 - 1`` fails with "Value out of range").
+    """
     digest = hashlib.blake2b(camera_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") or 1
+    return (int.from_bytes(digest, "big") >> 1) or 1
 
 
 def sequence_ids(camera_ids: Iterable[str]) -> dict[str, int]:
