@@ -6,7 +6,6 @@ import base64
 import copy
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -174,42 +173,6 @@ def test_written_schema_validates_with_check_jsonschema(input_data) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_perf_analyzer_sweeps_cover_every_model_and_transport(input_data, tmp_path) -> None:
-    fake = tmp_path / "bin" / "perf_analyzer"
-    fake.parent.mkdir()
-    fake.write_text(
-        "#!/usr/bin/env bash\n"
-        'echo "$@" >> "$FAKE_LOG"\n'
-        "while [[ $# -gt 0 ]]; do [[ $1 == -f ]] && out=$2; shift; done\n"
-        "printf 'Concurrency,Inferences/Second\\n1,10\\n' > \"$out\"\n"
-    )
-    fake.chmod(0o755)
-    log, out = tmp_path / "calls.log", tmp_path / "out"
-    env = {
-        **os.environ,
-        "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
-        "FAKE_LOG": str(log),
-        "SHM": "none system cuda",
-        "CONCURRENCY": "1 4",
-    }
-    data = input_data["detect"].parent
-    script = PERF / "perf_analyzer_sweeps.sh"
-    done = subprocess.run(
-        ["bash", str(script), str(data), str(out)], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    for model in STEP_MODELS:
-        for shm in ("none", "system", "cuda"):
-            rows = (out / f"{model}-concurrency-{shm}.csv").read_text().splitlines()
-            assert rows == ["Concurrency,Inferences/Second", "1,10", "1,10"]
-            assert (out / f"{model}-rate-{shm}.csv").exists()
-    calls = log.read_text().splitlines()
-    assert len(calls) == len(STEP_MODELS) * 3 * 3
-    first = calls[0].split()
-    assert first[first.index("--input-data") + 1] == str(data / "detect.json")
-    assert {"-i", "grpc", "-b", "1", "--shared-memory", "none"} <= set(first)
 
 
 # ------------------------------------------------------------------------ bench logic
