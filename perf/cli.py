@@ -65,7 +65,7 @@ def which() -> None:
 
 @perf_analyzer_app.command(context_settings=CONTEXT_SETTINGS, add_help_option=False)
 def run(ctx: typer.Context) -> None:
-    """Run perf_analyzer with these arguments (run --help: perf_analyzer's own help)."""
+    """Run perf_analyzer with these arguments (--help, which it lacks, prints its usage)."""
     import subprocess
 
     raise typer.Exit(subprocess.run([*perf_analyzer.ensure_command(), *ctx.args]).returncode)
