@@ -97,7 +97,7 @@ def send_interleaved(
             client.async_infer(
                 ENSEMBLE,
                 video_inputs(units[index].data, units[index].pts),
-                callback=lambda r, e, c=camera, q=answers: q.put((c, r, e)),
+                callback=lambda result, error, c=camera, q=answers: q.put((c, result, error)),
                 outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS],
                 sequence_id=camera,
                 sequence_start=index == 0,
