@@ -240,15 +240,16 @@ def measure(count: int, width: int, height: int, hw_load: float) -> dict[str, ob
         scale=1 / PIXEL_SCALE,
     )
 
-    inputs = {
-        "opencv": letterbox_opencv(reference_rgb),
-        "dali_gpu": np.concatenate(
-            [letterbox_dali(data.jpegs[i : i + 64], hw_load) for i in range(0, count, 64)]
-        ),
+    inputs = {"opencv": letterbox_opencv(reference_rgb)}
+    for load in sorted({hw_load, 0.0}):
+        inputs[f"dali_gpu_hw{load}"] = np.concatenate(
+            [letterbox_dali(data.jpegs[i : i + 64], load) for i in range(0, count, 64)]
+        )
+    report["letterbox_vs_opencv_end_to_end"] = {
+        name: pixel_stats(images, inputs["opencv"], scale=1 / PIXEL_SCALE)
+        for name, images in inputs.items()
+        if name != "opencv"
     }
-    report["letterbox_vs_opencv_end_to_end"] = pixel_stats(
-        inputs["dali_gpu"], inputs["opencv"], scale=1 / PIXEL_SCALE
-    )
     detectors = {
         "onnx_fp32_cpu": onnx_cpu_detector(onnx),
         "torch_fp32_gpu": torch_gpu_detector(onnx, half=False),
@@ -267,8 +268,8 @@ def measure(count: int, width: int, height: int, hw_load: float) -> dict[str, ob
                 **coco_map(data.frames, detect(raw, sizes, MAP_CONFIDENCE)),
                 **detection_errors(reference_det, detect(raw, sizes, 0.25)),
                 "head_vs_reference": {
-                    "boxes_px": pixel_stats(raw[:, :4], reference_raw[:, :4]),
-                    "scores": pixel_stats(raw[:, 4:], reference_raw[:, 4:]),
+                    "boxes_px": pixel_stats(raw[:, :4].numpy(), reference_raw[:, :4].numpy()),
+                    "scores": pixel_stats(raw[:, 4:].numpy(), reference_raw[:, 4:].numpy()),
                 },
             }
     report["pipelines"] = pipelines

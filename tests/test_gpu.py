@@ -69,12 +69,16 @@ def test_256_cameras_at_once_no_request_fails_and_tensors_stay_on_the_gpu(server
     after = server.step_batches()
     grew = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
     print("batches by devices under load:", grew)
-    # Encoded frames arrive from the client in host memory; from the decoder on,
-    # everything stays on the GPU, and only the final detections come back to the host.
+    # Encoded frames arrive from the client in host memory; from the decoder on, the
+    # frames stay on the GPU and only the final detections come back to the host.
+    # original_size is DALI's shape metadata, computed on the host from the JPEG header.
     expected = {
-        "preprocess": ("cpu", "cuda:0"),
-        "detector": ("cuda:0", "cuda:0"),
-        "postprocess": ("cuda:0", "cpu"),
+        "preprocess": ("encoded_image:cpu", "original_size:cpu,preprocessed_image:cuda:0"),
+        "detector": ("images:cuda:0", "output0:cuda:0"),
+        "postprocess": (
+            "original_size:cpu,raw_detections:cuda:0",
+            "boxes:cpu,class_ids:cpu,labels:cpu,scores:cpu",
+        ),
     }
     for (model, inputs, outputs), batches in grew.items():
         assert (inputs, outputs) == expected[model], f"{model}: {batches} batches {grew}"

@@ -76,10 +76,11 @@ class DeviceStats:
 
     A Prometheus counter on Triton's metrics endpoint (``/metrics``, port 8002),
     ``camdet_step_batches_total{model, inputs, outputs}``: one increment per executed
-    batch, labelled with the devices of the batch's inputs and outputs (several devices
-    are joined by ``+``). On a GPU server every steady-state batch of ``detector`` and
-    ``postprocess`` must count under ``inputs="cuda:0"``; a ``cpu`` there is a host round
-    trip (e.g. the Python backend's CUDA memory pool ran out). Tests read it after load.
+    batch, labelled with where each input and output tensor of the batch was, e.g.
+    ``inputs="original_size:cpu,raw_detections:cuda:0"`` (a tensor whose requests sat on
+    several devices reads ``cpu+cuda:0``). On a GPU server a ``cpu`` where ``cuda:0`` is
+    expected is a host round trip (e.g. the Python backend's CUDA memory pool ran out).
+    Tests read it after load.
 
     Args:
         model: The model's name (``args["model_name"]``).
@@ -94,8 +95,8 @@ class DeviceStats:
         )
         self.counters: dict[tuple[str, str], Any] = {}
 
-    def record(self, inputs: list[object], outputs: list[object]) -> None:
-        """Count one batch whose input and output tensors are ``inputs`` / ``outputs``."""
+    def record(self, inputs: dict[str, list[object]], outputs: dict[str, list[object]]) -> None:
+        """Count one batch: its tensors by name (each name: the requests' tensors)."""
         key = (_devices(inputs), _devices(outputs))
         counter = self.counters.get(key)
         if counter is None:
@@ -104,5 +105,8 @@ class DeviceStats:
         counter.increment(1)
 
 
-def _devices(tensors: list[object]) -> str:
-    return "+".join(sorted({device_name(t) for t in tensors})) or "none"
+def _devices(tensors: dict[str, list[object]]) -> str:
+    return ",".join(
+        f"{name}:{'+'.join(sorted({device_name(t) for t in parts}))}"
+        for name, parts in sorted(tensors.items())
+    )

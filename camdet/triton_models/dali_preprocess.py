@@ -58,7 +58,10 @@ class TritonPythonModel:
         except RuntimeError:
             self.pipe = self._build()
             return [self._run_alone(f) for f in frames]
-        self.stats.record(frames, outputs)
+        self.stats.record(
+            {self.input_name: frames},
+            {name: [o] for name, o in zip(self.output_names, outputs, strict=True)},
+        )
         sizes = np.cumsum([len(f) for f in frames])[:-1]
         return [
             pb_utils.InferenceResponse(self._tensors(parts))

@@ -54,7 +54,7 @@ class TritonPythonModel:
         batch = np.concatenate(images).astype(self.onnx_input_dtype, copy=False)
         (raw,) = self.session.run(None, {self.onnx_input_name: batch})
         raw = raw.astype(self.output_dtype, copy=False)
-        self.stats.record(images, [raw])
+        self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = np.split(raw, np.cumsum([len(i) for i in images])[:-1])
         assert len(parts) == len(requests)
         return [pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, p)]) for p in parts]

@@ -96,7 +96,7 @@ class TritonPythonModel:
             )
             host = self._to_host(batch)
             self._respond(host, batch.counts, owners, responses)
-            self.stats.record(raws + sizes, [batch.boxes])
+            self.stats.record({RAW: raws, SIZE: sizes}, {k: [v] for k, v in host.items()})
         return responses
 
     def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:

@@ -64,7 +64,7 @@ class TritonPythonModel:
         # CPU shared memory): join them where the model runs.
         batch = torch.cat([image.to(self.device) for image in images])
         raw = self.runner(batch).to(self.output_dtype)
-        self.stats.record(images, [raw])
+        self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = raw.split([len(i) for i in images])
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack(self.output_name, p)])
