@@ -9,9 +9,12 @@ contract stays identical, which a test checks); only what runs it changes:
 - ``detector`` (``platform: "tensorrt_plan"``) becomes a Python model that runs
   ``1/model.onnx`` with ONNX Runtime on the CPU, or, with a GPU, converted to torch
   (FP16, CUDA graphs) since no CUDA build of ONNX Runtime or TensorRT is at hand;
-- ``validate``, ``postprocess`` and the ensemble are used as they are.
+- ``validate``, ``postprocess``, ``preprocess_video`` and the ensembles are used as they
+  are (``preprocess_video`` is a Python model in production too: it decodes with NVDEC on
+  a GPU instance and with PyAV on a CPU instance, letterboxing with the same DALI graph).
 
-Without a GPU, GPU instance groups become one CPU instance each.
+Without a GPU, GPU instance groups become one CPU instance each, which is what switches
+``preprocess_video`` to PyAV.
 """
 
 from __future__ import annotations

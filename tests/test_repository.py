@@ -11,7 +11,9 @@ from camdet.geometry import INPUT_SIZE
 from camdet.portable import generate_portable_repository
 from camdet.repository import ENSEMBLE, contract, ensemble_problems, read_config, read_repository
 
+VIDEO_ENSEMBLE = "detect_video"
 MODELS = {"validate", "preprocess", "detector", "postprocess", ENSEMBLE}
+MODELS |= {"preprocess_video", VIDEO_ENSEMBLE}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +46,36 @@ def test_production_runtimes(production: dict[str, mc.ModelConfig]) -> None:
 
 def test_ensemble_maps_are_consistent(production: dict[str, mc.ModelConfig]) -> None:
     assert ensemble_problems(production) == []
+    assert ensemble_problems(production, VIDEO_ENSEMBLE) == []
+
+
+def test_video_model_contract_extends_the_image_one(production) -> None:
+    """preprocess_video's frames are preprocess's; detect_video answers as detect does."""
+    video, image = contract(production["preprocess_video"]), contract(production["preprocess"])
+    assert video["outputs"][:2] == image["outputs"]
+    assert [t.name for t in video["outputs"][2:]] == ["frame_pts"]
+    assert [t.name for t in video["inputs"]] == ["video_chunk", "pts"]
+    assert video["inputs"][0].data_type == image["inputs"][0].data_type
+    ensembles = contract(production[VIDEO_ENSEMBLE]), contract(production[ENSEMBLE])
+    assert ensembles[0]["outputs"][:-1] == ensembles[1]["outputs"]
+    assert ensembles[0]["outputs"][-1] == video["outputs"][-1]
+    assert ensembles[0]["inputs"] == video["inputs"]
+    steps = [s.model_name for s in production[VIDEO_ENSEMBLE].ensemble_scheduling.step]
+    assert steps == ["preprocess_video", "detector", "postprocess"]
+
+
+def test_video_model_sequence_batching(production: dict[str, mc.ModelConfig]) -> None:
+    config = production["preprocess_video"]
+    assert config.backend == "python" and config.HasField("sequence_batching")
+    batching = config.sequence_batching
+    assert batching.HasField("oldest") and not batching.control_input
+    assert batching.max_sequence_idle_microseconds > 0
+    # A camera beyond max_cameras must reach the model (clear error), not Triton's backlog.
+    max_cameras = int(config.parameters["max_cameras"].string_value)
+    assert batching.oldest.max_candidate_sequences > max_cameras
+    assert max(batching.oldest.preferred_batch_size) <= config.max_batch_size
+    for key in ("max_pixels", "max_side", "max_queued_frames"):
+        assert int(config.parameters[key].string_value) > 0
 
 
 def test_inconsistent_ensemble_is_reported(production: dict[str, mc.ModelConfig]) -> None:
@@ -53,6 +85,10 @@ def test_inconsistent_ensemble_is_reported(production: dict[str, mc.ModelConfig]
     assert ensemble_problems(broken) == [
         "detector.images reads 'no_such_tensor' before anything produces it"
     ]
+    broken[VIDEO_ENSEMBLE].ensemble_scheduling.step[0].output_map["frame_pts"] = "pts_out"
+    assert ensemble_problems(broken, VIDEO_ENSEMBLE) == [
+        "ensemble output 'frame_pts' is produced by no step"
+    ]
 
 
 def test_portable_contracts_equal_production(production, portable) -> None:
@@ -60,7 +96,15 @@ def test_portable_contracts_equal_production(production, portable) -> None:
     for name in production:
         assert contract(portable[name]) == contract(production[name]), name
     assert ensemble_problems(portable) == []
+    assert ensemble_problems(portable, VIDEO_ENSEMBLE) == []
     assert portable["preprocess"].backend == portable["detector"].backend == "python"
+    assert portable["preprocess_video"] == production["preprocess_video"] or (
+        portable["preprocess_video"].instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    )
+    assert (
+        portable["preprocess_video"].sequence_batching
+        == production["preprocess_video"].sequence_batching
+    )
 
 
 def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
@@ -70,6 +114,9 @@ def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
     ).read_text()
     assert "camdet.triton_models.dali_preprocess" in (out / "preprocess/1/model.py").read_text()
     assert "camdet.triton_models.onnx_detector" in (out / "detector/1/model.py").read_text()
+    assert (
+        "camdet.triton_models.video_preprocess" in (out / "preprocess_video/1/model.py").read_text()
+    )
     gpu = generate_portable_repository(repository, tmp_path / "gpu", gpu=True)
     assert "camdet.triton_models.torch_detector" in (gpu / "detector/1/model.py").read_text()
     assert (out / "detector/1/model.onnx").read_bytes() == (
