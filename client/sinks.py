@@ -175,6 +175,7 @@ class AnnotatedVideoSink:
         self.crf = crf
         self.skipped = 0
         self.written = 0
+        self._warned_undecoded = False
         self._queue: queue.Queue[Result | None] = queue.Queue(max_pending)
         self._writers: dict[str, tuple[_VideoWriter, float]] = {}
         self._thread = threading.Thread(target=self._work, name="video-sink", daemon=True)
@@ -185,7 +186,16 @@ class AnnotatedVideoSink:
         return self.folder / f"{camera_file_name(camera_id)}.mp4"
 
     def write(self, result: Result) -> None:
-        """Queue the frame for the encoder thread."""
+        """Queue the frame for the encoder thread (access units have no pixels: skipped)."""
+        if result.frame.video is not None:
+            if not self._warned_undecoded:
+                self._warned_undecoded = True
+                logger.warning(
+                    "video sink: H.264/HEVC passes through undecoded; decode on the "
+                    "client to write annotated videos"
+                )
+            self.skipped += 1
+            return
         try:
             self._queue.put_nowait(result)
         except queue.Full:

@@ -265,7 +265,7 @@ def test_decimation_keeps_the_target_rate() -> None:
 
 def test_video_file_source_yields_every_frame_in_order(clip) -> None:
     expected = decoded_frames(clip.path)
-    frames = list(AvSource(str(clip.path), {}, live=False).session())
+    frames = list(AvSource(str(clip.path), {}, live=False, pass_video=False).session())
     assert [f.position for f in frames] == list(range(len(expected)))
     assert [f.pts_s for f in frames] == pytest.approx([i / CLIP_FPS for i in range(30)])
     assert all(f.encoded is None for f in frames)
@@ -287,7 +287,7 @@ def test_rtsp_source_delivers_the_clip_bit_exactly(clip, tls: bool, tmp_path: Pa
     certificate = self_signed_certificate(tmp_path) if tls else None
     with RtspServer({"/cam": clip.path}, tls=certificate) as rtsp:
         assert rtsp.url("/cam").startswith("rtsps://" if tls else "rtsp://")
-        source = open_source(CameraConfig("c", rtsp.url("/cam")))
+        source = open_source(CameraConfig("c", rtsp.url("/cam"), decode_on_client=True))
         frames = list(source.session())  # the session ends with the clip
     assert [f.position for f in frames] == list(range(len(expected)))
     for got, want in zip(frames, expected, strict=True):

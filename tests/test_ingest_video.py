@@ -57,8 +57,7 @@ def by_camera(results: list[Result]) -> dict[str, list[Result]]:
 
 def answered(results: list[Result], camera_id: str, **where: int) -> int:
     return sum(
-        r.frame.camera_id == camera_id
-        and all(getattr(r.frame, k) >= v for k, v in where.items())
+        r.frame.camera_id == camera_id and all(getattr(r.frame, k) >= v for k, v in where.items())
         for r in results
     )
 
@@ -121,9 +120,7 @@ def test_file_camera_in_capacity_mode_answers_every_frame_in_order(server, clips
     assert score(results, clip).recall >= MIN_RECALL
 
 
-def test_damaged_stream_counts_its_frames_and_recovers_at_the_next_keyframe(
-    server, clips
-) -> None:
+def test_damaged_stream_counts_its_frames_and_recovers_at_the_next_keyframe(server, clips) -> None:
     # Starts 4 frames into a GOP of 10; the access units at 9 and 13 are broken.
     clip = damaged_clip(clips["h264"], skip_first=4, corrupt=[9, 13])
     camera = CameraConfig("damaged", str(clip.path), pace=False)

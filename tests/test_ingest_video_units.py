@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from camdet.client.accounting import Accounting
 from camdet.client.backoff import BackoffPolicy
+from camdet.client.bench_video import compare, report
 from camdet.client.config import CameraConfig
 from camdet.client.demux import AccessUnit
 from camdet.client.reader import CameraReader, CapturedFrame, FrameBuffer
@@ -160,3 +161,10 @@ def test_sequence_ids_are_stable_nonzero_and_unique() -> None:
     assert len(set(ids.values())) == 1000
     assert all(0 < v < 2**63 for v in ids.values())  # tritonclient sends int64
     assert ids["cam7"] == sequence_id("cam7")
+
+
+def test_benchmark_compares_both_paths_on_the_same_clip(clips) -> None:
+    through, decoded = compare(clips["h264"].path, repeats=1)
+    assert through.frames == decoded.frames == 2 * FRAMES
+    assert decoded.cpu_s > through.cpu_s
+    assert "decode / pass-through" in report(through, decoded)
