@@ -41,19 +41,23 @@ def frames_pipeline(frames_device: str = "cpu"):
 class VideoLetterbox:
     """A built :func:`frames_pipeline`, run synchronously batch by batch."""
 
-    def __init__(self, max_batch_size: int, num_threads: int, device_id: int | None) -> None:
+    def __init__(
+        self, max_batch_size: int, num_threads: int, device_id: int | None, on_gpu: bool = True
+    ) -> None:
         """Build the pipeline once.
 
         Args:
             max_batch_size: Most frames per :meth:`run`.
             num_threads: DALI CPU threads.
-            device_id: CUDA device of the frames, or None for CPU frames.
+            device_id: CUDA device of the pipeline, or None for a CPU-only pipeline.
+            on_gpu: With a device: whether the fed frames are CUDA tensors (NVDEC) or
+                host arrays (PyAV); the letterbox runs where the frames are.
         """
         self.pipe = frames_pipeline(
             batch_size=max_batch_size,
             num_threads=num_threads,
             device_id=device_id,
-            frames_device="cpu" if device_id is None else "gpu",
+            frames_device="gpu" if device_id is not None and on_gpu else "cpu",
             prefetch_queue_depth=1,
         )
         self.pipe.build()

@@ -49,10 +49,14 @@ class TritonPythonModel:
             max_queued_frames=int(parameter(config, "max_queued_frames")),
             idle_timeout_s=idle_us / 1e6,
         )
-        latency = parameter(config, "nvdec_latency")
-        self.pool = DecoderPool(self._decoder_factory(latency), limits)
+        nvdec = self.device_id is not None and _has_nvdec()
+        self.pool = DecoderPool(
+            self._decoder_factory(nvdec, parameter(config, "nvdec_latency")), limits
+        )
         threads = int(parameter(config, "num_threads", str(os.cpu_count() or 1)))
-        self.letterbox = VideoLetterbox(int(config["max_batch_size"]), threads, self.device_id)
+        self.letterbox = VideoLetterbox(
+            int(config["max_batch_size"]), threads, self.device_id, on_gpu=nvdec
+        )
         self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS)}
         image_dims = pb_utils.get_output_config_by_name(config, IMAGE)["dims"]
         # What a letterboxed frame's padding is, everywhere: a frame that is all padding.
@@ -62,11 +66,16 @@ class TritonPythonModel:
         self.stop = threading.Event()
         self.sweeper = threading.Thread(target=self._sweep, args=(1.0,), daemon=True)
         self.sweeper.start()
-        where = "cpu (PyAV)" if self.device_id is None else f"cuda:{self.device_id} (NVDEC)"
+        where = f"cuda:{self.device_id} (NVDEC)" if nvdec else "cpu (PyAV)"
         pb_utils.Logger.log_info(f"preprocess_video: decoders on {where}, {limits}")
+        if self.device_id is not None and not nvdec:
+            pb_utils.Logger.log_warn(
+                "preprocess_video: GPU instance without PyNvVideoCodec 2.2 "
+                "(pip install pynvvideocodec==2.2.4): decoding with PyAV on the CPU"
+            )
 
-    def _decoder_factory(self, latency: str) -> Any:
-        if self.device_id is None:
+    def _decoder_factory(self, nvdec: bool, latency: str) -> Any:
+        if not nvdec:
             return PyAVDecoder
         device = self.device_id
         return lambda codec: NvDecoder(codec, device, latency)
@@ -122,6 +131,15 @@ class TritonPythonModel:
         """Stop the sweeper and free every decoder."""
         self.stop.set()
         self.pool.close()
+
+
+def _has_nvdec() -> bool:
+    """Whether PyNvVideoCodec imports (it needs the driver's libnvcuvid to decode)."""
+    try:
+        import PyNvVideoCodec  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _tensor(name: str, data: Any, dtype: np.dtype) -> pb_utils.Tensor:
