@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
+import typer
 from camdet.perf import perf_analyzer
 from camdet.perf.cli import perf_analyzer_app
 from camdet.perf.perf_analyzer_sweep import (
@@ -107,6 +108,20 @@ def test_install_refuses_a_binary_that_is_not_the_pinned_one(monkeypatch, tmp_pa
     with pytest.raises(perf_analyzer.PerfAnalyzerError, match="pinned"):
         perf_analyzer.install(tmp_path / "pa")
     assert not perf_analyzer.binary_path(tmp_path / "pa").exists()
+
+
+def test_camdet_perf_analyzer_commands_explain_every_option() -> None:
+    from camdet.cli import app
+
+    result = CliRunner().invoke(app, ["perf-analyzer", "--help"])
+    assert result.exit_code == 0
+    for name in ("install", "which", "run", "sweep"):
+        assert name in result.output
+    group = typer.main.get_command(perf_analyzer_app)
+    for name, command in group.commands.items():
+        assert command.help, name
+        for param in command.params:
+            assert getattr(param, "help", None) or name == "run", (name, param.name)
 
 
 # ------------------------------------------------------------------------ sweep grid
