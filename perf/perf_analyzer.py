@@ -132,7 +132,7 @@ def _bundled_libraries() -> dict[str, Path]:
     find under the ``NEEDED`` names; hence links, not a search path.
     """
     folder = Path(str(metadata.distribution("nvidia-pytriton").locate_file(PYTRITON_LIBS)))
-    found = {}
+    found: dict[str, Path] = {}
     for needed, pattern in LIBRARY_SOURCES.items():
         if matches := sorted(folder.glob(pattern)):
             found[needed] = matches[0]
