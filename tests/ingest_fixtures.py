@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -386,6 +387,14 @@ def score(results: Iterable[Result], clip: Clip) -> Score:
         total.detections += len(found)
         total.matched += len(match(found, truth))
     return total
+
+
+def by_camera(results: Iterable[Result]) -> dict[str, list[Result]]:
+    """Answered frames grouped by camera id, in arrival order."""
+    grouped: dict[str, list[Result]] = defaultdict(list)
+    for result in results:
+        grouped[result.frame.camera_id].append(result)
+    return grouped
 
 
 def assert_boxes_inside(results: Iterable[Result], width: int, height: int) -> None:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import defaultdict
 from pathlib import Path
 
 import av
@@ -31,6 +30,7 @@ from ingest_fixtures import (
     RtspServer,
     Watch,
     assert_boxes_inside,
+    by_camera,
     free_port,
     make_clips,
     require_gst_rtsp,
@@ -56,13 +56,6 @@ def rtsp(clips):
     require_gst_rtsp()
     with RtspServer({f"/cam{i}": clip.path for i, clip in enumerate(clips)}) as server:
         yield server
-
-
-def by_camera(results: list[Result]) -> dict[str, list[Result]]:
-    grouped = defaultdict(list)
-    for r in results:
-        grouped[r.frame.camera_id].append(r)
-    return grouped
 
 
 def test_many_cameras_at_once_get_detections_that_match_ground_truth(
