@@ -71,8 +71,10 @@ def decode_opencv(jpeg: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy()
 
 
-def decode_dali(jpegs: Sequence[bytes], device: str, hw_load: float) -> list[np.ndarray]:
-    """RGB pixels by DALI's image decoder (``cpu`` or ``mixed``, hardware share)."""
+def decode_dali(
+    jpegs: Sequence[bytes], device: str, hw_load: float, fancy: bool = False
+) -> list[np.ndarray]:
+    """RGB pixels by DALI's image decoder (``cpu`` or ``mixed``, hardware share, chroma)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -80,7 +82,11 @@ def decode_dali(jpegs: Sequence[bytes], device: str, hw_load: float) -> list[np.
     @pipeline_def(batch_size=len(jpegs), num_threads=4, device_id=0, prefetch_queue_depth=1)
     def decode():
         encoded = fn.external_source(name="jpeg", dtype=types.UINT8, ndim=1)
-        args = {"hw_decoder_load": hw_load} if device == "mixed" else {}
+        args = (
+            {"hw_decoder_load": hw_load, "jpeg_fancy_upsampling": fancy}
+            if device == "mixed"
+            else {}
+        )
         return fn.decoders.image(encoded, device=device, output_type=types.RGB, **args)
 
     pipe = decode()
@@ -91,7 +97,7 @@ def decode_dali(jpegs: Sequence[bytes], device: str, hw_load: float) -> list[np.
     return [np.array(out[i]) for i in range(len(jpegs))]
 
 
-def letterbox_dali(encoded: Sequence[bytes], hw_load: float) -> Images:
+def letterbox_dali(encoded: Sequence[bytes], hw_load: float, fancy: bool = False) -> Images:
     """The production ``preprocess/1/dali.py`` on GPU 0: ``[B, 3, 640, 640]`` float32."""
     module = load_pipeline_module(PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py")
     pipe = module.preprocess(
@@ -100,6 +106,7 @@ def letterbox_dali(encoded: Sequence[bytes], hw_load: float) -> Images:
         device_id=0,
         decode_device="mixed",
         hw_decoder_load=hw_load,
+        fancy_upsampling=fancy,
         prefetch_queue_depth=1,
     )
     pipe.build()
@@ -226,12 +233,14 @@ def measure(count: int, width: int, height: int, hw_load: float) -> dict[str, ob
     sample = data.jpegs[:32]
     report["decode_vs_opencv"] = {
         f"dali_{name}": pixel_stats(
-            np.stack(decode_dali(sample, device, load)), np.stack(reference_rgb[:32])
+            np.stack(decode_dali(sample, device, load, fancy)), np.stack(reference_rgb[:32])
         )
-        for name, device, load in (
-            ("cpu", "cpu", 0.0),
-            ("mixed_cuda", "mixed", 0.0),
-            (f"mixed_hw{hw_load}", "mixed", hw_load),
+        for name, device, load, fancy in (
+            ("cpu", "cpu", 0.0, False),
+            ("mixed_cuda", "mixed", 0.0, False),
+            (f"mixed_hw{hw_load}", "mixed", hw_load, False),
+            ("mixed_cuda_fancy", "mixed", 0.0, True),
+            (f"mixed_hw{hw_load}_fancy", "mixed", hw_load, True),
         )
     }
     report["letterbox_vs_opencv_same_pixels"] = pixel_stats(
@@ -241,9 +250,9 @@ def measure(count: int, width: int, height: int, hw_load: float) -> dict[str, ob
     )
 
     inputs = {"opencv": letterbox_opencv(reference_rgb)}
-    for load in sorted({hw_load, 0.0}):
-        inputs[f"dali_gpu_hw{load}"] = np.concatenate(
-            [letterbox_dali(data.jpegs[i : i + 64], load) for i in range(0, count, 64)]
+    for fancy in (False, True):
+        inputs[f"dali_gpu_hw{hw_load}{'_fancy' if fancy else ''}"] = np.concatenate(
+            [letterbox_dali(data.jpegs[i : i + 64], hw_load, fancy) for i in range(0, count, 64)]
         )
     report["letterbox_vs_opencv_end_to_end"] = {
         name: pixel_stats(images, inputs["opencv"], scale=1 / PIXEL_SCALE)

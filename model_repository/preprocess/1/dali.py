@@ -21,25 +21,42 @@ from camdet.dali_graphs import letterbox
 MAX_BATCH_SIZE = 64
 """Equals ``max_batch_size`` in config.pbtxt (a test ties them)."""
 
-HW_DECODER_LOAD = float(os.environ.get("CAMDET_HW_DECODER_LOAD", "0.65"))
+HW_DECODER_LOAD = float(os.environ.get("CAMDET_HW_DECODER_LOAD", "1.0"))
 """Share of JPEG decoding given to the H100/A100 hardware decoder (0..1), read when the
-server serializes the pipeline. 1.0 was fastest for 1080p camera frames on an H100."""
+server serializes the pipeline. 1.0 was fastest for 1080p camera frames on an H100
+(perf/RESULTS.md); GPUs without the decoder ignore it."""
+
+FANCY_UPSAMPLING = os.environ.get("CAMDET_JPEG_FANCY_UPSAMPLING", "1") != "0"
+"""Upsample JPEG chroma on the GPU as libjpeg-turbo does ("fancy" upsampling). nvJPEG's
+own upsampling moves colour edges by up to 80 levels against the CPU decoders the
+detector was trained and evaluated with, which cost 0.006 mAP@0.5:0.95 on the H100
+(perf/RESULTS.md, ``python -m camdet.perf.gpu_parity``)."""
 
 
 @autoserialize
 @pipeline_def(batch_size=MAX_BATCH_SIZE, num_threads=4, device_id=0)
-def preprocess(decode_device: str = "mixed", hw_decoder_load: float = HW_DECODER_LOAD):
+def preprocess(
+    decode_device: str = "mixed",
+    hw_decoder_load: float = HW_DECODER_LOAD,
+    fancy_upsampling: bool = FANCY_UPSAMPLING,
+):
     """Build the letterbox graph.
 
     Args:
         decode_device: ``"mixed"`` (GPU decode) or ``"cpu"``.
         hw_decoder_load: Hardware JPEG decoder share, used by ``"mixed"`` only.
+        fancy_upsampling: libjpeg-turbo's chroma upsampling on the GPU (``"mixed"`` only;
+            the CPU decoder always does it).
 
     Returns:
         ``preprocessed_image`` ``[3, INPUT_SIZE, INPUT_SIZE]`` FP16 in [0, 1] and
         ``original_size`` ``[2]`` INT32 (height, width) of the decoded frame, pixels.
     """
     encoded = fn.external_source(name="encoded_image", dtype=types.UINT8, ndim=1, device="cpu")
-    decoder_args = {"hw_decoder_load": hw_decoder_load} if decode_device == "mixed" else {}
+    decoder_args = (
+        {"hw_decoder_load": hw_decoder_load, "jpeg_fancy_upsampling": fancy_upsampling}
+        if decode_device == "mixed"
+        else {}
+    )
     images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB, **decoder_args)
     return letterbox(images)

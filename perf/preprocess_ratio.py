@@ -1,0 +1,138 @@
+"""The served ``preprocess`` model against the bare DALI pipeline, in one run.
+
+    python -m camdet.perf.preprocess_ratio --input-data perf-data/preprocess.json --out r.json
+
+Both decode and letterbox the same JPEG frames with the same production
+``preprocess/1/dali.py``: *bare* feeds full batches to the pipeline in this process
+(DALI's ceiling on this machine); *served* is perf_analyzer driving the ``preprocess``
+model alone over gRPC at ``--concurrency`` requests of one frame each (the server's
+dynamic batcher batches them). The ratio served/bare is the cost of serving: request
+handling, batching and moving tensors between processes. Measurements alternate bare,
+served, bare, so drift on the machine shows as a spread of the two bare numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from camdet.perf import perf_analyzer
+from camdet.perf.input_data import read_encoded_frames
+
+from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
+from camdet.repository import PRODUCTION_REPOSITORY
+
+logger = logging.getLogger(__name__)
+
+
+def bare_images_per_s(
+    frames: Sequence[bytes], batch: int, seconds: float, device_id: int | None
+) -> float:
+    """Images/s of the production pipeline fed full batches in this process."""
+    module = load_pipeline_module(PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py")
+    pipe = build_pipeline(module, batch, num_threads=4, device_id=device_id)
+    samples = [np.frombuffer(frames[i % len(frames)], np.uint8) for i in range(batch)]
+    for _ in range(3):  # decoder and kernel start-up, outside the measurement
+        run_batch(pipe, samples)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        outputs = run_batch(pipe, samples)
+        done += batch
+    # The last batch's results must exist before the clock stops.
+    np.array(outputs[1].as_tensor())
+    return done / (time.perf_counter() - start)
+
+
+def served_images_per_s(
+    url: str, input_data: Path, concurrency: int, seconds: float, out: Path
+) -> float:
+    """Images/s of the served ``preprocess`` model measured by perf_analyzer."""
+    csv = out / f"preprocess_c{concurrency}.csv"
+    done = perf_analyzer.run(
+        [
+            "-m", "preprocess", "-u", url, "-i", "grpc", "-b", "1",
+            "--input-data", str(input_data),
+            "--concurrency-range", str(concurrency),
+            "--measurement-interval", str(int(seconds * 1000)),
+            "-f", str(csv),
+        ],
+        timeout_s=seconds * 10 + 60,
+    )  # fmt: skip
+    rows = perf_analyzer.read_csv(csv) if csv.exists() else []
+    if done.returncode != 0 or not rows:
+        raise RuntimeError(f"perf_analyzer failed:\n{done.stdout[-2000:]}")
+    return float(rows[0]["Inferences/Second"])
+
+
+def measure(
+    url: str,
+    input_data: Path,
+    out: Path,
+    batch: int = 64,
+    concurrency: int = 128,
+    seconds: float = 8.0,
+    device_id: int | None = 0,
+) -> dict[str, object]:
+    """Bare, served, bare; the report with the ratio to the mean of the two bare runs."""
+    frames = read_encoded_frames(input_data)
+    bare = [bare_images_per_s(frames, batch, seconds, device_id)]
+    served = served_images_per_s(url, input_data, concurrency, seconds, out)
+    bare.append(bare_images_per_s(frames, batch, seconds, device_id))
+    ratio = served / float(np.mean(bare))
+    return {
+        "bare_batch": batch,
+        "bare_images_per_s": bare,
+        "served_concurrency": concurrency,
+        "served_images_per_s": served,
+        "served_over_bare": ratio,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: start a portable server (unless ``--url``), measure, print, write."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--input-data", type=Path, required=True, help="preprocess.json")
+    parser.add_argument("--url", default=None, help="running server (default: start one)")
+    parser.add_argument("--batch", type=int, default=64, help="bare batch size")
+    parser.add_argument("--concurrency", type=int, default=128, help="served requests in flight")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--cpu", action="store_true", help="bare pipeline on the CPU")
+    parser.add_argument("--out", type=Path, default=Path("preprocess_ratio.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    device_id = None if args.cpu else 0
+    folder = args.out.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.url:
+        report = measure(
+            args.url, args.input_data, folder, args.batch, args.concurrency, args.seconds, device_id
+        )
+    else:
+        from camdet.server import Ports, serve
+
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            serve(PRODUCTION_REPOSITORY, Ports.free(), portable=True, workdir=Path(tmp)) as server,
+        ):
+            report = measure(
+                server.grpc_url,
+                args.input_data,
+                folder,
+                args.batch,
+                args.concurrency,
+                args.seconds,
+                device_id,
+            )
+    print(json.dumps(report, indent=2))
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
