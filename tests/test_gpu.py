@@ -88,10 +88,11 @@ def test_256_cameras_at_once_no_request_fails_and_tensors_stay_on_the_gpu(server
 def test_gpu_results_equal_cpu_results_and_keep_map(repository, client) -> None:
     """GPU ensemble vs the CPU reference (OpenCV + ONNX Runtime FP32) on held-out frames.
 
-    Tolerances come from perf/RESULTS.md's step-by-step comparison on the H100
-    (``python -m camdet.perf.gpu_parity``): nvJPEG's decode and the FP16 detector each move
-    boxes by up to a few pixels of a 1080p frame and scores by a few hundredths; mAP must
-    not move by more than 0.005.
+    Tolerances come from the step-by-step comparison on the H100 (perf/RESULTS.md,
+    ``python -m camdet.perf.gpu_parity``, 200 frames): with libjpeg-turbo's chroma
+    upsampling on the GPU, nvJPEG's pixels are within 3 levels of OpenCV's and the FP16
+    detector is what remains - box p99 0.85 px on 1080p frames, score p99 0.008, mAP
+    within 0.002 of FP32 on the CPU.
     """
     from camdet.perf.gpu_parity import coco_map
 
@@ -110,8 +111,8 @@ def test_gpu_results_equal_cpu_results_and_keep_map(repository, client) -> None:
     gpu_map = coco_map(data.frames, served_map)
     print(f"GPU vs CPU: {errors}; mAP CPU {reference_map} GPU {gpu_map}")
     assert errors["compared"] > 300
-    assert errors["missing"] == 0
-    assert errors["box_error_p99_px"] <= 2.5
-    assert errors["score_error_p99"] <= 0.05
+    assert errors["missing"] <= 1
+    assert errors["box_error_p99_px"] <= 1.5
+    assert errors["score_error_p99"] <= 0.02
     assert abs(gpu_map["map50_95"] - reference_map["map50_95"]) <= 0.005
     assert abs(gpu_map["map50"] - reference_map["map50"]) <= 0.005
