@@ -257,6 +257,10 @@ def postprocess_flat(
         )
     device = raw.device
     confidence = torch.tensor([t.confidence for t in thresholds], device=device)
+    # A frame of size 0 x 0 is a placeholder (a video decoder that has no frame yet):
+    # it gets no detections rather than boxes divided by a zero size.
+    has_pixels = (original_sizes.to(device).reshape(batch, 2) > 0).all(dim=1)
+    confidence = torch.where(has_pixels, confidence, torch.inf)
     iou = torch.tensor([t.iou for t in thresholds], device=device)
     max_det = torch.tensor([t.max_detections for t in thresholds], device=device)
 

@@ -113,3 +113,11 @@ def test_boxes_clipped_to_original_frame() -> None:
 def test_threshold_validation(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Thresholds(**kwargs)
+
+
+def test_placeholder_frame_of_size_zero_gets_no_detections() -> None:
+    raw = random_head(2)
+    sizes = torch.tensor([[0, 0], [720, 1280]])
+    empty, full = postprocess(raw, sizes)
+    assert len(empty.scores) == 0
+    assert len(full.scores) > 0 and torch.isfinite(full.boxes).all()

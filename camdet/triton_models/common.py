@@ -65,6 +65,21 @@ def instance_device(args: dict[str, str]) -> int | None:
     return None
 
 
+def join_on(tensors: list, device: object) -> object:
+    """Concatenate request tensors (torch, along dim 0) into one tensor on ``device``.
+
+    A batch's inputs may sit on different devices (the config's warm-up sample, or
+    requests that fell back to CPU shared memory when the Python backend's CUDA pool was
+    full), so each is moved where the model runs. Inputs that share a device are joined
+    first and moved once: one copy per batch instead of one per request.
+    """
+    import torch
+
+    if len({t.device for t in tensors}) == 1:
+        return torch.cat(tensors).to(device)
+    return torch.cat([t.to(device) for t in tensors])
+
+
 def device_name(tensor: object) -> str:
     """Where a tensor lives, as torch names it (``"cpu"``, ``"cuda:0"``); numpy is ``"cpu"``."""
     device = getattr(tensor, "device", None)

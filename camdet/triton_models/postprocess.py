@@ -19,6 +19,7 @@ from camdet.triton_models.common import (
     DeviceStats,
     error_response,
     instance_device,
+    join_on,
     load_config,
     output_dtype,
     parameter,
@@ -87,12 +88,8 @@ class TritonPythonModel:
             thresholds += [setting] * raws[-1].shape[0]
             owners.append((i, raws[-1].shape[0]))
         if raws:
-            # A batch's inputs may sit on different devices (a request that fell back to
-            # CPU shared memory): join them where this instance computes.
             batch = postprocess_flat(
-                torch.cat([raw.to(self.device) for raw in raws]),
-                torch.cat([size.to(self.device) for size in sizes]),
-                thresholds,
+                join_on(raws, self.device), join_on(sizes, self.device), thresholds
             )
             host = self._to_host(batch)
             self._respond(host, batch.counts, owners, responses)

@@ -16,6 +16,7 @@ from camdet.torch_runner import GraphRunner, load_detector
 from camdet.triton_models.common import (
     DeviceStats,
     instance_device,
+    join_on,
     load_config,
     output_dtype,
     tensor_names,
@@ -59,10 +60,7 @@ class TritonPythonModel:
             torch.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack())
             for r in requests
         ]
-        # Inputs of one batch may sit on different devices (the config's warm-up sample
-        # and, when the Python backend's CUDA pool is exhausted, requests that fell back to
-        # CPU shared memory): join them where the model runs.
-        batch = torch.cat([image.to(self.device) for image in images])
+        batch = join_on(images, self.device)
         raw = self.runner(batch).to(self.output_dtype)
         self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = raw.split([len(i) for i in images])
