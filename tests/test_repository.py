@@ -181,3 +181,16 @@ def test_container_mode_refuses_a_missing_plan(tmp_path: Path) -> None:
         f"no TensorRT plan at {tmp_path}/detector/1/model.plan: "
         "build it with build_engine.py (docker/README.md)"
     ]
+
+
+def test_portable_cpu_detector_runs_one_single_thread_session_per_core(
+    repository: Path, tmp_path: Path
+) -> None:
+    import os
+
+    cpu = read_repository(generate_portable_repository(repository, tmp_path / "cpu", gpu=False))
+    groups = [(g.count, g.kind) for g in cpu["detector"].instance_group]
+    assert groups == [(os.cpu_count(), mc.ModelInstanceGroup.KIND_CPU)]
+    assert cpu["detector"].parameters["intra_op_threads"].string_value == "1"
+    gpu = read_repository(generate_portable_repository(repository, tmp_path / "gpu", gpu=True))
+    assert "intra_op_threads" not in gpu["detector"].parameters
