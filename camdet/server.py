@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 CONTAINER_BINARY = "tritonserver"
 STEP_BATCHES_METRIC = "camdet_step_batches_total"
 """Per-batch device counter of the Python-backend steps (``DeviceStats``)."""
+STEP_SECONDS_METRIC = "camdet_step_seconds_total"
+"""Seconds per phase of each Python-backend step's ``execute`` (``DeviceStats.phase``)."""
 # Room for a batch of 64 FP16 640x640 frames in the Python backend's shared memory. Each
 # setting is its own flag: Triton reads one flag as one key and value, commas included.
 _PYTHON_BACKEND_SHM = (

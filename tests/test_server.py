@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import queue
+import urllib.request
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from camdet.client.detect import ENSEMBLE, detect, frame_input, parse_result, requested_outputs
 from conftest import encode
+from prometheus_client.parser import text_string_to_metric_families
 from test_image_check import with_claimed_size
 from tritonclient.utils import InferenceServerException
 
@@ -167,6 +169,16 @@ def test_every_step_reports_its_devices_per_batch(client, server) -> None:
         assert 1 <= sum(batches) <= 6, (model, grew)
     devices = {pair.split(":", 1)[1] for _, *sides in grew for s in sides for pair in s.split(",")}
     assert devices == {"cpu"}, grew
+    # ... and how long each phase of execute() took (reading inputs, computing, answering).
+    metrics = urllib.request.urlopen(f"http://localhost:{server.ports.metrics}/metrics").read()
+    seconds = {
+        (s.labels["model"], s.labels["phase"]): s.value
+        for family in text_string_to_metric_families(metrics.decode())
+        for s in family.samples
+        if s.name == "camdet_step_seconds_total"
+    }
+    for key in [("preprocess", "pipeline"), ("detector", "inputs"), ("postprocess", "compute")]:
+        assert seconds.get(key, 0) > 0, (key, seconds)
 
 
 def test_portable_server_refuses_numpy_2(tmp_path, monkeypatch) -> None:

@@ -6,13 +6,16 @@ parameters; these helpers read it so the models never re-type a contract.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from camdet.server import STEP_BATCHES_METRIC
+from camdet.server import STEP_BATCHES_METRIC, STEP_SECONDS_METRIC
 
 
 def load_config(args: dict[str, str]) -> dict[str, Any]:
@@ -109,6 +112,30 @@ class DeviceStats:
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self.counters: dict[tuple[str, str], Any] = {}
+        self.seconds_family = pb_utils.MetricFamily(
+            name=STEP_SECONDS_METRIC,
+            description="Seconds spent per camdet step and phase of execute()",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.seconds: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Add the block's wall time to ``camdet_step_seconds_total{model, phase=name}``.
+
+        Triton's statistics time ``execute`` as a whole; the phases say which part of it
+        (reading request tensors, computing, building responses) costs, on the machine
+        that serves. GPU work is timed where the block waits for it.
+        """
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            counter = self.seconds.get(name)
+            if counter is None:
+                labels = {"model": self.model, "phase": name}
+                counter = self.seconds[name] = self.seconds_family.Metric(labels=labels)
+            counter.increment(time.perf_counter() - start)
 
     def record(self, inputs: dict[str, list[object]], outputs: dict[str, list[object]]) -> None:
         """Count one batch: its tensors by name (each name: the requests' tensors)."""

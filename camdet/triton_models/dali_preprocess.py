@@ -50,11 +50,13 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         """Run all requests as one DALI batch; on failure, isolate the bad frames."""
-        frames = [
-            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
-        ]
+        with self.stats.phase("inputs"):
+            frames = [
+                pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
+            ]
         try:
-            outputs = self._run([row for f in frames for row in f])
+            with self.stats.phase("pipeline"):
+                outputs = self._run([row for f in frames for row in f])
         except RuntimeError:
             self.pipe = self._build()
             return [self._run_alone(f) for f in frames]
@@ -62,11 +64,12 @@ class TritonPythonModel:
             {self.input_name: frames},
             {name: [o] for name, o in zip(self.output_names, outputs, strict=True)},
         )
-        sizes = np.cumsum([len(f) for f in frames])[:-1]
-        return [
-            pb_utils.InferenceResponse(self._tensors(parts))
-            for parts in zip(*(self._split(o, sizes) for o in outputs), strict=True)
-        ]
+        with self.stats.phase("outputs"):
+            sizes = np.cumsum([len(f) for f in frames])[:-1]
+            return [
+                pb_utils.InferenceResponse(self._tensors(parts))
+                for parts in zip(*(self._split(o, sizes) for o in outputs), strict=True)
+            ]
 
     def _run_alone(self, frames: np.ndarray) -> pb_utils.InferenceResponse:
         try:

@@ -48,12 +48,14 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         """Concatenate the requests, infer once, split the result back."""
-        images = [
-            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
-        ]
-        batch = np.concatenate(images).astype(self.onnx_input_dtype, copy=False)
-        (raw,) = self.session.run(None, {self.onnx_input_name: batch})
-        raw = raw.astype(self.output_dtype, copy=False)
+        with self.stats.phase("inputs"):
+            images = [
+                pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
+            ]
+            batch = np.concatenate(images).astype(self.onnx_input_dtype, copy=False)
+        with self.stats.phase("compute"):
+            (raw,) = self.session.run(None, {self.onnx_input_name: batch})
+            raw = raw.astype(self.output_dtype, copy=False)
         self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = np.split(raw, np.cumsum([len(i) for i in images])[:-1])
         assert len(parts) == len(requests)

@@ -76,6 +76,23 @@ class TritonPythonModel:
     def execute(self, requests: list) -> list:
         """One response per request; bad thresholds fail only their own request."""
         responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
+        with self.stats.phase("inputs"):
+            raws, sizes, thresholds, owners = self._collect(requests, responses)
+        if raws:
+            with self.stats.phase("compute"):
+                batch = postprocess_flat(
+                    join_on(raws, self.device), join_on(sizes, self.device), thresholds
+                )
+                host = self._to_host(batch)
+            with self.stats.phase("outputs"):
+                self._respond(host, batch.counts, owners, responses)
+            self.stats.record({RAW: raws, SIZE: sizes}, {k: [v] for k, v in host.items()})
+        return responses
+
+    def _collect(
+        self, requests: list, responses: list[pb_utils.InferenceResponse | None]
+    ) -> tuple[list, list, list[Thresholds], list[tuple[int, int]]]:
+        """Each valid request's tensors and thresholds; bad ones get their error response."""
         raws, sizes, thresholds, owners = [], [], [], []
         for i, request in enumerate(requests):
             try:
@@ -87,14 +104,7 @@ class TritonPythonModel:
             sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
             thresholds += [setting] * raws[-1].shape[0]
             owners.append((i, raws[-1].shape[0]))
-        if raws:
-            batch = postprocess_flat(
-                join_on(raws, self.device), join_on(sizes, self.device), thresholds
-            )
-            host = self._to_host(batch)
-            self._respond(host, batch.counts, owners, responses)
-            self.stats.record({RAW: raws, SIZE: sizes}, {k: [v] for k, v in host.items()})
-        return responses
+        return raws, sizes, thresholds, owners
 
     def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:
         """The batch's final detections on the host, in one device-to-host copy.

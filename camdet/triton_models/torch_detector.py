@@ -56,12 +56,14 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         """Join the requests on this instance's device, run once, split back."""
-        images = [
-            torch.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack())
-            for r in requests
-        ]
-        batch = join_on(images, self.device)
-        raw = self.runner(batch).to(self.output_dtype)
+        with self.stats.phase("inputs"):
+            images = [
+                torch.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack())
+                for r in requests
+            ]
+            batch = join_on(images, self.device)
+        with self.stats.phase("compute"):
+            raw = self.runner(batch).to(self.output_dtype)
         self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = raw.split([len(i) for i in images])
         return [
