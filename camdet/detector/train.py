@@ -57,6 +57,14 @@ from camdet.geometry import INPUT_SIZE, PIXEL_SCALE
 logger = logging.getLogger(__name__)
 
 
+def scenes_digest() -> str:
+    """SHA-256 over the modules of :mod:`camdet.scenes` in name order (hex)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(scenes.__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (all recorded in ``run.json``).
@@ -363,7 +371,7 @@ class Trainer:
             },
             "machine": machine_facts(self.device),
             # The scene generator defines the data; its hash pins which version trained.
-            "scenes_sha256": hashlib.sha256(Path(scenes.__file__).read_bytes()).hexdigest(),
+            "scenes_sha256": scenes_digest(),
             "params": count_parameters(model),
             "gflops_640": round(count_gflops(model), 3),
             "steps": self.step,
