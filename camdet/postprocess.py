@@ -19,11 +19,12 @@ import torch
 from torchvision.ops import nms
 
 from camdet.geometry import INPUT_SIZE, scale_boxes_to_original
+from camdet.request_parameters import MAX_DETECTIONS_LIMIT, check_number
 
 DEFAULT_CONFIDENCE: float = 0.25
 DEFAULT_IOU: float = 0.7
 DEFAULT_MAX_DETECTIONS: int = 300
-MAX_NMS_CANDIDATES: int = 30000
+MAX_NMS_CANDIDATES: int = MAX_DETECTIONS_LIMIT
 """Per-frame cap on boxes entering NMS (ultralytics' ``max_nms``), bounding NMS time."""
 
 
@@ -34,7 +35,11 @@ class Thresholds:
     Attributes:
         confidence: Minimum class score, exclusive, in [0, 1).
         iou: IoU above which a lower-scored box of the same class is suppressed, in (0, 1].
-        max_detections: Most detections kept for the frame (>= 0).
+        max_detections: Most detections kept for the frame, in [0, 30000].
+
+    Raises:
+        camdet.request_parameters.RequestParameterError: (a ``ValueError``) for a value
+            of the wrong type or out of range, as for a request parameter.
     """
 
     confidence: float = DEFAULT_CONFIDENCE
@@ -42,12 +47,11 @@ class Thresholds:
     max_detections: int = DEFAULT_MAX_DETECTIONS
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.confidence < 1.0:
-            raise ValueError(f"confidence_threshold must be in [0, 1), got {self.confidence}")
-        if not 0.0 < self.iou <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou}")
-        if self.max_detections < 0:
-            raise ValueError(f"max_detections must be >= 0, got {self.max_detections}")
+        # The request parameters' own checks, so no setting can reach the batch-wide
+        # tensors below (an int64 overflow there fails every frame of the batch).
+        check_number("confidence_threshold", self.confidence)
+        check_number("iou_threshold", self.iou)
+        check_number("max_detections", self.max_detections)
 
 
 @dataclass(frozen=True)

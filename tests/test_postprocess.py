@@ -107,7 +107,10 @@ def test_boxes_clipped_to_original_frame() -> None:
     [
         ({"confidence": 1.5}, "confidence_threshold must be in"),
         ({"iou": 0.0}, "iou_threshold must be in"),
-        ({"max_detections": -1}, "max_detections must be >= 0"),
+        ({"max_detections": -1}, r"max_detections must be in \[0, 30000\], got -1"),
+        ({"max_detections": 10**30}, r"max_detections must be in \[0, 30000\], got 1000000"),
+        ({"max_detections": 2.5}, "max_detections must be an integer, got 2.5"),
+        ({"confidence": float("nan")}, "confidence_threshold must be a finite number, got nan"),
     ],
 )
 def test_threshold_validation(kwargs: dict, message: str) -> None:

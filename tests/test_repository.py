@@ -53,7 +53,7 @@ def test_video_model_contract_extends_the_image_one(production) -> None:
     """preprocess_video's frames are preprocess's; detect_video answers as detect does."""
     video, image = contract(production["preprocess_video"]), contract(production["preprocess"])
     assert video["outputs"][:2] == image["outputs"]
-    assert [t.name for t in video["outputs"][2:]] == ["frame_pts"]
+    assert [t.name for t in video["outputs"][2:]] == ["damaged", "frame_pts"]
     assert [t.name for t in video["inputs"]] == ["video_chunk", "pts"]
     assert video["inputs"][0].data_type == image["inputs"][0].data_type
     ensembles = contract(production[VIDEO_ENSEMBLE]), contract(production[ENSEMBLE])

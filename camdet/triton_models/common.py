@@ -7,14 +7,17 @@ parameters; these helpers read it so the models never re-type a contract.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from camdet.request_parameters import check_request_parameters
 from camdet.server import STEP_BATCHES_METRIC, STEP_SECONDS_METRIC
 
 
@@ -51,14 +54,57 @@ def tensor_names(config: dict[str, Any], kind: str) -> list[str]:
 
 
 def error_response(message: str) -> pb_utils.InferenceResponse:
-    """A response that fails its own request with ``message`` (others are unaffected)."""
+    """A response that fails its own request, a client's fault, with ``message``.
+
+    The client sees gRPC ``INVALID_ARGUMENT`` (HTTP 400) and ``message``, one line that
+    says what was wrong with what it sent; the other requests of the batch are unaffected.
+    """
+    error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+    return pb_utils.InferenceResponse(error=error)
+
+
+def internal_error_response(model: str, exc: BaseException) -> pb_utils.InferenceResponse:
+    """A response for a server fault: gRPC ``INTERNAL``, no traceback, no server paths."""
+    message = f"internal error in model '{model}' ({type(exc).__name__}); see the server log"
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
+
+def guarded_execute(execute: Callable[[Any, list], list]) -> Callable[[Any, list], list]:
+    """Wrap a model's ``execute``: an exception fails the batch as ``INTERNAL``, tersely.
+
+    Left to the Python backend, an exception escaping ``execute`` reaches every client of
+    the batch as ``INTERNAL`` with a Python traceback and the server's file paths. Here
+    the traceback goes to the server log and each request gets a one-line error.
+    """
+
+    @functools.wraps(execute)
+    def run(model: Any, requests: list) -> list:
+        try:
+            return execute(model, requests)
+        except Exception as exc:
+            name = type(model).__module__.rsplit(".", 1)[-1]
+            pb_utils.Logger.log_error(
+                f"{name}: batch of {len(requests)} failed:\n{traceback.format_exc()}"
+            )
+            return [internal_error_response(name, exc) for _ in requests]
+
+    return run
 
 
 def request_parameters(request: pb_utils.InferenceRequest) -> dict[str, Any]:
     """The request's parameters (``parameters=`` of tritonclient's ``infer``) as a dict."""
     raw = request.parameters()
     return json.loads(raw) if raw else {}
+
+
+def checked_parameters(request: pb_utils.InferenceRequest) -> dict[str, Any]:
+    """The request's parameters, each checked (:mod:`camdet.request_parameters`).
+
+    Raises:
+        camdet.request_parameters.RequestParameterError: For an unknown parameter or a
+            value of the wrong type or out of range (answer it with :func:`error_response`).
+    """
+    return check_request_parameters(request_parameters(request))
 
 
 def instance_device(args: dict[str, str]) -> int | None:

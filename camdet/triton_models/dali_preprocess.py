@@ -8,6 +8,7 @@ each failure, since DALI invalidates a pipeline that raised).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.triton_models.common import (
     DeviceStats,
     error_response,
+    guarded_execute,
     instance_device,
     load_config,
     parameter,
@@ -48,6 +50,7 @@ class TritonPythonModel:
     def _build(self) -> Pipeline:
         return build_pipeline(self.module, self.max_batch_size, self.num_threads, self.device_id)
 
+    @guarded_execute
     def execute(self, requests: list) -> list:
         """Run all requests as one DALI batch; on failure, isolate the bad frames."""
         with self.stats.phase("inputs"):
@@ -76,7 +79,7 @@ class TritonPythonModel:
             outputs = self._run(list(frames))
         except RuntimeError as exc:
             self.pipe = self._build()
-            return error_response(f"cannot decode image: {_dali_error_summary(exc)}")
+            return error_response(_decode_failure(frames, exc))
         return pb_utils.InferenceResponse(self._tensors(outputs))
 
     def _run(self, samples: list[np.ndarray]) -> list:
@@ -105,8 +108,32 @@ class TritonPythonModel:
         ]
 
 
+_NO_REASON = re.compile(r"Failed to decode sample #\d+ ?:?$")
+_CODEC_STATUS = re.compile(r"nvImageCodec failure: '#(\d+)'")
+
+
+def _decode_failure(frames: np.ndarray, exc: Exception) -> str:
+    """A one-line refusal of frames that passed ``validate`` but did not decode.
+
+    DALI's message quotes the pipeline's source line and, for nvImageCodec, ends in a bare
+    status number or in nothing at all; the client gets words instead.
+    """
+    kind = "PNG" if frames[0][:4].tobytes() == b"\x89PNG" else "JPEG"
+    return (
+        f"cannot decode image: the {kind} image data is corrupt or uses a feature the "
+        f"decoder does not support ({_dali_error_summary(exc)})"
+    )
+
+
 def _dali_error_summary(exc: Exception) -> str:
-    """The informative end of a DALI error (its last three non-boilerplate lines)."""
+    """The decoder's reason inside a DALI error, without DALI's source quotes."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("Critical error", "Current pipeline"))]
-    return " ".join(useful[-3:]) if useful else str(exc)
+    # "images = fn.decoders.image(...) encountered: <reason>": keep the reason only.
+    reason = (useful[-1] if useful else str(exc)).rpartition("encountered:")[2].strip()
+    status = _CODEC_STATUS.search(reason)
+    if status:
+        return f"nvImageCodec status {status.group(1)}"
+    if not reason or _NO_REASON.search(reason):
+        return "the decoder gave no reason"
+    return reason

@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from camdet.triton_models.common import (
     DeviceStats,
+    guarded_execute,
     load_config,
     output_dtype,
     parameter,
@@ -46,6 +47,7 @@ class TritonPythonModel:
         self.onnx_input_dtype = _ORT_TYPES[onnx_input.type]
         self.stats = DeviceStats(args["model_name"])
 
+    @guarded_execute
     def execute(self, requests: list) -> list:
         """Concatenate the requests, infer once, split the result back."""
         with self.stats.phase("inputs"):

@@ -17,13 +17,14 @@ import triton_python_backend_utils as pb_utils
 from camdet.postprocess import BatchDetections, Thresholds, postprocess_flat
 from camdet.triton_models.common import (
     DeviceStats,
+    checked_parameters,
     error_response,
+    guarded_execute,
     instance_device,
     join_on,
     load_config,
     output_dtype,
     parameter,
-    request_parameters,
 )
 
 RAW, SIZE = "raw_detections", "original_size"
@@ -73,6 +74,7 @@ class TritonPythonModel:
         sizes = torch.tensor([[720, 1280]], dtype=torch.int32)
         postprocess_flat(head.to(self.device), sizes.to(self.device), [self.defaults])
 
+    @guarded_execute
     def execute(self, requests: list) -> list:
         """One response per request; bad thresholds fail only their own request."""
         responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
@@ -97,7 +99,7 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 setting = self._thresholds(request)
-            except (TypeError, ValueError) as exc:
+            except ValueError as exc:  # RequestParameterError, before the batch is joined
                 responses[i] = error_response(f"bad request parameters: {exc}")
                 continue
             raws.append(_to_torch(pb_utils.get_input_tensor_by_name(request, RAW)))
@@ -144,11 +146,11 @@ class TritonPythonModel:
             frame += frames
 
     def _thresholds(self, request: pb_utils.InferenceRequest) -> Thresholds:
-        params = request_parameters(request)
+        params = checked_parameters(request)
         return Thresholds(
-            float(params.get("confidence_threshold", self.defaults.confidence)),
-            float(params.get("iou_threshold", self.defaults.iou)),
-            int(params.get("max_detections", self.defaults.max_detections)),
+            params.get("confidence_threshold", self.defaults.confidence),
+            params.get("iou_threshold", self.defaults.iou),
+            params.get("max_detections", self.defaults.max_detections),
         )
 
     def _outputs(self, part: dict[str, np.ndarray], counts: list[int]) -> list[pb_utils.Tensor]:

@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 from camdet.torch_runner import GraphRunner, load_detector
 from camdet.triton_models.common import (
     DeviceStats,
+    guarded_execute,
     instance_device,
     join_on,
     load_config,
@@ -54,6 +55,7 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"detector: torch on {self.device}, graphs {self.runner.sizes}")
         self.stats = DeviceStats(args["model_name"])
 
+    @guarded_execute
     def execute(self, requests: list) -> list:
         """Join the requests on this instance's device, run once, split back."""
         with self.stats.phase("inputs"):

@@ -1,4 +1,10 @@
-"""``validate``: refuse bad encoded frames alone, before they can fail a DALI batch."""
+"""``validate``: refuse bad encoded frames alone, before they can fail a DALI batch.
+
+It also checks each request's parameters (the first Python step of ``detect``), so a bad
+parameter fails its request here, alone, and flags frames whose image data is damaged
+but still decodable (:mod:`camdet.jpeg_damage`): those are answered, with ``damaged``
+true, and counted on the metrics endpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +12,71 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from camdet.image_check import ImageCheckError, check_encoded_image
-from camdet.triton_models.common import error_response, load_config, parameter, tensor_names
+from camdet.jpeg_damage import find_damage
+from camdet.request_parameters import RequestParameterError
+from camdet.triton_models.common import (
+    checked_parameters,
+    error_response,
+    guarded_execute,
+    load_config,
+    output_dtype,
+    parameter,
+    tensor_names,
+)
+
+DAMAGED = "damaged"
+DAMAGED_FRAMES_METRIC = "camdet_damaged_frames_total"
 
 
 class TritonPythonModel:
     """Pass each request's encoded frame through unchanged, or fail that request."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        """Read tensor names and size limits from the config."""
+        """Read tensor names and size limits from the config; register the damage count."""
         config = load_config(args)
         (self.input_name,) = tensor_names(config, "input")
-        (self.output_name,) = tensor_names(config, "output")
+        self.output_name = next(n for n in tensor_names(config, "output") if n != DAMAGED)
+        self.damaged_dtype = output_dtype(config, DAMAGED)
         self.max_pixels = int(parameter(config, "max_pixels"))
         self.max_side = int(parameter(config, "max_side"))
+        family = pb_utils.MetricFamily(
+            name=DAMAGED_FRAMES_METRIC,
+            description="Frames answered although their image data is damaged (concealed)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.damaged_frames = family.Metric(labels={"model": args["model_name"]})
 
+    @guarded_execute
     def execute(self, requests: list) -> list:
-        """Check every frame of every request; one response per request."""
+        """Check every frame and the parameters of every request; one response per request."""
         return [self._check(request) for request in requests]
 
     def _check(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
+        try:
+            checked_parameters(request)
+        except RequestParameterError as exc:
+            return error_response(f"bad request parameters: {exc}")
         frames = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+        damaged = np.zeros((len(frames), 1), dtype=self.damaged_dtype)
         try:
             # [batch, bytes]: one encoded frame per row (one row per camera request).
-            for frame in frames:
-                check_encoded_image(frame.tobytes(), self.max_pixels, self.max_side)
+            for row, frame in enumerate(frames):
+                damaged[row] = self._is_damaged(frame.tobytes())
         except ImageCheckError as exc:
             return error_response(f"invalid image: {exc}")
         return pb_utils.InferenceResponse(
-            [pb_utils.Tensor(self.output_name, np.ascontiguousarray(frames))]
+            [
+                pb_utils.Tensor(self.output_name, np.ascontiguousarray(frames)),
+                pb_utils.Tensor(DAMAGED, damaged),
+            ]
         )
+
+    def _is_damaged(self, data: bytes) -> bool:
+        """Check one frame (raises ImageCheckError); log and count concealable damage."""
+        info = check_encoded_image(data, self.max_pixels, self.max_side)
+        damage = find_damage(data) if info.format == "jpeg" else None
+        if damage is None:
+            return False
+        self.damaged_frames.increment(1)
+        pb_utils.Logger.log_verbose(f"validate: damaged JPEG answered: {damage}")
+        return True

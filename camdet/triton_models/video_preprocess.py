@@ -19,6 +19,7 @@ from camdet.constants import PAD_VALUE, PIXEL_SCALE
 from camdet.decoder_pool import DecoderPool, PoolLimits, VideoRequestError
 from camdet.triton_models.common import (
     error_response,
+    guarded_execute,
     instance_device,
     load_config,
     output_dtype,
@@ -30,6 +31,7 @@ from camdet.video_letterbox import VideoLetterbox
 
 CHUNK, PTS = "video_chunk", "pts"
 IMAGE, SIZE, FRAME_PTS = "preprocessed_image", "original_size", "frame_pts"
+DAMAGED = "damaged"
 NO_FRAME = -1
 """``frame_pts`` of a response that carries no frame (the decoder holds all it has)."""
 
@@ -57,7 +59,7 @@ class TritonPythonModel:
         self.letterbox = VideoLetterbox(
             int(config["max_batch_size"]), threads, self.device_id, on_gpu=nvdec
         )
-        self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS)}
+        self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS, DAMAGED)}
         image_dims = pb_utils.get_output_config_by_name(config, IMAGE)["dims"]
         # What a letterboxed frame's padding is, everywhere: a frame that is all padding.
         self.pad_image = np.full(
@@ -86,6 +88,7 @@ class TritonPythonModel:
             for camera in self.pool.expire():
                 pb_utils.Logger.log_info(f"preprocess_video: camera {camera} idle, decoder freed")
 
+    @guarded_execute
     def execute(self, requests: list) -> list:
         """Feed each request's access unit to its camera; one response per request."""
         answers = [self._submit(request) for request in requests]
@@ -123,6 +126,8 @@ class TritonPythonModel:
         tensors = [
             _tensor(IMAGE, image, self.dtypes[IMAGE]),
             _tensor(SIZE, size, self.dtypes[SIZE]),
+            # A damaged access unit is refused, never concealed: no answered frame is.
+            pb_utils.Tensor(DAMAGED, np.zeros((1, 1), dtype=self.dtypes[DAMAGED])),
             pb_utils.Tensor(FRAME_PTS, np.array([[pts]], dtype=self.dtypes[FRAME_PTS])),
         ]
         return pb_utils.InferenceResponse(tensors)

@@ -1,0 +1,107 @@
+"""Per-camera tracking in the client: a ``track_id`` on every answered detection.
+
+Answers of all cameras reach the event loop, in order per camera except when several
+requests of a camera are in flight; each camera gets its own
+:class:`~camdet.tracking.bytetrack.ByteTracker` here (why here and not on the server: see
+:mod:`camdet.tracking` and the model card). Both paths feed it: ``detect`` answers (JPEG)
+and ``detect_video`` answers (H.264/HEVC pass-through), after their frames are resolved.
+
+- Frames skipped between two answers (real-time drops, a server outage and fail-over,
+  decimation) advance the motion model by the gap in the camera's frame positions, so
+  tracks coast through them and keep their ids for up to ``max_age`` frames.
+- A new camera session (reconnect, next pass of a looping file) ends every track: the
+  objects may have moved anywhere meanwhile. Ids keep counting up, never reused.
+- An answer that arrives after a later frame's is labelled from the current tracks
+  without changing them (the tracker only moves forward in time).
+- With a count line, tracks crossing it are counted per camera and direction.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from itertools import count
+
+import numpy as np
+from camdet.client.sinks import Result
+
+from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings
+from camdet.tracking.lines import DIRECTIONS, CountLine, LineCounter
+
+
+@dataclass
+class _CameraTracks:
+    tracker: ByteTracker
+    counter: LineCounter | None
+    session: int | None = None
+    newest_index: int = -1  # capture index of the newest frame tracked
+    position: int | None = None  # its position in the session, for the time step
+
+
+@dataclass
+class Tracking:
+    """Tracks of every camera, updated from answered frames.
+
+    Args:
+        settings: ByteTrack's thresholds.
+        count_line: Count tracks crossing this line (pixels of each camera's frames).
+    """
+
+    settings: TrackerSettings = field(default_factory=TrackerSettings)
+    count_line: CountLine | None = None
+    _cameras: dict[str, _CameraTracks] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def apply(self, result: Result) -> Result:
+        """The answered frame with a ``track_id`` on each detection (None: no track yet).
+
+        Call once per answered frame, in answer order (the event loop does).
+        """
+        frame = result.frame
+        camera = self._camera(frame.camera_id)
+        detections = result.detections
+        boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+        with self._lock:
+            if frame.session != camera.session:
+                self._restart(camera, frame.session)
+            if frame.index < camera.newest_index:
+                ids = camera.tracker.label(boxes)
+            else:
+                step = 1 if camera.position is None else frame.position - camera.position
+                scores = np.array([d.score for d in detections], dtype=np.float64)
+                class_ids = np.array([d.class_id for d in detections], dtype=np.int64)
+                ids = camera.tracker.update(boxes, scores, class_ids, max(step, 1))
+                camera.newest_index, camera.position = frame.index, frame.position
+                if camera.counter is not None:
+                    camera.counter.update(ids, boxes)
+        tracked = [
+            replace(d, track_id=None if i == NO_TRACK else int(i))
+            for d, i in zip(detections, ids, strict=True)
+        ]
+        return replace(result, detections=tracked)
+
+    def crossings(self) -> dict[str, dict[str, int]]:
+        """Line crossings so far: ``{camera: {"in": n, "out": n}}`` (empty without a line)."""
+        with self._lock:
+            return {
+                camera_id: {d: camera.counter.counts[d] for d in DIRECTIONS}
+                for camera_id, camera in self._cameras.items()
+                if camera.counter is not None
+            }
+
+    def _camera(self, camera_id: str) -> _CameraTracks:
+        with self._lock:
+            camera = self._cameras.get(camera_id)
+            if camera is None:
+                # One id counter per camera across sessions: an id is never reused.
+                tracker = ByteTracker(self.settings, ids=count(1))
+                counter = None if self.count_line is None else LineCounter(self.count_line)
+                camera = self._cameras[camera_id] = _CameraTracks(tracker, counter)
+            return camera
+
+    @staticmethod
+    def _restart(camera: _CameraTracks, session: int) -> None:
+        camera.tracker.reset()
+        if camera.counter is not None:
+            camera.counter.forget()
+        camera.session, camera.newest_index, camera.position = session, -1, None
