@@ -25,6 +25,8 @@ from camdet.client.streamer import Ingest, IngestOptions, Mode
 from rich.console import Console
 from rich.live import Live
 
+from camdet.tracking.lines import CountLine
+
 logger = logging.getLogger(__name__)
 
 _EXISTING_FILE = {"exists": True, "dir_okay": False, "readable": True}
@@ -137,6 +139,18 @@ def ingest(
     confidence: Annotated[float | None, typer.Option(help="Confidence threshold.")] = None,
     iou: Annotated[float | None, typer.Option(help="NMS IoU threshold.")] = None,
     max_detections: Annotated[int | None, typer.Option(help="Detections per frame.")] = None,
+    track: Annotated[
+        bool, typer.Option(help="Give detections per-camera track ids (ByteTrack).")
+    ] = True,
+    count_line: Annotated[
+        CountLine | None,
+        typer.Option(
+            help="Count tracks crossing the line x1,y1,x2,y2 (frame pixels) per camera; "
+            "'in' = onto its right-hand side seen from x1,y1 to x2,y2. Implies --track.",
+            parser=CountLine.parse,
+            metavar="X1,Y1,X2,Y2",
+        ),
+    ] = None,
     jsonl: Annotated[Path | None, typer.Option(help="Write results as JSON Lines here.")] = None,
     video_dir: Annotated[
         Path | None,
@@ -183,6 +197,8 @@ def ingest(
         decode_on_client=decode_on_client or video_dir is not None,
         request_timeout_s=request_timeout,
         thresholds=threshold_parameters(confidence, iou, max_detections),
+        track=track,
+        count_line=count_line,
     )
     try:
         runner = Ingest(
@@ -195,12 +211,13 @@ def ingest(
     except (ValueError, SourceError) as error:  # ConfigError is a ValueError
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from error
-    collector = IngestCollector(runner.accounting, runner.assignment)
+    crossings = runner.tracking.crossings if runner.tracking is not None else dict
+    collector = IngestCollector(runner.accounting, runner.assignment, crossings)
     metrics = None if metrics_port is None else serve_metrics(collector, metrics_port, metrics_host)
     if metrics is not None:
         console.print(f"metrics at {metrics.url}")
     show_live = sys.stdout.isatty() if live is None else live
-    view = LiveView(runner.accounting, runner.assignment)
+    view = LiveView(runner.accounting, runner.assignment, crossings)
     try:
         if show_live:
             with Live(get_renderable=view.render, console=console, refresh_per_second=1):
@@ -210,7 +227,7 @@ def ingest(
     finally:
         if metrics is not None:
             metrics.close()
-        console.print(totals_table(runner.accounting.snapshot()))
+        console.print(totals_table(runner.accounting.snapshot(), crossings=crossings()))
 
 
 def main() -> None:

@@ -43,21 +43,28 @@ class Detection:
         score: Class score in [0, 1].
         class_id: Class index.
         label: Class name from the server's labels file.
+        track_id: Id of the object's track in its camera, stable while the object is
+            followed (see :mod:`camdet.client.tracks`); None: tracking off, or no
+            confirmed track yet (an object's first frame, a weak detection).
     """
 
     box: tuple[float, float, float, float]
     score: float
     class_id: int
     label: str
+    track_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (box rounded to 0.1 px, score to 1e-4)."""
-        return {
+        """JSON-ready form (box rounded to 0.1 px, score to 1e-4; ``track_id`` if any)."""
+        record = {
             "box": [round(v, 1) for v in self.box],
             "score": round(self.score, 4),
             "class_id": self.class_id,
             "label": self.label,
         }
+        if self.track_id is not None:
+            record["track_id"] = self.track_id
+        return record
 
 
 def frame_input(encoded: bytes) -> list[grpcclient.InferInput]:

@@ -32,15 +32,19 @@ class IngestCollector(Collector):
     Args:
         accounting: The counters.
         assignment: Returns the server URL serving each camera now (None: none up).
+        crossings: Returns the count line's crossings per camera and direction
+            (:meth:`camdet.client.tracks.Tracking.crossings`).
     """
 
     def __init__(
         self,
         accounting: Accounting,
         assignment: Callable[[], dict[str, str | None]] = dict,
+        crossings: Callable[[], dict[str, dict[str, int]]] = dict,
     ) -> None:
         self.accounting = accounting
         self.assignment = assignment
+        self.crossings = crossings
 
     def collect(self) -> Iterator[Metric]:
         """One sample per camera of every metric."""
@@ -71,6 +75,21 @@ class IngestCollector(Collector):
                     latency.add_metric([camera, quantile], value)
         yield from (in_flight, reconnects, latency)
         yield from self._assignment()
+        yield from self._crossings()
+
+    def _crossings(self) -> Iterator[Metric]:
+        counts = self.crossings()
+        if not counts:
+            return
+        family = CounterMetricFamily(
+            f"{PREFIX}_line_crossings",
+            "Tracks that crossed the count line (in: onto its right-hand side, x1,y1 -> x2,y2).",
+            labels=["camera", "direction"],
+        )
+        for camera, by_direction in counts.items():
+            for direction, value in by_direction.items():
+                family.add_metric([camera, direction], value)
+        yield family
 
     def _assignment(self) -> Iterator[Metric]:
         server = GaugeMetricFamily(

@@ -18,6 +18,7 @@ def totals_table(
     assignment: dict[str, str | None] | None = None,
     rates: dict[str, tuple[float, float]] | None = None,
     title: str = "camdet ingest: per-camera totals",
+    crossings: dict[str, dict[str, int]] | None = None,
 ) -> Table:
     """A table of per-camera counters.
 
@@ -26,6 +27,8 @@ def totals_table(
         assignment: Server URL per camera (column left out when None).
         rates: ``(frames in/s, frames out/s)`` per camera (columns left out when None).
         title: Table title.
+        crossings: Count-line crossings per camera and direction (column left out when
+            empty or None).
     """
     table = Table(title=title)
     table.add_column("camera")
@@ -37,6 +40,8 @@ def totals_table(
     for column in ("p50 ms", "p99 ms", "captured", "answered", "dropped", "failed", "in flight"):
         table.add_column(column, justify="right")
     table.add_column("reconnects", justify="right")
+    if crossings:
+        table.add_column("line in/out", justify="right")
     for camera, totals in snapshot.items():
         row = [camera]
         if assignment is not None:
@@ -54,6 +59,9 @@ def totals_table(
             str(totals.in_flight),
             str(totals.reconnects),
         ]
+        if crossings:
+            counts = crossings.get(camera, {})
+            row.append(f"{counts.get('in', 0)}/{counts.get('out', 0)}")
         table.add_row(*row)
     return table
 
@@ -65,10 +73,14 @@ class LiveView:
     """
 
     def __init__(
-        self, accounting: Accounting, assignment: Callable[[], dict[str, str | None]]
+        self,
+        accounting: Accounting,
+        assignment: Callable[[], dict[str, str | None]],
+        crossings: Callable[[], dict[str, dict[str, int]]] = dict,
     ) -> None:
         self.accounting = accounting
         self.assignment = assignment
+        self.crossings = crossings
         self._previous: tuple[float, dict[str, CameraTotals]] | None = None
 
     def render(self) -> Table:
@@ -84,4 +96,5 @@ class LiveView:
                     (totals.answered - before.answered) / elapsed,
                 )
         self._previous = (now, snapshot)
-        return totals_table(snapshot, self.assignment(), rates, "camdet ingest (Ctrl-C stops)")
+        title = "camdet ingest (Ctrl-C stops)"
+        return totals_table(snapshot, self.assignment(), rates, title, self.crossings())

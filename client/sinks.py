@@ -111,15 +111,22 @@ def camera_file_name(camera_id: str) -> str:
 
 
 def annotate(image_rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
-    """A copy of the frame with each detection's box, label and score drawn on it."""
+    """A copy of the frame with each detection's box, label and score drawn on it.
+
+    Tracked detections are labelled ``#<track id>`` first and coloured by track, so an
+    object keeps its colour while it keeps its id; untracked ones are coloured by class.
+    """
     canvas = np.ascontiguousarray(image_rgb).copy()
     for detection in detections:
-        color = _PALETTE[detection.class_id % len(_PALETTE)]
+        tracked = detection.track_id is not None
+        key = detection.track_id if tracked else detection.class_id
+        color = _PALETTE[key % len(_PALETTE)]
         x1, y1, x2, y2 = (round(v) for v in detection.box)
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, 2)
+        prefix = f"#{detection.track_id} " if tracked else ""
         cv2.putText(
             canvas,
-            f"{detection.label} {detection.score:.2f}",
+            f"{prefix}{detection.label} {detection.score:.2f}",
             (x1, max(12, y1 - 4)),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.5,

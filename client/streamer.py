@@ -51,6 +51,9 @@ from camdet.client.servers import (
 )
 from camdet.client.sinks import Result, Sink
 from camdet.client.sources import DEFAULT_TIMEOUTS, AvSource, Timeouts, open_source
+from camdet.client.tracks import Tracking
+
+from camdet.tracking.lines import CountLine
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ class IngestOptions:
         reconnect: Backoff between camera reconnects.
         server_probe: Backoff between probes of a server that is down.
         timeouts: Camera network timeouts.
+        track: Give detections per-camera track ids (:mod:`camdet.client.tracks`).
+        count_line: Count tracks crossing this line, per camera (implies ``track``).
     """
 
     mode: Mode = Mode.REALTIME
@@ -107,6 +112,8 @@ class IngestOptions:
     reconnect: BackoffPolicy = RECONNECT_BACKOFF
     server_probe: BackoffPolicy = PROBE_BACKOFF
     timeouts: Timeouts = DEFAULT_TIMEOUTS
+    track: bool = True
+    count_line: CountLine | None = None
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:
@@ -171,6 +178,8 @@ class Ingest:
         self._sources = {c.id: open_source(c, options.timeouts, pass_video) for c in self.cameras}
         self._sequence_ids = sequence_ids(self._sources)
         self.accounting = Accounting([c.id for c in self.cameras])
+        tracked = options.track or options.count_line is not None
+        self.tracking = Tracking(count_line=options.count_line) if tracked else None
         self._quality = {c.id: c.jpeg_quality or options.jpeg_quality for c in self.cameras}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -367,6 +376,8 @@ class Ingest:
         self._deliver(Result(frame, detections, latency, endpoint.url))
 
     def _deliver(self, result: Result) -> None:
+        if self.tracking is not None:
+            result = self.tracking.apply(result)
         for sink in self.sinks:
             try:
                 sink.write(result)
