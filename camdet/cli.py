@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from camdet.client.cli import ingest
+from camdet.doctor_cli import doctor
 from camdet.perf.cli import register as register_bench
 from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes_cli import app as scenes_app
@@ -67,21 +68,55 @@ def serve(
     log_verbose: Annotated[
         bool, typer.Option(help="Triton verbose log (tensor devices of each step).")
     ] = False,
+    address: Annotated[
+        str,
+        typer.Option(
+            envvar="CAMDET_ADDRESS",
+            help="Address all ports bind to. Default: loopback only; 0.0.0.0 (or an "
+            "interface's address) serves other machines.",
+        ),
+    ] = "127.0.0.1",
+    grpc_tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM server certificate: TLS on gRPC.", exists=True)
+    ] = None,
+    grpc_tls_key: Annotated[
+        Path | None, typer.Option(help="PEM key of --grpc-tls-cert.", exists=True)
+    ] = None,
+    grpc_tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(help="PEM CA of client certificates: mutual TLS on gRPC.", exists=True),
+    ] = None,
+    restrict_apis: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CAMDET_RESTRICT_APIS",
+            help="KEY=VALUE: model-repository, model-config, shared-memory, statistics, "
+            "trace and logging APIs (gRPC and HTTP) answer only requests with header "
+            "KEY: VALUE. Prefer the environment variable: arguments show in ps.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the detection ensemble until Ctrl-C (or SIGTERM)."""
+    from camdet.security import endpoint_lines, exposure_from_options
     from camdet.server import Ports
     from camdet.server import serve as start
 
+    try:
+        exposure = exposure_from_options(
+            address, grpc_tls_cert, grpc_tls_key, grpc_tls_client_ca, restrict_apis
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with start(
-        repository, Ports(http_port, grpc_port, metrics_port), portable, log_verbose
-    ) as server:
+    ports = Ports(http_port, grpc_port, metrics_port)
+    with start(repository, ports, portable, log_verbose, exposure=exposure) as server:
         mode = "portable" if server.launch.portable else "container"
         console.print(f"[green]tritonserver ready[/] ({mode}), ensemble [bold]detect[/]")
-        console.print(f"  gRPC    localhost:{grpc_port}\n  HTTP    localhost:{http_port}")
-        console.print(f"  metrics http://localhost:{metrics_port}/metrics\nCtrl-C to stop.")
+        for line in endpoint_lines(exposure, http_port, grpc_port, metrics_port):
+            console.print(line, markup=False)
+        console.print("Ctrl-C to stop.")
         while not stop.wait(0.5):
             if not server.is_running():
                 console.print(f"[red]tritonserver exited[/]\n{server.log_tail()}")
@@ -156,6 +191,7 @@ def demo(
 
 app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
 app.command("ingest")(ingest)
+app.command("doctor")(doctor)
 register_bench(app)
 
 

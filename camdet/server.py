@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from camdet.security import LOCAL, Exposure
+
 logger = logging.getLogger(__name__)
 
 CONTAINER_BINARY = "tritonserver"
@@ -46,7 +48,7 @@ class ServerError(RuntimeError):
 
 @dataclass(frozen=True)
 class Ports:
-    """Ports the server listens on (loopback and all interfaces)."""
+    """Ports the server listens on (on the address of its :class:`~camdet.security.Exposure`)."""
 
     http: int = 8000
     grpc: int = 8001
@@ -71,6 +73,8 @@ class Launch:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     portable: bool = True
+    host: str = "localhost"
+    """Where this machine reaches the server (the bind address, loopback for wildcards)."""
 
 
 def has_cuda_gpu() -> bool:
@@ -187,7 +191,13 @@ def check_stub_numpy(python_bin: Path) -> str:
     return version
 
 
-def portable_launch(repository: Path, ports: Ports, workdir: Path, verbose: bool = False) -> Launch:
+def portable_launch(
+    repository: Path,
+    ports: Ports,
+    workdir: Path,
+    verbose: bool = False,
+    exposure: Exposure = LOCAL,
+) -> Launch:
     """The command line and environment of the portable server."""
     root = pytriton_root()
     libs = root.parent / "nvidia_pytriton.libs"
@@ -205,19 +215,29 @@ def portable_launch(repository: Path, ports: Ports, workdir: Path, verbose: bool
         str(root / "tritonserver" / "bin" / "tritonserver"),
         f"--backend-directory={portable_backend_dir(workdir)}",
         f"--cache-directory={root / 'tritonserver' / 'caches'}",
-        *_common_args(repository, ports, verbose),
+        *_common_args(repository, ports, verbose, exposure),
     ]
-    return Launch(argv, env, portable=True)
+    return Launch(argv, env, portable=True, host=exposure.local_host)
 
 
-def container_launch(binary: str, repository: Path, ports: Ports, verbose: bool = False) -> Launch:
+def container_launch(
+    binary: str,
+    repository: Path,
+    ports: Ports,
+    verbose: bool = False,
+    exposure: Exposure = LOCAL,
+) -> Launch:
     """The command line of the container's own server (all backends)."""
-    return Launch([binary, *_common_args(repository, ports, verbose)], {}, portable=False)
+    argv = [binary, *_common_args(repository, ports, verbose, exposure)]
+    return Launch(argv, {}, portable=False, host=exposure.local_host)
 
 
-def _common_args(repository: Path, ports: Ports, verbose: bool) -> list[str]:
+def _common_args(
+    repository: Path, ports: Ports, verbose: bool, exposure: Exposure = LOCAL
+) -> list[str]:
     return [
         f"--model-repository={repository}",
+        *exposure.args(),
         f"--http-port={ports.http}",
         f"--grpc-port={ports.grpc}",
         f"--metrics-port={ports.metrics}",
@@ -271,12 +291,12 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         """``host:port`` of the gRPC endpoint on loopback."""
-        return f"localhost:{self.ports.grpc}"
+        return f"{self.launch.host}:{self.ports.grpc}"
 
     @property
     def http_url(self) -> str:
         """``host:port`` of the HTTP endpoint on loopback."""
-        return f"localhost:{self.ports.http}"
+        return f"{self.launch.host}:{self.ports.http}"
 
     def start(self, timeout_s: float = 180.0) -> TritonServer:
         """Start the process and wait until ``/v2/health/ready`` answers 200.
@@ -327,7 +347,7 @@ class TritonServer:
         """
         from prometheus_client.parser import text_string_to_metric_families
 
-        url = f"http://localhost:{self.ports.metrics}/metrics"
+        url = f"http://{self.launch.host}:{self.ports.metrics}/metrics"
         with urllib.request.urlopen(url, timeout=5.0) as response:
             text = response.read().decode()
         counts: dict[tuple[str, str, str], int] = {}
@@ -408,6 +428,7 @@ def serve(
     verbose: bool = False,
     workdir: Path | None = None,
     timeout_s: float = 180.0,
+    exposure: Exposure = LOCAL,
 ) -> Iterator[TritonServer]:
     """Serve the ensemble: the container's server if present, else the portable one.
 
@@ -418,6 +439,7 @@ def serve(
         verbose: Triton verbose logging (shows each step's tensor devices).
         workdir: Where to put the portable repository and backend folder (temp if None).
         timeout_s: Readiness deadline.
+        exposure: Listen address, gRPC TLS and restricted APIs (default: loopback only).
 
     Yields:
         The ready server; it is stopped when the block exits.
@@ -433,7 +455,7 @@ def serve(
             repository = generate_portable_repository(
                 production_repository, root / "portable_repository", gpu=has_cuda_gpu()
             )
-            launch = portable_launch(repository, ports, root, verbose)
+            launch = portable_launch(repository, ports, root, verbose, exposure)
         else:
             if binary is None:
                 raise ServerError(
@@ -442,6 +464,6 @@ def serve(
             problems = container_plan_problems(production_repository)
             if problems:
                 raise ServerError("cannot serve the TensorRT plan:\n- " + "\n- ".join(problems))
-            launch = container_launch(binary, production_repository, ports, verbose)
+            launch = container_launch(binary, production_repository, ports, verbose, exposure)
         with TritonServer(launch, ports, root / "tritonserver.log").start(timeout_s) as server:
             yield server
