@@ -55,6 +55,7 @@ from camdet.scenes.camera import (
     sample_camera_look,
 )
 from camdet.scenes.clips import (
+    mot_path,
     write_clip,
 )
 from camdet.scenes.coco import (
@@ -159,6 +160,7 @@ __all__ = [
     "frame_from_objects",
     "in_frame_fraction",
     "letterboxed_size",
+    "mot_path",
     "pick_color",
     "place_objects",
     "polygon_area",

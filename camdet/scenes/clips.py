@@ -8,12 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from camdet.scenes.coco import _CocoWriter, _write_json
+from camdet.scenes.mot import TrackTruth, truth_of, write_mot
 from camdet.scenes.sequence import SceneSequence
 
 if TYPE_CHECKING:
     import av
 
 logger = logging.getLogger(__name__)
+
+
+def mot_path(clip_path: Path) -> Path:
+    """Where :func:`write_clip` puts a clip's MOT ground truth: ``clip.mp4`` -> ``clip.mot.txt``."""
+    return clip_path.with_suffix(".mot.txt")
 
 
 def write_clip(
@@ -47,6 +53,9 @@ def write_clip(
         keyframe_interval: Frames between keyframes; defaults to ``fps`` (one per second).
         crf: x264 constant rate factor (lower is better quality).
 
+    The tracking ground truth (object ids per frame, MOTChallenge rows, see
+    :mod:`camdet.scenes.mot`) goes to :func:`mot_path` of ``out_path``.
+
     Returns:
         Path of the COCO file, ``out_path`` with suffix ``.json``.
 
@@ -61,6 +70,7 @@ def write_clip(
     gop = keyframe_interval or fps
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = _CocoWriter()
+    truths: list[TrackTruth] = []
     # PyAV only here: the scene renderer must import on machines without it (the GPU one).
     import av
 
@@ -73,6 +83,7 @@ def write_clip(
             video_frame.time_base = Fraction(1, fps)
             container.mux(stream.encode(video_frame))
             writer.add(frame, f"{out_path.name}#{index}")["frame_index"] = index
+            truths.append(truth_of(frame))
         container.mux(stream.encode(None))
     coco = writer.result()
     coco["info"] = {
@@ -84,6 +95,7 @@ def write_clip(
     }
     json_path = out_path.with_suffix(".json")
     _write_json(json_path, coco)
+    write_mot(mot_path(out_path), truths)
     logger.info("wrote %d frames to %s and %s", num_frames, out_path, json_path)
     return json_path
 

@@ -1,0 +1,192 @@
+"""Tracking without a server: ByteTrack on exact scene truth, count lines, MOT files, and
+the client's per-camera stage (sessions, gaps, late answers), metrics and sinks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from camdet.client.accounting import Accounting
+from camdet.client.detect import Detection
+from camdet.client.metrics import IngestCollector
+from camdet.client.reader import CapturedFrame
+from camdet.client.report import totals_table
+from camdet.client.sinks import Result, annotate
+from camdet.client.tracks import Tracking
+
+from camdet.scenes import SceneSequence, mot_path, write_clip
+from camdet.scenes.mot import read_mot, sequence_truth, truth_of, write_mot
+from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, box_iou, match
+from camdet.tracking.evaluate import FrameDetections, accumulate, scene_events, score
+from camdet.tracking.lines import CountLine, LineCounter
+
+
+def noisy_detections(truths, seed: int, jitter_px: float = 1.0, miss: float = 0.05):
+    """Ground truth as a detector would see it: jittered boxes, a few missed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for truth in truths:
+        keep = rng.random(len(truth.ids)) >= miss
+        boxes = truth.boxes[keep] + rng.normal(0, jitter_px, (int(keep.sum()), 4))
+        scores = rng.uniform(0.6, 0.95, int(keep.sum()))
+        out.append(FrameDetections(boxes.astype(np.float32), scores, truth.class_ids[keep]))
+    return out
+
+
+def test_iou_and_matching() -> None:
+    a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]])
+    b = np.array([[20, 20, 30, 30], [0, 0, 10, 5], [100, 100, 110, 110]])
+    np.testing.assert_allclose(box_iou(a, b), [[0, 0.5, 0], [1, 0, 0]])
+    assert sorted(match(a, b, 0.3)) == [(0, 1), (1, 0)]
+    assert match(a, b, 0.6) == [(1, 0)]
+    assert match(a[:0], b, 0.1) == []
+
+
+def test_tracker_follows_scene_objects_through_occlusions_and_crossings() -> None:
+    sequence = SceneSequence(15_100, 640, 360, num_objects=(8, 10))
+    truths = sequence_truth(sequence, 300)
+    events = scene_events(truths)
+    assert events["crossings"] >= 1 and events["occlusions"] >= 1, events
+    detections = noisy_detections(truths, seed=1)
+    tracker = ByteTracker()
+    ids = [tracker.update(d.boxes, d.scores, d.class_ids) for d in detections]
+    result = score([accumulate(truths, detections, ids)], 0.0)
+    assert result.idf1 >= 0.9, result
+    assert result.switches_per_1000 <= 1.0, result
+
+
+def test_first_frame_confirms_later_objects_need_two_frames() -> None:
+    tracker = ByteTracker()
+    box = np.array([[10.0, 10.0, 50.0, 50.0]])
+    assert tracker.update(box, [0.9], [0]).tolist() == [1]
+    other = np.array([[10.0, 10.0, 50.0, 50.0], [200.0, 200.0, 240.0, 240.0]])
+    assert tracker.update(other, [0.9, 0.9], [0, 1]).tolist() == [1, NO_TRACK]
+    assert tracker.update(other + 2, [0.9, 0.9], [0, 1]).tolist() == [1, 2]
+    # A weak detection only extends an existing track; it never starts one.
+    assert tracker.update(other[:1] + 4, [0.3], [0]).tolist() == [1]
+    assert tracker.update(other[1:] + 500, [0.3], [1]).tolist() == [NO_TRACK]
+
+
+def test_track_coasts_through_a_gap_and_ends_after_max_age() -> None:
+    tracker = ByteTracker()
+    velocity = np.array([3.0, 1.0, 3.0, 1.0])
+    box = np.array([100.0, 100.0, 140.0, 160.0])
+    for frame in range(5):
+        assert tracker.update((box + frame * velocity)[None], [0.9], [2]).tolist() == [1]
+    # 20 frames unseen (a server outage): the motion model carries the track across.
+    assert tracker.update((box + 25 * velocity)[None], [0.9], [2], dt=21).tolist() == [1]
+    tracker.update(np.empty((0, 4)), [], [], dt=tracker.settings.max_age + 1)
+    assert tracker.update((box + 60 * velocity)[None], [0.9], [2]).tolist() == [NO_TRACK]
+
+
+def test_count_line_counts_direction_once_despite_jitter() -> None:
+    line = CountLine.parse("100,0,100,200")
+    counter = LineCounter(line)
+    # Moving right across a top-to-bottom line: onto its right-hand side? Going from
+    # (100, 0) to (100, 200) in image coordinates, the right-hand side is x < 100.
+    path = [80, 95, 99, 101, 99.5, 100.5, 105, 130]
+    events = [counter.update(np.array([7]), np.array([[x - 5, 50, x + 5, 60]])) for x in path]
+    assert [e for e in events if e] == [[(7, "out")]]
+    counter.update(np.array([7]), np.array([[60, 50, 70, 60]]))
+    assert dict(counter.counts) == {"out": 1, "in": 1}
+    # Crossing the infinite line beyond the segment's end does not count.
+    counter.update(np.array([8]), np.array([[80, 300, 90, 310]]))
+    counter.update(np.array([8]), np.array([[120, 300, 130, 310]]))
+    assert sum(counter.counts.values()) == 2
+    for bad in ("1,2,3", "a,b,c,d", "5,5,5,5"):
+        with pytest.raises(ValueError):
+            CountLine.parse(bad)
+
+
+def test_mot_ground_truth_round_trips_and_matches_rendered_frames(tmp_path: Path) -> None:
+    sequence = SceneSequence(15_101, 320, 180, num_objects=5)
+    truths = sequence_truth(sequence, 12)
+    for index in (0, 11):
+        rendered = truth_of(sequence.frame(index))
+        np.testing.assert_array_equal(rendered.ids, truths[index].ids)
+        np.testing.assert_allclose(rendered.boxes, truths[index].boxes)
+    back = read_mot(write_mot(tmp_path / "gt.txt", truths))
+    assert len(back) == 12
+    for a, b in zip(truths, back, strict=True):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    first = (tmp_path / "gt.txt").read_text().splitlines()[0].split(",")
+    assert first[0] == "1" and len(first) == 9 and int(first[1]) >= 1
+    write_clip(tmp_path / "c.mp4", 15_101, 12, 320, 180, num_objects=5)
+    assert read_mot(mot_path(tmp_path / "c.mp4"))[11].ids.tolist() == truths[11].ids.tolist()
+
+
+def captured(index: int, session: int = 0, position: int | None = None) -> CapturedFrame:
+    now = time.monotonic()
+    return CapturedFrame(
+        "cam",
+        index,
+        session,
+        index if position is None else position,
+        None,
+        time.time(),
+        now,
+        None,
+        np.zeros((4, 4, 3), np.uint8),
+    )
+
+
+def answer(index: int, boxes: list[list[float]], **frame) -> Result:
+    detections = [Detection(tuple(b), 0.9, 0, "disc") for b in boxes]
+    return Result(captured(index, **frame), detections, 0.01, "localhost:8001")
+
+
+def ids_of(result: Result) -> list[int | None]:
+    return [d.track_id for d in result.detections]
+
+
+def test_client_stage_restarts_on_new_session_and_never_reuses_ids() -> None:
+    tracking = Tracking(count_line=CountLine(50, 0, 50, 100))
+    box = [[10.0, 10.0, 30.0, 30.0]]
+    assert ids_of(tracking.apply(answer(0, box))) == [1]
+    assert ids_of(tracking.apply(answer(1, [[12.0, 10.0, 32.0, 30.0]]))) == [1]
+    # Reconnect: session 1. The same place holds a new track, with a new id.
+    assert ids_of(tracking.apply(answer(2, box, session=1, position=0))) == [2]
+    assert tracking.crossings() == {"cam": {"in": 0, "out": 0}}
+
+
+def test_client_stage_bridges_failover_gaps_and_labels_late_answers() -> None:
+    tracking = Tracking()
+    step = np.array([4.0, 0.0, 4.0, 0.0])
+    box = np.array([10.0, 10.0, 40.0, 40.0])
+    for index in range(4):
+        assert ids_of(tracking.apply(answer(index, [list(box + index * step)]))) == [1]
+    # Frames 4..15 were lost while the camera failed over to another server.
+    assert ids_of(tracking.apply(answer(16, [list(box + 16 * step)]))) == [1]
+    # An answer for frame 15 arrives late: labelled, and the track does not go back.
+    late = tracking.apply(answer(15, [list(box + 15 * step), [300.0, 300, 320, 320]]))
+    assert ids_of(late) == [1, None]
+    assert ids_of(tracking.apply(answer(17, [list(box + 17 * step)]))) == [1]
+
+
+def test_track_ids_reach_records_drawings_tables_and_metrics() -> None:
+    tracked = Detection((40.0, 30.0, 100.0, 90.0), 0.9, 1, "box", track_id=12)
+    assert tracked.as_dict()["track_id"] == 12
+    assert "track_id" not in Detection((0, 0, 1, 1), 0.5, 0, "disc").as_dict()
+    image = np.zeros((120, 160, 3), np.uint8)
+    untracked = Detection(tracked.box, 0.9, 1, "box")
+    drawn = annotate(image, [tracked])
+    assert not np.array_equal(drawn, annotate(image, [untracked]))  # id colour, "#12"
+    crossings = {"cam": {"in": 3, "out": 1}}
+    collector = IngestCollector(Accounting(["cam"]), dict, lambda: crossings)
+    samples = {
+        (s.name, s.labels["direction"]): s.value
+        for family in collector.collect()
+        for s in family.samples
+        if family.name == "camdet_client_line_crossings"
+    }
+    assert samples == {
+        ("camdet_client_line_crossings_total", "in"): 3,
+        ("camdet_client_line_crossings_total", "out"): 1,
+    }
+    table = totals_table(Accounting(["cam"]).snapshot(), crossings=crossings)
+    assert table.columns[-1].header == "line in/out"
+    assert list(table.columns[-1].cells) == ["3/1"]
