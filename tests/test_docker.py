@@ -153,6 +153,20 @@ def test_server_health_check_waits_for_readiness(compose: dict) -> None:
     assert int(health["start_period"].rstrip("s")) >= 60
 
 
+def test_server_guards_admin_apis_with_a_required_secret(compose: dict) -> None:
+    from camdet.security import RestrictedApis
+
+    command = compose["services"]["server"]["command"]
+    secret = "${CAMDET_ADMIN_KEY:?set CAMDET_ADMIN_KEY, the admin API secret (docker/README.md)}"
+    # The same flags camdet serve --restrict-apis gives (camdet.security), with no default
+    # secret: compose refuses to start without one.
+    expected = [
+        arg.replace("=placeholder", f"={secret}")
+        for arg in RestrictedApis("camdet-admin", "placeholder").args()
+    ]
+    assert [arg for arg in command if "restricted" in arg] == expected
+
+
 def test_both_services_reserve_the_same_nvidia_gpu(compose: dict) -> None:
     reservations = [
         compose["services"][name]["deploy"]["resources"]["reservations"]["devices"]
