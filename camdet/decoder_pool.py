@@ -61,17 +61,26 @@ class CameraStream:
     decoder: Decoder | None = None
     frames: deque[DecodedFrame] = field(default_factory=deque)
     waiting_for: str = "stream must start with a keyframe"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while this camera decodes: cameras decode in parallel, one at a time each."""
 
     def close(self) -> None:
-        """Free the decoder and the queued frames."""
-        if self.decoder is not None:
-            self.decoder.close()
-        self.decoder = None
-        self.frames.clear()
+        """Free the decoder and the queued frames (waits for a decode in progress)."""
+        with self.lock:
+            if self.decoder is not None:
+                self.decoder.close()
+            self.decoder = None
+            self.frames.clear()
 
 
 class DecoderPool:
-    """The cameras of one model instance; thread-safe (an expiry thread shares it)."""
+    """The cameras of one model instance; thread-safe.
+
+    The pool's lock guards only which cameras exist; each camera decodes under its own
+    lock, so a batch's cameras can decode in parallel threads (NVDEC runs several
+    sessions at once; PyAV releases the GIL while it decodes). Locks are always taken
+    pool first, then camera, never the other way round.
+    """
 
     def __init__(
         self,
@@ -119,12 +128,20 @@ class DecoderPool:
             self._expire_locked()
             stream = self._start(camera, codec) if flags & SEQUENCE_START else self._get(camera)
             stream.last_used = self.clock()
-            try:
+        try:
+            with stream.lock:
                 self._feed(stream, chunk, pts)
                 return stream.frames.popleft() if stream.frames else None
-            finally:
-                if flags & SEQUENCE_END:
-                    self.cameras.pop(camera).close()
+        finally:
+            if flags & SEQUENCE_END:
+                self._end(camera, stream)
+
+    def _end(self, camera: int, stream: CameraStream) -> None:
+        """Close a camera whose sequence ended (unless a new START replaced it already)."""
+        with self.lock:
+            if self.cameras.get(camera) is stream:
+                del self.cameras[camera]
+        stream.close()
 
     def expire(self) -> list[int]:
         """Close the cameras idle for longer than the timeout; their ids."""

@@ -1,6 +1,6 @@
 """Decode throughput of the per-camera decoders (``python -m camdet.video_throughput``).
 
-Feeds the same 1080p camera clip to N persistent decoders round-robin, as
+Feeds the same 1080p camera clip to N persistent decoders, in parallel threads, as
 ``preprocess_video`` does with N cameras, and reports frames/s for decode alone and for
 decode + the batched DALI letterbox. A GPU measurement for issue 11's numbers (NVDEC:
 656 frames/s one stream, ~3,800 for 8-32 streams, measured with the bare API).
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +23,26 @@ from camdet.video_letterbox import VideoLetterbox
 
 
 def measure(units: list, streams: int, rounds: int, device_id: int | None, letterbox) -> dict:
-    """Frames/s of ``streams`` decoders fed ``rounds`` access units each."""
+    """Frames/s of ``streams`` decoders fed ``rounds`` access units each.
+
+    Each round is what one batch of ``preprocess_video`` does: every camera decodes its
+    access unit in a thread of its own (as :class:`camdet.decoder_pool.DecoderPool` lets
+    the model do), then the round's frames are letterboxed in one DALI run.
+    """
     decoders = [open_decoder("h264", device_id) for _ in range(streams)]
     arrays = [np.frombuffer(u.data, np.uint8) for u in units]
     decoded = 0
-    start = time.perf_counter()
-    for index in range(rounds):
-        # Wrap at a keyframe boundary: the clip is one GOP, so index 0 is the keyframe.
-        unit = arrays[index % len(arrays)]
-        frames = [f for d in decoders for f in d.decode(unit, index)]
-        decoded += len(frames)
-        if letterbox is not None and frames:
-            letterbox.run([f.image for f in frames])
-    seconds = time.perf_counter() - start
+    with ThreadPoolExecutor(min(streams, os.cpu_count() or 1)) as pool:
+        start = time.perf_counter()
+        for index in range(rounds):
+            # Wrap at a keyframe boundary: the clip is one GOP, so index 0 is the keyframe.
+            unit = arrays[index % len(arrays)]
+            per_camera = pool.map(lambda d, u=unit, i=index: d.decode(u, i), decoders)
+            frames = [f for found in per_camera for f in found]
+            decoded += len(frames)
+            if letterbox is not None and frames:
+                letterbox.run([f.image for f in frames])
+        seconds = time.perf_counter() - start
     return {"streams": streams, "frames": decoded, "seconds": seconds, "fps": decoded / seconds}
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,6 +67,8 @@ class TritonPythonModel:
         self.pad_image = np.full(
             [1, *image_dims], PAD_VALUE * PIXEL_SCALE, dtype=self.dtypes[IMAGE]
         )
+        # A batch holds many cameras: decode them in parallel, each camera in order.
+        self.decoders = ThreadPoolExecutor(threads, thread_name_prefix="camdet-decode")
         self.stop = threading.Event()
         self.sweeper = threading.Thread(target=self._sweep, args=(1.0,), daemon=True)
         self.sweeper.start()
@@ -91,7 +95,7 @@ class TritonPythonModel:
     @guarded_execute
     def execute(self, requests: list) -> list:
         """Feed each request's access unit to its camera; one response per request."""
-        answers = [self._submit(request) for request in requests]
+        answers = self._decode_all([_read(request) for request in requests])
         frames = [a for a in answers if isinstance(a, DecodedFrame)]
         images, sizes = self.letterbox.run([f.image for f in frames]) if frames else (None, None)
         responses, row = [], 0
@@ -107,18 +111,27 @@ class TritonPythonModel:
                 row += 1
         return responses
 
-    def _submit(self, request: Any) -> DecodedFrame | VideoRequestError | None:
-        chunk = pb_utils.get_input_tensor_by_name(request, CHUNK).as_numpy()
-        pts = pb_utils.get_input_tensor_by_name(request, PTS).as_numpy()
-        if chunk.shape[0] != 1:
-            return VideoRequestError(
-                f"one access unit per request, got a batch of {chunk.shape[0]}"
-            )
-        codec = request_parameters(request).get("codec")
+    def _decode_all(
+        self, units: list[_Unit | VideoRequestError]
+    ) -> list[DecodedFrame | VideoRequestError | None]:
+        """Decode the batch: cameras in parallel threads, each camera's units in order."""
+        answers: list[DecodedFrame | VideoRequestError | None] = list(units)
+        by_camera: dict[int, list[int]] = {}
+        for index, unit in enumerate(units):
+            if isinstance(unit, _Unit):
+                by_camera.setdefault(unit.camera, []).append(index)
+
+        def decode(indices: list[int]) -> None:
+            for index in indices:
+                answers[index] = self._submit(units[index])
+
+        for done in [self.decoders.submit(decode, group) for group in by_camera.values()]:
+            done.result()
+        return answers
+
+    def _submit(self, unit: _Unit) -> DecodedFrame | VideoRequestError | None:
         try:
-            return self.pool.submit(
-                request.correlation_id(), request.flags(), codec, chunk[0], int(pts.reshape(-1)[0])
-            )
+            return self.pool.submit(unit.camera, unit.flags, unit.codec, unit.chunk, unit.pts)
         except VideoRequestError as exc:
             return exc
 
@@ -133,9 +146,33 @@ class TritonPythonModel:
         return pb_utils.InferenceResponse(tensors)
 
     def finalize(self) -> None:
-        """Stop the sweeper and free every decoder."""
+        """Stop the sweeper and the decode threads, and free every decoder."""
         self.stop.set()
+        self.decoders.shutdown(wait=True)
         self.pool.close()
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One request's access unit, read from the request in the model's own thread."""
+
+    camera: int
+    flags: int
+    codec: str | None
+    chunk: np.ndarray
+    pts: int
+
+
+def _read(request: Any) -> _Unit | VideoRequestError:
+    """The request's access unit and sequence fields (Triton objects stay in one thread)."""
+    chunk = pb_utils.get_input_tensor_by_name(request, CHUNK).as_numpy()
+    pts = pb_utils.get_input_tensor_by_name(request, PTS).as_numpy()
+    if chunk.shape[0] != 1:
+        return VideoRequestError(f"one access unit per request, got a batch of {chunk.shape[0]}")
+    codec = request_parameters(request).get("codec")
+    return _Unit(
+        request.correlation_id(), request.flags(), codec, chunk[0], int(pts.reshape(-1)[0])
+    )
 
 
 def _has_nvdec() -> bool:
