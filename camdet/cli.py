@@ -119,7 +119,7 @@ def serve(
         console.print("Ctrl-C to stop.")
         while not stop.wait(0.5):
             if not server.is_running():
-                console.print(f"[red]tritonserver exited[/]\n{server.log_tail()}")
+                console.print(server.death_report(), style="red", markup=False)
                 raise typer.Exit(1)
         console.print("stopping ...")
     console.print("stopped.")

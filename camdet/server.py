@@ -322,9 +322,7 @@ class TritonServer:
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerError(
-                    f"tritonserver exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
+                raise ServerError(f"{self.death_report()}")
             if _answers_200(url):
                 return
             time.sleep(0.25)
@@ -332,12 +330,40 @@ class TritonServer:
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        """The server's error lines (model load failures first), then its last lines."""
+        """The server's error lines (model load failures first), then its last lines.
+
+        Without a GPU, the lines in which Triton reports that it found no CUDA driver or
+        NVML are left out: they are expected there and would hide the real cause.
+        """
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         all_lines = text.splitlines()
+        if not has_cuda_gpu():
+            all_lines = [line for line in all_lines if not _is_cpu_noise(line)]
         errors = [line for line in all_lines if line.startswith("E")][-10:]
         tail = [line for line in all_lines[-lines:] if line not in errors]
         return "\n".join(errors + tail)
+
+    def exit_cause(self) -> str | None:
+        """How the process ended, in words (None while it runs or before it started).
+
+        E.g. ``"tritonserver was killed by signal 9 (SIGKILL)"`` or ``"tritonserver exited
+        with code 1"``.
+        """
+        code = None if self.process is None else self.process.poll()
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown signal"
+            return f"tritonserver was killed by signal {-code} ({name})"
+        return f"tritonserver exited with code {code}"
+
+    def death_report(self, lines: int = 15) -> str:
+        """Why the server is gone: the cause first, then its log's errors and last lines."""
+        cause = self.exit_cause() or "tritonserver is running"
+        return f"{cause}; server log {self.log_path}:\n{self.log_tail(lines)}"
 
     def step_batches(self) -> dict[tuple[str, str, str], int]:
         """Batches each step executed so far, by devices: ``(model, inputs, outputs) -> n``.
@@ -418,6 +444,22 @@ def container_plan_problems(repository: Path) -> list[str]:
     return build_engine.check_plan_compatibility(
         sidecar, trt_version, gpu.name, gpu.compute_capability
     )
+
+
+_CPU_NOISE = (
+    "CUDA driver",
+    "CudaDriverHelper",
+    "pinned memory",
+    "pinned system memory",
+    "CUDA memory pool",
+    "NVML",
+    "libnvidia-ml",
+)
+"""Phrases of the log lines a GPU-less machine always gets from Triton."""
+
+
+def _is_cpu_noise(line: str) -> bool:
+    return any(phrase in line for phrase in _CPU_NOISE)
 
 
 @contextlib.contextmanager
