@@ -224,8 +224,14 @@ def schema_problems(document: dict[str, Any]) -> list[str]:
     ]
 
 
-def contract_problems(document: dict[str, Any], config: mc.ModelConfig) -> list[str]:
+def contract_problems(
+    document: dict[str, Any], config: mc.ModelConfig, sequence: bool | None = None
+) -> list[str]:
     """Where ``document`` disagrees with the model's config.
+
+    ``sequence`` says whether the model takes sequences (its data may be streams: arrays
+    of entries); by default, whether the config has ``sequence_batching`` (an ensemble
+    over a sequence model, like ``detect_video``, must say so).
 
     Checks, per entry: exactly the config's inputs; a shape of the config's rank whose
     fixed dims match; b64 content of ``prod(shape) * itemsize`` bytes (non-string types).
@@ -233,22 +239,30 @@ def contract_problems(document: dict[str, Any], config: mc.ModelConfig) -> list[
     Returns:
         One sentence per problem; empty when consistent.
     """
-    specs = {t.name: t for t in config.input}
+    if sequence is None:
+        sequence = config.HasField("sequence_batching")
     problems = []
-    for index, entry in enumerate(document.get("data", [])):
-        if not isinstance(entry, dict):
+    for index, item in enumerate(document.get("data", [])):
+        if isinstance(item, dict):
+            problems += _entry_problems(item, f"data[{index}]", config)
+        elif not sequence:
             problems.append(f"data[{index}] is a stream; {config.name} is not a sequence model")
-            continue
-        if set(entry) != set(specs):
-            problems.append(
-                f"data[{index}] has {sorted(entry)}, {config.name} takes {sorted(specs)}"
-            )
-            continue
-        for name, tensor in entry.items():
-            problems += [
-                f"data[{index}].{name}: {p}" for p in _tensor_problems(tensor, specs[name])
-            ]
+        else:
+            for step, entry in enumerate(item):
+                problems += _entry_problems(entry, f"data[{index}][{step}]", config)
     return problems
+
+
+def _entry_problems(entry: dict[str, Any], where: str, config: mc.ModelConfig) -> list[str]:
+    """Problems of one request's entry against the config's inputs."""
+    specs = {t.name: t for t in config.input}
+    if set(entry) != set(specs):
+        return [f"{where} has {sorted(entry)}, {config.name} takes {sorted(specs)}"]
+    return [
+        f"{where}.{name}: {p}"
+        for name, tensor in entry.items()
+        for p in _tensor_problems(tensor, specs[name])
+    ]
 
 
 def _tensor_problems(tensor: Any, spec: mc.ModelInput) -> list[str]:

@@ -1,0 +1,109 @@
+"""perf_analyzer input data for ``detect_video``: one stream of access units per camera.
+
+    python -m camdet.perf.video_input_data --out perf-data --streams 8 --frames 60
+    perf_analyzer -m detect_video -i grpc -u localhost:8001 \
+        --input-data perf-data/detect_video.json --sequence-length 60 --serial-sequences \
+        --request-parameter codec:h264:string --concurrency-range 8
+
+``detect_video`` is a sequence model (one Triton sequence per camera), so the document
+holds *streams* (perf_analyzer's ``{"data": [[entry, ...], ...]}``): each stream is one
+synthetic camera clip (:func:`camdet.video_clips.scene_clip`) as its Annex-B access units
+in decode order, starting with a keyframe, each with its ``pts``. perf_analyzer starts a
+sequence on a stream and walks it in order (looping it when ``--sequence-length`` is
+longer; the clip starts with a keyframe, so a loop is a valid stream too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from camdet.perf.input_data import (
+    INPUT_DATA_SCHEMA,
+    SCHEMA_FILE,
+    contract_problems,
+    schema_problems,
+    tensor_json,
+)
+
+from camdet.repository import PRODUCTION_REPOSITORY, read_config
+from camdet.video_clips import EncodedUnit, scene_clip
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE = "detect_video"
+
+
+def stream_entries(units: Sequence[EncodedUnit]) -> list[dict[str, Any]]:
+    """One camera's requests: ``video_chunk`` UINT8 ``[bytes]`` and ``pts`` INT64 ``[1]``."""
+    return [
+        {
+            "video_chunk": tensor_json(np.frombuffer(unit.data, np.uint8)),
+            "pts": tensor_json(np.array([unit.pts], np.int64)),
+        }
+        for unit in units
+    ]
+
+
+def video_document(
+    streams: int, frames: int, width: int, height: int, codec: str = "h264", seed: int = 0
+) -> dict[str, Any]:
+    """The document: ``streams`` cameras of ``frames`` access units (one GOP each)."""
+    data = []
+    for camera in range(streams):
+        _, units = scene_clip(seed + camera, frames, width, height, codec=codec, gop=frames)
+        data.append(stream_entries(units))
+    return {"data": data}
+
+
+def write_video_input_data(
+    out_dir: Path,
+    streams: int,
+    frames: int,
+    width: int,
+    height: int,
+    codec: str = "h264",
+    repository: Path = PRODUCTION_REPOSITORY,
+) -> Path:
+    """Write and check ``detect_video.json`` (and the schema) in ``out_dir``.
+
+    Raises:
+        ValueError: If the document breaks the schema or the ensemble's contract.
+    """
+    document = video_document(streams, frames, width, height, codec)
+    config = read_config(repository / ENSEMBLE / "config.pbtxt")
+    problems = schema_problems(document) + contract_problems(document, config, sequence=True)
+    if problems:
+        raise ValueError(f"input data of {ENSEMBLE} is invalid: " + "; ".join(problems[:5]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / SCHEMA_FILE).write_text(json.dumps(INPUT_DATA_SCHEMA, indent=2) + "\n")
+    path = out_dir / f"{ENSEMBLE}.json"
+    path.write_text(json.dumps(document))
+    logger.info("wrote %s: %d streams of %d access units", path, streams, frames)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m camdet.perf.video_input_data``: write the ``detect_video`` document."""
+    parser = argparse.ArgumentParser(
+        prog="python -m camdet.perf.video_input_data", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("perf-data"), help="output folder")
+    parser.add_argument("--streams", type=int, default=8, help="cameras (one stream each)")
+    parser.add_argument("--frames", type=int, default=60, help="access units per camera")
+    parser.add_argument("--size", default="1920x1080", help="frame size WxH, pixels")
+    parser.add_argument("--codec", default="h264", choices=["h264", "hevc"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    print(write_video_input_data(args.out, args.streams, args.frames, width, height, args.codec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
