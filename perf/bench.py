@@ -22,12 +22,12 @@ the three in ABBA order so drift on a shared host hits them alike). It writes
 Without ``--url`` it starts its own server on free ports from ``--repository``, after
 applying the ``--instances``/``--queue-delay-us``/``--param``/``--preferred-batch``
 overrides to a copy of the repository (the production configs stay untouched). The
-core is plain Python (argparse, numpy, tritonclient); typer and rich are not needed.
+options are the typer command ``camdet bench`` (:mod:`camdet.perf.cli`), which
+``python -m camdet.perf.bench`` runs too.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
@@ -436,136 +436,101 @@ def write_report(report: BenchReport, out_dir: Path, plot: bool = True) -> str:
 
 
 # ------------------------------------------------------------------------------- CLI
+# The options themselves are the typer command ``camdet bench`` (camdet.perf.cli); these
+# helpers turn its raw values into a BenchConfig and run it.
 
 
 def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(",") if v.strip())
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
 def _rate(text: str) -> tuple[int, float]:
     cameras, _, fps = text.lower().partition("x")
     if not fps:
-        raise argparse.ArgumentTypeError(f"rate must look like 4x5 (cameras x fps), got {text!r}")
+        raise ValueError(f"rate must look like 4x5 (cameras x fps), got {text!r}")
     return int(cameras), float(fps)
 
 
 def _assignment(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
     return key.strip(), value.strip()
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show the defaults and keep the module docstring's layout."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The bench's command line (shared by ``python -m camdet.perf.bench`` and ``camdet bench``)."""
-    from camdet.perf.runners import RUNNERS
-
-    parser = argparse.ArgumentParser(
-        prog="camdet bench", description=__doc__, formatter_class=_HelpFormatter
-    )
-    add = parser.add_argument
-    add("--url", default=None, help="gRPC host:port of a running server (default: start one)")
-    add("--repository", type=Path, help="production model repository",
-        default=Path(os.environ.get("CAMDET_MODEL_REPOSITORY", _default_repository())))  # fmt: skip
-    add("--out", type=Path, default=Path("bench-out"), help="output folder")
-    add("--input-data", type=Path, help="perf_analyzer JSON of the ensemble to take frames from")
-    add("--frames", type=int, default=16, help="synthetic frames when no --input-data")
-    add("--sizes", default="1280x720,1920x1080", help="synthetic camera sizes WxH,...")
-    add("--seed", type=int, default=0, help="scene seed")
-    add("--modes", default=",".join(BENCH_MODES), help="subset of ours,naive,bare")
-    add("--cameras", type=_int_list, default=(1, 2, 4, 8), help="capacity sweep, camera counts")
-    add("--rate", type=_rate, action="append", default=[], help="CAMERASxFPS fixed-rate point")
-    add("--duration", type=float, default=10.0, help="measured seconds per point")
-    add("--warmup", type=float, default=3.0, help="warm-up seconds per point")
-    add("--processes", type=int, default=1, help="client processes per point (0: threads here)")
-    add("--shm", default="none", help="input transports: none,system,cuda")
-    add("--bare-batch", type=_int_list, default=(1, 4), help="bare loop batch sizes")
-    add(
-        "--runner", default="onnxruntime", choices=sorted(RUNNERS), help="bare loop detector runner"
-    )
-    add("--bare-preprocess", default="opencv", help="bare loop decode+letterbox: opencv,dali")
-    add("--bare-dali-device", type=int, default=None, help="GPU of the bare DALI (default CPU)")
-    add("--runner-threads", type=int, default=None, help="runner threads (default: all cores)")
-    add("--repeats", type=int, default=1, help="repeat the interleaved sequence N times")
-    add("--ratio-cameras", type=int, default=4, help="camera count of the headline ratios")
-    add("--require-ratio", type=float, default=None, help="exit 1 if ours/bare is below this")
-    add("--server-mode", choices=("auto", "portable", "container"), default="auto")
-    add("--instances", type=_assignment, action="append", default=[], help="MODEL=COUNT")
-    add("--queue-delay-us", type=_assignment, action="append", default=[], help="MODEL=US")
-    add("--preferred-batch", type=_assignment, action="append", default=[], help="MODEL=2,4")
-    add("--param", type=_assignment, action="append", default=[], help="MODEL.KEY=VALUE")
-    add("--server-env", type=_assignment, action="append", default=[], help="KEY=VALUE")
-    add("--torch-threads", type=int, default=None, help="client-side torch threads")
-    add("--detector-onnx", type=Path, default=None, help="use this model.onnx as the detector")
-    add("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
-    add("-v", "--verbose", action="store_true", help="log every point as it is measured")
-    return parser
-
-
-def _default_repository() -> Path:
+def default_repository() -> Path:
+    """``CAMDET_MODEL_REPOSITORY``, else the production repository."""
     from camdet.repository import PRODUCTION_REPOSITORY
 
-    return PRODUCTION_REPOSITORY
+    return Path(os.environ.get("CAMDET_MODEL_REPOSITORY", PRODUCTION_REPOSITORY))
 
 
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    """Turn parsed arguments into a :class:`BenchConfig`."""
+def _tuning(options: dict[str, Any]) -> Tuning:
     parameters: dict[str, dict[str, str]] = {}
-    for key, value in args.param:
+    for key, value in map(_assignment, options["param"]):
         model, _, name = key.partition(".")
         parameters.setdefault(model, {})[name] = value
-    tuning = Tuning(
-        instances={m: int(v) for m, v in args.instances},
-        queue_delay_us={m: int(v) for m, v in args.queue_delay_us},
-        preferred_batch={m: list(_int_list(v)) for m, v in args.preferred_batch},
+    pairs = {k: [_assignment(v) for v in options[k]] for k in ("instances", "queue_delay_us")}
+    return Tuning(
+        instances={m: int(v) for m, v in pairs["instances"]},
+        queue_delay_us={m: int(v) for m, v in pairs["queue_delay_us"]},
+        preferred_batch={
+            m: list(_int_list(v)) for m, v in map(_assignment, options["preferred_batch"])
+        },
         parameters=parameters,
-        detector_onnx=args.detector_onnx,
+        detector_onnx=options["detector_onnx"],
     )
+
+
+def config_from_options(options: dict[str, Any]) -> BenchConfig:
+    """Turn the ``camdet bench`` options (their raw values, by parameter name) into a config.
+
+    Raises:
+        ValueError: If a list, rate, ``KEY=VALUE`` or mode is malformed.
+    """
+    modes = _names(options["modes"])
+    unknown = set(modes) - set(BENCH_MODES)
+    if unknown:
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {BENCH_MODES}")
     return BenchConfig(
-        url=args.url,
-        repository=args.repository,
-        out_dir=args.out,
-        input_data=args.input_data,
-        frames=args.frames,
-        sizes=tuple(parse_size(s) for s in args.sizes.split(",")),
-        seed=args.seed,
-        modes=tuple(m for m in args.modes.split(",") if m),
-        cameras=args.cameras,
-        rates=tuple(args.rate),
-        window=Window(args.warmup, args.duration),
-        processes=args.processes,
-        shm=tuple(s for s in args.shm.split(",") if s),
-        bare_batches=args.bare_batch,
-        bare_preprocess=tuple(p for p in args.bare_preprocess.split(",") if p),
-        bare_dali_device=args.bare_dali_device,
-        runner=args.runner,
-        runner_threads=args.runner_threads,
-        repeats=args.repeats,
-        ratio_cameras=args.ratio_cameras,
-        server_mode=args.server_mode,
-        tuning=tuning,
-        server_env=dict(args.server_env),
-        torch_threads=args.torch_threads,
-        plot=not args.no_plot,
+        url=options["url"],
+        repository=options["repository"] or default_repository(),
+        out_dir=options["out"],
+        input_data=options["input_data"],
+        frames=options["frames"],
+        sizes=tuple(parse_size(s) for s in _names(options["sizes"])),
+        seed=options["seed"],
+        modes=modes,
+        cameras=_int_list(options["cameras"]),
+        rates=tuple(_rate(r) for r in options["rate"]),
+        window=Window(options["warmup"], options["duration"]),
+        processes=options["processes"],
+        shm=_names(options["shm"]),
+        bare_batches=_int_list(options["bare_batch"]),
+        bare_preprocess=_names(options["bare_preprocess"]),
+        bare_dali_device=options["bare_dali_device"],
+        runner=options["runner"],
+        runner_threads=options["runner_threads"],
+        repeats=options["repeats"],
+        ratio_cameras=options["ratio_cameras"],
+        server_mode=options["server_mode"],
+        tuning=_tuning(options),
+        server_env=dict(map(_assignment, options["server_env"])),
+        torch_threads=options["torch_threads"],
+        plot=not options["no_plot"],
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the bench from the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def run_from_cli(config: BenchConfig, require_ratio: float | None, verbose: bool) -> int:
+    """Run the bench, print the tables and headline; returns the exit status."""
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
-    config = config_from_args(args)
-    unknown = set(config.modes) - set(BENCH_MODES)
-    if unknown:
-        print(f"unknown modes {sorted(unknown)}; choose from {BENCH_MODES}", file=sys.stderr)
-        return 2
     started = time.time()
     report = run_bench(config)
     print(write_report(report, config.out_dir, config.plot))
@@ -573,10 +538,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = ", ".join(f"{k} = {v:.3f}" for k, v in sorted(headline.items()))
     print(f"\nat {config.ratio_cameras} cameras: {summary or 'no ratio measured'}")
     print(f"wrote {', '.join(report.files.values())} in {time.time() - started:.0f} s")
-    wanted = args.require_ratio
-    if wanted is not None and not headline.get("ours/bare", 0.0) >= wanted:
-        print(f"ours/bare below the required {wanted}", file=sys.stderr)
+    if require_ratio is not None and not headline.get("ours/bare", 0.0) >= require_ratio:
+        print(f"ours/bare below the required {require_ratio}", file=sys.stderr)
         return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``camdet bench`` with ``argv`` (``python -m camdet.perf.bench ARGS``); exit status."""
+    import click
+    import typer.main
+    from camdet.perf.cli import bench_app
+
+    command = typer.main.get_command(bench_app)
+    try:
+        command.main(argv, prog_name="python -m camdet.perf.bench", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
     return 0
 
 

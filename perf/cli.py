@@ -1,8 +1,7 @@
 """The typer face of :mod:`camdet.perf`: ``camdet bench`` and ``camdet perf-analyzer``.
 
-``bench``'s options are defined once, by the bench's argparse parser (so ``python -m
-camdet.perf.bench`` runs where typer is not installed); this command hands its arguments
-over unchanged, ``--help`` included. ``perf-analyzer`` installs, locates and runs
+``bench``'s options are defined here, once, with help on each (``python -m
+camdet.perf.bench`` runs this same command). ``perf-analyzer`` installs, locates and runs
 perf_analyzer 2.51 (:mod:`camdet.perf.perf_analyzer`) and runs its sweeps
 (:mod:`camdet.perf.perf_analyzer_sweep`). Register both on the main app with
 ``camdet.perf.cli.register(app)``.
@@ -10,6 +9,7 @@ perf_analyzer 2.51 (:mod:`camdet.perf.perf_analyzer`) and runs its sweeps
 
 from __future__ import annotations
 
+import enum
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -42,11 +42,123 @@ perf_analyzer_app = typer.Typer(
 )
 
 
-def bench(ctx: typer.Context) -> None:
-    """Benchmark ours vs the naive pipeline vs a bare loop, side by side (see --help)."""
-    from camdet.perf.bench import main
+class ServerMode(enum.StrEnum):
+    """Which server ``camdet bench`` starts when no --url is given."""
 
-    raise typer.Exit(main(ctx.args))
+    AUTO = "auto"
+    PORTABLE = "portable"
+    CONTAINER = "container"
+
+
+bench_app = typer.Typer(add_completion=False)
+"""``bench`` alone, for ``python -m camdet.perf.bench``."""
+
+
+@bench_app.command()
+def bench(
+    url: Annotated[
+        str | None, typer.Option(help="gRPC host:port of a running server; default: start one.")
+    ] = None,
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CAMDET_MODEL_REPOSITORY",
+            help="Production model repository.  [default: model_repository/]",
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (JSON, CSV, PNG, logs).")] = Path(
+        "bench-out"
+    ),
+    input_data: Annotated[
+        Path | None, typer.Option(help="perf_analyzer JSON of the ensemble to take frames from.")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Synthetic frames when no --input-data.")] = 16,
+    sizes: Annotated[str, typer.Option(help="Synthetic camera sizes, WxH,...")] = (
+        "1280x720,1920x1080"
+    ),
+    seed: Annotated[int, typer.Option(help="Scene seed.")] = 0,
+    modes: Annotated[str, typer.Option(help="Subset of ours,naive,bare.")] = "ours,naive,bare",
+    cameras: Annotated[str, typer.Option(help="Capacity sweep: camera counts.")] = "1,2,4,8",
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(help="CAMERASxFPS fixed-rate point, e.g. 4x5 (repeatable)."),
+    ] = None,
+    duration: Annotated[float, typer.Option(help="Measured seconds per point.")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Warm-up seconds per point.")] = 3.0,
+    processes: Annotated[
+        int, typer.Option(help="Client processes per point (0: threads of this process).")
+    ] = 1,
+    shm: Annotated[str, typer.Option(help="Input transports: none,system,cuda.")] = "none",
+    bare_batch: Annotated[str, typer.Option(help="Bare loop batch sizes.")] = "1,4",
+    runner: Annotated[
+        str, typer.Option(help="Bare loop detector runner: onnxruntime, torch or a registered one.")
+    ] = "onnxruntime",
+    bare_preprocess: Annotated[
+        str, typer.Option(help="Bare loop decode + letterbox: opencv,dali.")
+    ] = "opencv",
+    bare_dali_device: Annotated[
+        int | None, typer.Option(help="GPU of the bare loop's DALI pipeline; default: CPU.")
+    ] = None,
+    runner_threads: Annotated[
+        int | None, typer.Option(help="Bare runner threads; default: all cores.")
+    ] = None,
+    repeats: Annotated[
+        int, typer.Option(help="Repeat the interleaved (ABBA) sequence this many times.")
+    ] = 1,
+    ratio_cameras: Annotated[int, typer.Option(help="Camera count of the headline ratios.")] = 4,
+    require_ratio: Annotated[
+        float | None, typer.Option(help="Exit 1 if ours/bare is below this.")
+    ] = None,
+    server_mode: Annotated[
+        ServerMode,
+        typer.Option(
+            help="Server the bench starts: auto (the container's tritonserver if on PATH, "
+            "else the portable one), portable, or container."
+        ),
+    ] = ServerMode.AUTO,
+    instances: Annotated[
+        list[str] | None, typer.Option(help="MODEL=COUNT instances (repeatable).")
+    ] = None,
+    queue_delay_us: Annotated[
+        list[str] | None, typer.Option(help="MODEL=US max queue delay (repeatable).")
+    ] = None,
+    preferred_batch: Annotated[
+        list[str] | None, typer.Option(help="MODEL=2,4 preferred batch sizes (repeatable).")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="MODEL.KEY=VALUE config parameter (repeatable).")
+    ] = None,
+    server_env: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE environment of the started server (repeatable)."),
+    ] = None,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="Client-side torch threads; default: torch's.")
+    ] = None,
+    detector_onnx: Annotated[
+        Path | None, typer.Option(help="Use this model.onnx as the detector.")
+    ] = None,
+    no_plot: Annotated[bool, typer.Option(help="Skip the PNG (no matplotlib needed).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every point as it is measured.")
+    ] = False,
+) -> None:
+    """Benchmark ours vs the naive pipeline vs a bare loop, side by side.
+
+    Sweeps camera counts (and fixed rates) on the same frames, prints throughput, latency
+    percentiles, CPU per frame and the ratios ours/naive and ours/bare, and writes
+    bench.json, bench.csv and bench.png to --out (perf/README.md).
+    """
+    from camdet.perf.bench import config_from_options, run_from_cli
+
+    options = {**locals(), "server_mode": server_mode.value}
+    for name in ("rate", "instances", "queue_delay_us", "preferred_batch", "param", "server_env"):
+        options[name] = options[name] or []
+    try:
+        config = config_from_options(options)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    raise typer.Exit(run_from_cli(config, require_ratio, verbose))
 
 
 @perf_analyzer_app.command()
@@ -196,6 +308,6 @@ def sweep(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``bench`` (forwarding its arguments) and the ``perf-analyzer`` group to ``app``."""
-    app.command("bench", context_settings=CONTEXT_SETTINGS, add_help_option=False)(bench)
+    """Add ``bench`` and the ``perf-analyzer`` group to ``app``."""
+    app.command("bench")(bench)
     app.add_typer(perf_analyzer_app, name="perf-analyzer")

@@ -244,7 +244,9 @@ def test_ratios_are_taken_within_each_repeat_against_the_best_bare() -> None:
 
 
 def test_command_line_fills_every_setting(tmp_path) -> None:
-    from camdet.perf.bench import build_parser, config_from_args
+    import typer.main
+    from camdet.perf.bench import config_from_options
+    from camdet.perf.cli import bench_app
 
     argv = [
         "--url", "host:9001", "--out", str(tmp_path), "--input-data", "d.json",
@@ -259,7 +261,10 @@ def test_command_line_fills_every_setting(tmp_path) -> None:
         "--server-env", "OMP_NUM_THREADS=1", "--torch-threads", "1",
         "--detector-onnx", "x.onnx", "--no-plot",
     ]  # fmt: skip
-    config = config_from_args(build_parser().parse_args(argv))
+    # The real command line parses them (no bench runs): its options, by parameter name.
+    context = typer.main.get_command(bench_app).make_context("camdet bench", argv)
+    options = {**context.params, "server_mode": context.params["server_mode"].value}
+    config = config_from_options(options)
     assert (config.url, config.out_dir, config.input_data) == (
         "host:9001",
         tmp_path,
@@ -282,7 +287,7 @@ def test_command_line_fills_every_setting(tmp_path) -> None:
     )
 
 
-def test_camdet_bench_command_forwards_to_the_bench_parser() -> None:
+def test_camdet_bench_is_a_typer_command_with_help_on_every_option() -> None:
     typer = pytest.importorskip("typer")
     from camdet.perf.cli import register
     from typer.testing import CliRunner
@@ -292,10 +297,19 @@ def test_camdet_bench_command_forwards_to_the_bench_parser() -> None:
     register(app)
     result = CliRunner().invoke(app, ["bench", "--help"])
     assert result.exit_code == 0
-    assert "usage: camdet bench" in result.output
-    assert "--require-ratio" in result.output
+    assert "Usage: root bench [OPTIONS]" in result.output
+    command = typer.main.get_command(app).commands["bench"]
+    options = [p for p in command.params if p.name != "help"]
+    assert len(options) > 30
+    assert [p.name for p in options if not p.help] == []
+    server_mode = next(p for p in options if p.name == "server_mode")
+    assert "portable" in server_mode.help
+    result = CliRunner().invoke(app, ["bench", "--server-mode", "docker"])
+    assert result.exit_code == 2
+    assert "'auto', 'portable', 'container'" in result.output.replace("\n", "")
     result = CliRunner().invoke(app, ["bench", "--modes", "ours,fast"])
     assert result.exit_code == 2
+    assert "unknown modes ['fast']" in result.output
 
 
 def test_shared_memory_is_unregistered_once_the_server_releases_it() -> None:

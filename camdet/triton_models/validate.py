@@ -39,12 +39,13 @@ class TritonPythonModel:
         self.damaged_dtype = output_dtype(config, DAMAGED)
         self.max_pixels = int(parameter(config, "max_pixels"))
         self.max_side = int(parameter(config, "max_side"))
-        family = pb_utils.MetricFamily(
+        # The family must outlive its metric (the backend refuses to count otherwise).
+        self.damage_family = pb_utils.MetricFamily(
             name=DAMAGED_FRAMES_METRIC,
             description="Frames answered although their image data is damaged (concealed)",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        self.damaged_frames = family.Metric(labels={"model": args["model_name"]})
+        self.damaged_frames = self.damage_family.Metric(labels={"model": args["model_name"]})
 
     @guarded_execute
     def execute(self, requests: list) -> list:
