@@ -6,11 +6,14 @@ Every config is parsed into ``tritonclient.grpc.model_config_pb2.ModelConfig`` w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.utils import triton_to_np_dtype
 
 PRODUCTION_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 """The production repository of a source checkout (editable install)."""
@@ -119,12 +122,10 @@ def _dtype(value: int) -> str:
     return mc.DataType.Name(value)
 
 
-_DTYPE_BYTES = {
-    mc.TYPE_BOOL: 1, mc.TYPE_UINT8: 1, mc.TYPE_INT8: 1,
-    mc.TYPE_UINT16: 2, mc.TYPE_INT16: 2, mc.TYPE_FP16: 2, mc.TYPE_BF16: 2,
-    mc.TYPE_UINT32: 4, mc.TYPE_INT32: 4, mc.TYPE_FP32: 4,
-    mc.TYPE_UINT64: 8, mc.TYPE_INT64: 8, mc.TYPE_FP64: 8,
-}  # fmt: skip
+def _itemsize(data_type: int) -> int | None:
+    """Bytes per element of a config data type; None for strings and unknown types."""
+    dtype = triton_to_np_dtype(mc.DataType.Name(data_type).removeprefix("TYPE_"))
+    return None if dtype is None or dtype is np.object_ else np.dtype(dtype).itemsize
 
 
 def gpu_tensor_bytes_per_frame(configs: dict[str, mc.ModelConfig]) -> int:
@@ -140,11 +141,9 @@ def gpu_tensor_bytes_per_frame(configs: dict[str, mc.ModelConfig]) -> int:
         if groups and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in groups):
             continue
         for tensor in [*config.input, *config.output]:
-            if all(d >= 0 for d in tensor.dims) and tensor.data_type in _DTYPE_BYTES:
-                count = 1
-                for d in tensor.dims:
-                    count *= d
-                total += count * _DTYPE_BYTES[tensor.data_type]
+            itemsize = _itemsize(tensor.data_type)
+            if all(d >= 0 for d in tensor.dims) and itemsize is not None:
+                total += math.prod(tensor.dims) * itemsize
     return total
 
 
