@@ -103,7 +103,7 @@ def clips(
     fps: Annotated[int, typer.Option(min=1, help="Frame rate; also the keyframe interval.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the first clip; clip k uses seed + k.")] = 0,
 ) -> None:
-    """Write H.264 clips of moving objects, each with a COCO file of per-frame boxes."""
+    """Write H.264 clips of moving objects, each with COCO boxes and MOT track ids per frame."""
     width, height = parse_size(size)
     table = Table(title="Synthetic clips")
     for column in ("clip", "seed", "frames", "objects", "annotations"):

@@ -17,6 +17,7 @@ Camera ingest follows the data flow, one module per step:
 - :mod:`~camdet.client.streamer`: the event loop that sends frames and correlates answers;
 - :mod:`~camdet.client.sequence`: a camera's ``detect_video`` sequence (start, resync, end);
 - :mod:`~camdet.client.accounting`: captured = answered + dropped + failed + in flight;
+- :mod:`~camdet.client.tracks`: per-camera track ids (ByteTrack) and count-line crossings;
 - :mod:`~camdet.client.sinks`: JSON Lines, annotated MP4s, callbacks;
 - :mod:`~camdet.client.metrics` and :mod:`~camdet.client.report`: Prometheus, tables;
 - :mod:`~camdet.client.cli`: ``camdet ingest``;

@@ -369,8 +369,10 @@ def test_cli_images_and_clips(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "clips").iterdir()) == [
         "clip_000.json",
+        "clip_000.mot.txt",
         "clip_000.mp4",
         "clip_001.json",
+        "clip_001.mot.txt",
         "clip_001.mp4",
     ]
     result = runner.invoke(app, ["clips", str(tmp_path / "bad"), "--size", "161x120"])

@@ -33,7 +33,7 @@ from camdet.postprocess import postprocess
 from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes import SceneSequence, decode_jpeg, encode_jpeg
 from camdet.scenes.mot import TrackTruth, truth_of
-from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings
+from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings, box_iou
 
 logger = logging.getLogger(__name__)
 
@@ -200,17 +200,10 @@ def scene_events(truths: Sequence[TrackTruth]) -> dict[str, int]:
             if track_id in last_seen and last_seen[track_id] < index - 1:
                 occlusions += 1
             last_seen[track_id] = index
-        overlap = _box_overlap(truth.boxes)
+        overlap = box_iou(truth.boxes, truth.boxes) > 0
         for a, b in zip(*np.nonzero(np.triu(overlap, 1)), strict=True):
             pairs.add((int(truth.ids[a]), int(truth.ids[b])))
     return {"occlusions": occlusions, "crossings": len(pairs)}
-
-
-def _box_overlap(boxes: np.ndarray) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    top_left = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    bottom_right = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    return np.all(bottom_right > top_left, axis=2)
 
 
 def evaluate(
