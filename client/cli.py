@@ -19,6 +19,7 @@ from camdet.client.detect import DEFAULT_URL, threshold_parameters
 from camdet.client.metrics import IngestCollector, serve_metrics
 from camdet.client.report import LiveView, totals_table
 from camdet.client.servers import TlsFiles
+from camdet.client.sharding import SHARD_ENV, Shard, choose_servers, shard_cameras
 from camdet.client.sinks import AnnotatedVideoSink, JsonLinesSink, Sink
 from camdet.client.sources import SourceError
 from camdet.client.streamer import Ingest, IngestOptions, Mode
@@ -100,7 +101,19 @@ def ingest(
             "-s",
             envvar="CAMDET_URL",
             help="Server gRPC URL host:port (grpcs://host:port for TLS); repeat to spread "
-            f"cameras over several servers with fail-over. Default: {DEFAULT_URL}.",
+            "cameras over several servers (consistent hashing by camera id) with fail-over. "
+            f"Default: the --cameras file's 'servers', else {DEFAULT_URL}.",
+            show_default=False,
+        ),
+    ] = None,
+    shard: Annotated[
+        Shard | None,
+        typer.Option(
+            envvar=SHARD_ENV,
+            parser=Shard.parse,
+            metavar="INDEX/COUNT",
+            help="Stream only this replica's share of the cameras (stable by camera id), "
+            "e.g. 0/3 .. 2/3 for three ingest replicas over one camera file.",
             show_default=False,
         ),
     ] = None,
@@ -186,7 +199,6 @@ def ingest(
     Prints final per-camera totals (captured = answered + dropped + failed + in flight).
     """
     console = Console()
-    urls = [f"grpcs://{u.split('://')[-1]}" if ssl else u for u in (server or [DEFAULT_URL])]
     options = IngestOptions(
         mode=mode,
         max_in_flight=max_in_flight,
@@ -201,8 +213,14 @@ def ingest(
         count_line=count_line,
     )
     try:
+        chosen = choose_servers(server, camera_file, DEFAULT_URL)
+        urls = [f"grpcs://{u.split('://')[-1]}" if ssl else u for u in chosen]
+        selected = _cameras(cameras or [], camera_file, fps, loop)
+        if shard is not None:
+            selected = shard_cameras(selected, shard)
+            console.print(f"shard {shard}: {len(selected)} cameras")
         runner = Ingest(
-            _cameras(cameras or [], camera_file, fps, loop),
+            selected,
             urls,
             _sinks(jsonl, video_dir),
             options,

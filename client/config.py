@@ -137,14 +137,14 @@ def check_unique(cameras: Iterable[CameraConfig]) -> list[CameraConfig]:
     return cameras
 
 
-def load_cameras(path: Path) -> list[CameraConfig]:
-    """Read a camera list file (``.yaml``/``.yml`` or ``.toml``).
+def read_document(path: Path) -> Mapping[str, Any]:
+    """The top-level mapping of a camera file (``.yaml``/``.yml`` or ``.toml``).
 
     Raises:
-        ConfigError: If the file is not a mapping with a ``cameras`` list of valid,
-            uniquely named cameras.
+        ConfigError: If the file does not parse or is not a mapping.
     """
-    text = Path(path).read_text()
+    path = Path(path)
+    text = path.read_text()
     if path.suffix.lower() == ".toml":
         try:
             document = tomllib.loads(text)
@@ -157,7 +157,21 @@ def load_cameras(path: Path) -> list[CameraConfig]:
             raise ConfigError(f"{path}: {error}") from error
     else:
         raise ConfigError(f"{path}: camera lists are .yaml, .yml or .toml files")
-    entries = document.get("cameras") if isinstance(document, Mapping) else None
+    if not isinstance(document, Mapping):
+        raise ConfigError(f"{path}: expected a mapping with a 'cameras' list")
+    return document
+
+
+def load_cameras(path: Path) -> list[CameraConfig]:
+    """Read a camera list file (``.yaml``/``.yml`` or ``.toml``).
+
+    The file may also name servers (``servers``, see :mod:`camdet.client.sharding`).
+
+    Raises:
+        ConfigError: If the file is not a mapping with a ``cameras`` list of valid,
+            uniquely named cameras.
+    """
+    entries = read_document(path).get("cameras")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: expected a non-empty 'cameras' list")
     return check_unique(camera_from_mapping(entry, i) for i, entry in enumerate(entries))
