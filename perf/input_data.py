@@ -127,7 +127,8 @@ def reference_steps(runner: DetectorRunner | None) -> dict[str, StepFunction]:
         return image, np.array(size, dtype=np.int32)
 
     steps: dict[str, StepFunction] = {
-        "validate": lambda encoded: (encoded,),
+        # checked_image, damaged: the reference frames are intact.
+        "validate": lambda encoded: (encoded, np.zeros(1, dtype=bool)),
         "preprocess": preprocess,
     }
     if runner is not None:
