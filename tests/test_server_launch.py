@@ -73,3 +73,51 @@ def test_a_server_that_cannot_start_says_its_exit_code_and_error(tmp_path: Path)
     first, *rest = str(info.value).splitlines()
     assert first == f"tritonserver exited with code 1; server log {server.log_path}:"
     assert any(line.startswith("E") and "validate" in line for line in rest[:10]), rest
+
+
+_BROKEN_CONFIG = """
+name: "broken"
+backend: "python"
+max_batch_size: 0
+input [ { name: "x", data_type: TYPE_UINT8, dims: [ -1 ] } ]
+output [ { name: "y", data_type: TYPE_UINT8, dims: [ -1 ] } ]
+"""
+
+_BROKEN_MODEL = '''
+from camdet.triton_models.common import guarded_execute
+
+
+class TritonPythonModel:
+    @guarded_execute
+    def execute(self, requests):
+        raise RuntimeError("disk /srv/secret/frames.db is gone")
+'''
+
+
+def test_a_server_fault_is_internal_in_one_line_and_its_traceback_is_logged(
+    tmp_path: Path,
+) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    model = tmp_path / "repo" / "broken"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(_BROKEN_CONFIG)
+    (model / "1" / "model.py").write_text(_BROKEN_MODEL)
+    ports = Ports.free()
+    launch = portable_launch(tmp_path / "repo", ports, tmp_path)
+    with TritonServer(launch, ports, tmp_path / "tritonserver.log").start() as server:
+        data = grpcclient.InferInput("x", [3], "UINT8")
+        data.set_data_from_numpy(np.zeros(3, np.uint8))
+        with (
+            grpcclient.InferenceServerClient(server.grpc_url) as client,
+            pytest.raises(InferenceServerException) as info,
+        ):
+            client.infer("broken", [data])
+        log = server.log_path.read_text()
+    assert info.value.status() == "StatusCode.INTERNAL"
+    message = info.value.message()
+    assert "\n" not in message and "Traceback" not in message and "/srv" not in message
+    assert "(RuntimeError); see the server log" in message
+    assert "Traceback" in log and "disk /srv/secret/frames.db is gone" in log
