@@ -12,27 +12,27 @@ import nvidia.dali.math as dmath
 import nvidia.dali.types as types
 from nvidia.dali.data_node import DataNode
 
-from camdet.constants import INPUT_SIZE, PAD_VALUE, PIXEL_SCALE
+from camdet.constants import INPUT_HEIGHT, INPUT_WIDTH, PAD_VALUE, PIXEL_SCALE
 
 
 def letterbox(images: DataNode) -> tuple[DataNode, DataNode]:
     """Letterbox RGB frames for the detector (ultralytics ``LetterBox``, centered padding).
 
     Resizes with bilinear interpolation (no antialiasing, like ``cv2.INTER_LINEAR``) so
-    the frame fits ``INPUT_SIZE`` keeping its aspect ratio, pads both sides with
-    ``PAD_VALUE`` (odd pixel bottom/right), scales to [0, 1] and emits FP16 CHW: the
-    placement of :func:`camdet.geometry.letterbox_params`.
+    the frame fits ``INPUT_HEIGHT`` x ``INPUT_WIDTH`` (``CAMDET_INPUT_SIZE``) keeping its
+    aspect ratio, pads both sides with ``PAD_VALUE`` (odd pixel bottom/right), scales to
+    [0, 1] and emits FP16 CHW: the placement of :func:`camdet.geometry.letterbox_params`.
 
     Args:
         images: ``[H, W, 3]`` uint8 RGB frames (any size per sample), CPU or GPU.
 
     Returns:
-        ``preprocessed_image`` ``[3, INPUT_SIZE, INPUT_SIZE]`` FP16 in [0, 1] and
+        ``preprocessed_image`` ``[3, INPUT_HEIGHT, INPUT_WIDTH]`` FP16 in [0, 1] and
         ``original_size`` ``[2]`` INT32 (height, width) of each frame, pixels.
     """
     size = fn.cast(images.shape()[0:2], dtype=types.FLOAT)
     height, width = size[0], size[1]
-    gain = dmath.min(INPUT_SIZE / height, INPUT_SIZE / width)
+    gain = dmath.min(INPUT_HEIGHT / height, INPUT_WIDTH / width)
     new_height = dmath.floor(height * gain + 0.5)
     new_width = dmath.floor(width * gain + 0.5)
     resized = fn.resize(
@@ -42,12 +42,12 @@ def letterbox(images: DataNode) -> tuple[DataNode, DataNode]:
         interp_type=types.INTERP_LINEAR,
         antialias=False,
     )
-    top = dmath.floor((INPUT_SIZE - new_height) / 2)
-    left = dmath.floor((INPUT_SIZE - new_width) / 2)
+    top = dmath.floor((INPUT_HEIGHT - new_height) / 2)
+    left = dmath.floor((INPUT_WIDTH - new_width) / 2)
     padded = fn.slice(
         resized,
         start=fn.cast(fn.stack(-top, -left), dtype=types.INT32),
-        shape=[INPUT_SIZE, INPUT_SIZE],
+        shape=[INPUT_HEIGHT, INPUT_WIDTH],
         axis_names="HW",
         out_of_bounds_policy="pad",
         fill_values=PAD_VALUE,

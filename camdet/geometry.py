@@ -5,8 +5,9 @@ The constants come from :mod:`camdet.constants`; the DALI pipeline
 is tested against :func:`letterbox_image`.
 
 The geometry is ultralytics' ``LetterBox(auto=False, scaleup=True, center=True)``:
-scale to fit ``INPUT_SIZE`` keeping the aspect ratio, resize with bilinear interpolation,
-pad both sides with 114 (the extra pixel of an odd padding goes to the bottom/right).
+scale to fit the ``(height, width)`` input (:data:`INPUT_SHAPE`) keeping the aspect ratio,
+resize with bilinear interpolation, pad both sides with 114 (the extra pixel of an odd
+padding goes to the bottom/right).
 """
 
 from __future__ import annotations
@@ -18,14 +19,20 @@ import cv2
 import numpy as np
 import torch
 
-from camdet.constants import INPUT_SIZE, PAD_VALUE, PIXEL_SCALE
+from camdet.constants import INPUT_SHAPE, INPUT_SIZE, PAD_VALUE, PIXEL_SCALE
+
+Size = int | tuple[int, int]
+"""A detector input size: ``(height, width)`` in pixels, or one int for a square."""
 
 __all__ = [
+    "INPUT_SHAPE",
     "INPUT_SIZE",
     "PAD_VALUE",
     "PIXEL_SCALE",
     "Letterbox",
+    "Size",
     "boxes_to_input",
+    "input_hw",
     "letterbox_image",
     "letterbox_params",
     "scale_boxes_to_original",
@@ -35,7 +42,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Where an original frame lands inside the square detector input.
+    """Where an original frame lands inside the detector input.
 
     Attributes:
         gain: Scale factor from original pixels to input pixels.
@@ -52,13 +59,18 @@ class Letterbox:
     top: int
 
 
-def letterbox_params(height: int, width: int, size: int = INPUT_SIZE) -> Letterbox:
+def input_hw(size: Size) -> tuple[int, int]:
+    """``(height, width)`` of a detector input size given as a pair or a square side."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def letterbox_params(height: int, width: int, size: Size = INPUT_SHAPE) -> Letterbox:
     """Compute ultralytics' letterbox placement of a ``height`` x ``width`` frame.
 
     Args:
         height: Original frame height in pixels (> 0).
         width: Original frame width in pixels (> 0).
-        size: Side of the square target in pixels.
+        size: Detector input ``(height, width)`` in pixels, or the side of a square.
 
     Returns:
         The gain, resized size and top/left padding.
@@ -68,15 +80,18 @@ def letterbox_params(height: int, width: int, size: int = INPUT_SIZE) -> Letterb
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"frame size must be positive, got {height}x{width}")
-    gain = min(size / height, size / width)
+    size_h, size_w = input_hw(size)
+    gain = min(size_h / height, size_w / width)
     # floor(x + 0.5) rather than Python's round-half-to-even, so that the DALI pipeline
     # (which has no banker's rounding) and this reference agree even on exact halves.
     new_width, new_height = math.floor(width * gain + 0.5), math.floor(height * gain + 0.5)
     # ultralytics rounds (pad / 2 - 0.1): the odd pixel goes to the bottom/right side.
-    return Letterbox(gain, new_width, new_height, (size - new_width) // 2, (size - new_height) // 2)
+    return Letterbox(
+        gain, new_width, new_height, (size_w - new_width) // 2, (size_h - new_height) // 2
+    )
 
 
-def letterbox_image(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+def letterbox_image(image: np.ndarray, size: Size = INPUT_SHAPE) -> np.ndarray:
     """Letterbox one frame with OpenCV, as ultralytics' ``LetterBox`` does.
 
     This is the reference the DALI pipeline is tested against, the naive client-side
@@ -84,15 +99,15 @@ def letterbox_image(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
 
     Args:
         image: Frame ``[H, W, 3]`` uint8, any channel order (kept as is).
-        size: Side of the square output in pixels.
+        size: Output ``(height, width)`` in pixels, or the side of a square.
 
     Returns:
-        Letterboxed frame ``[size, size, 3]`` uint8, padded with :data:`PAD_VALUE`.
+        Letterboxed frame ``[height, width, 3]`` uint8, padded with :data:`PAD_VALUE`.
     """
     box = letterbox_params(image.shape[0], image.shape[1], size)
     if (box.new_width, box.new_height) != (image.shape[1], image.shape[0]):
         image = cv2.resize(image, (box.new_width, box.new_height), interpolation=cv2.INTER_LINEAR)
-    out = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    out = np.full((*input_hw(size), 3), PAD_VALUE, dtype=np.uint8)
     out[box.top : box.top + box.new_height, box.left : box.left + box.new_width] = image
     return out
 
@@ -101,17 +116,17 @@ def to_model_input(letterboxed: np.ndarray, dtype: np.dtype = np.float16) -> np.
     """Turn a letterboxed RGB frame into the detector's input layout.
 
     Args:
-        letterboxed: Letterboxed frame ``[size, size, 3]`` uint8, RGB.
+        letterboxed: Letterboxed frame ``[height, width, 3]`` uint8, RGB.
         dtype: Output floating type (FP16 in production).
 
     Returns:
-        ``[3, size, size]`` array in [0, 1].
+        ``[3, height, width]`` array in [0, 1].
     """
     return (letterboxed.transpose(2, 0, 1).astype(np.float32) * PIXEL_SCALE).astype(dtype)
 
 
 def scale_boxes_to_original(
-    boxes: torch.Tensor, original_sizes: torch.Tensor, size: int = INPUT_SIZE
+    boxes: torch.Tensor, original_sizes: torch.Tensor, size: Size = INPUT_SHAPE
 ) -> torch.Tensor:
     """Map xyxy boxes from letterboxed input pixels back to original pixels, clipped.
 
@@ -122,17 +137,18 @@ def scale_boxes_to_original(
         boxes: ``[N, 4]`` float xyxy boxes in input pixels.
         original_sizes: ``[N, 2]`` (height, width) in original pixels of each box's frame,
             or ``[2]`` for one frame.
-        size: Side of the square detector input in pixels.
+        size: Detector input ``(height, width)`` in pixels, or the side of a square.
 
     Returns:
         ``[N, 4]`` float32 xyxy boxes in original pixels, clipped to the frame.
     """
     sizes = original_sizes.to(device=boxes.device, dtype=torch.float32).reshape(-1, 2)
     height, width = sizes[:, 0], sizes[:, 1]
-    gain = torch.minimum(size / height, size / width)
+    size_h, size_w = input_hw(size)
+    gain = torch.minimum(size_h / height, size_w / width)
     # The same integer placement as letterbox_params, computed on tensors.
-    left = torch.div(size - torch.floor(width * gain + 0.5), 2, rounding_mode="floor")
-    top = torch.div(size - torch.floor(height * gain + 0.5), 2, rounding_mode="floor")
+    left = torch.div(size_w - torch.floor(width * gain + 0.5), 2, rounding_mode="floor")
+    top = torch.div(size_h - torch.floor(height * gain + 0.5), 2, rounding_mode="floor")
     out = boxes.to(torch.float32).clone()
     out[:, 0::2] = ((out[:, 0::2] - left[:, None]) / gain[:, None]).clamp(min=0)
     out[:, 1::2] = ((out[:, 1::2] - top[:, None]) / gain[:, None]).clamp(min=0)
@@ -142,7 +158,7 @@ def scale_boxes_to_original(
 
 
 def boxes_to_input(
-    boxes: np.ndarray, height: int, width: int, size: int = INPUT_SIZE
+    boxes: np.ndarray, height: int, width: int, size: Size = INPUT_SHAPE
 ) -> np.ndarray:
     """Map xyxy boxes from original pixels into letterboxed input pixels.
 
@@ -152,7 +168,7 @@ def boxes_to_input(
         boxes: ``[N, 4]`` xyxy boxes in original pixels.
         height: Original frame height in pixels.
         width: Original frame width in pixels.
-        size: Side of the square detector input in pixels.
+        size: Detector input ``(height, width)`` in pixels, or the side of a square.
 
     Returns:
         ``[N, 4]`` float32 xyxy boxes in input pixels.

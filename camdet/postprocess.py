@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import nms
 
-from camdet.geometry import INPUT_SIZE, scale_boxes_to_original
+from camdet.geometry import INPUT_SHAPE, Size, scale_boxes_to_original
 from camdet.request_parameters import MAX_DETECTIONS_LIMIT, check_number
 
 DEFAULT_CONFIDENCE: float = 0.25
@@ -179,7 +179,7 @@ def postprocess(
     conf_threshold: float = DEFAULT_CONFIDENCE,
     iou_threshold: float = DEFAULT_IOU,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
-    size: int = INPUT_SIZE,
+    size: Size = INPUT_SHAPE,
 ) -> list[Detections]:
     """Turn a batch of YOLO head outputs into per-frame detections, one setting for all.
 
@@ -189,7 +189,7 @@ def postprocess(
         conf_threshold: Minimum class score, exclusive.
         iou_threshold: NMS IoU threshold.
         max_detections: Most detections per frame.
-        size: Side of the square detector input in pixels.
+        size: Detector input ``(height, width)`` in pixels (``CAMDET_INPUT_SIZE``).
 
     Returns:
         One :class:`Detections` per frame, on ``raw``'s device.
@@ -224,7 +224,7 @@ def postprocess_batch(
     raw: torch.Tensor,
     original_sizes: torch.Tensor,
     thresholds: list[Thresholds],
-    size: int = INPUT_SIZE,
+    size: Size = INPUT_SHAPE,
 ) -> list[Detections]:
     """Turn a batch of YOLO head outputs into per-frame detections in original pixels.
 
@@ -232,7 +232,7 @@ def postprocess_batch(
         raw: ``[B, 4 + nc, N]`` head output (float16 or float32), boxes in input pixels.
         original_sizes: ``[B, 2]`` integer (height, width) of each original frame, pixels.
         thresholds: One setting per frame (requests in a batch may differ).
-        size: Side of the square detector input in pixels.
+        size: Detector input ``(height, width)`` in pixels (``CAMDET_INPUT_SIZE``).
 
     Returns:
         One :class:`Detections` per frame, on ``raw``'s device.
@@ -244,7 +244,7 @@ def postprocess_flat(
     raw: torch.Tensor,
     original_sizes: torch.Tensor,
     thresholds: list[Thresholds],
-    size: int = INPUT_SIZE,
+    size: Size = INPUT_SHAPE,
 ) -> BatchDetections:
     """Like :func:`postprocess_batch`, but the detections stay in flat batch tensors.
 

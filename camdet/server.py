@@ -425,15 +425,16 @@ def container_plan_problems(repository: Path) -> list[str]:
     A plan only loads in the TensorRT version that built it, on GPUs of its compute
     capability; ``build_engine.py`` records both in ``model.plan.json`` beside it.
     """
-    import build_engine
+    from camdet.engine.errors import BuildEngineError
+    from camdet.engine.sidecar import check_plan_compatibility, query_gpu, read_sidecar
 
     plan = Path(repository) / "detector" / "1" / "model.plan"
     if not plan.is_file():
         return [f"no TensorRT plan at {plan}: build it with build_engine.py (docker/README.md)"]
     try:
-        sidecar = build_engine.read_sidecar(plan)
-        gpu = build_engine.query_gpu()
-    except build_engine.BuildEngineError as exc:
+        sidecar = read_sidecar(plan)
+        gpu = query_gpu()
+    except BuildEngineError as exc:
         return [str(exc)]
     try:
         import tensorrt
@@ -441,9 +442,7 @@ def container_plan_problems(repository: Path) -> list[str]:
         trt_version = tensorrt.__version__
     except ImportError:  # the server image has TensorRT's libraries, not always its Python
         trt_version = sidecar.tensorrt_version
-    return build_engine.check_plan_compatibility(
-        sidecar, trt_version, gpu.name, gpu.compute_capability
-    )
+    return check_plan_compatibility(sidecar, trt_version, gpu.name, gpu.compute_capability)
 
 
 _CPU_NOISE = (

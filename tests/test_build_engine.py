@@ -1,4 +1,5 @@
-"""build_engine.py: ONNX/config checks, profiles, config rewrite, sidecars, CLI.
+"""camdet.engine and its CLI build_engine.py: ONNX/config checks, profiles, config rewrite,
+sidecars, the strongly typed build.
 
 Everything but the ``tensorrt``-marked tests runs without TensorRT or a GPU, on real ONNX
 files made here with ``onnx.helper`` (and one with ``torch.onnx.export``) and run with
@@ -24,8 +25,25 @@ from rich.progress import Progress
 from tritonclient.grpc import model_config_pb2 as mc
 from typer.testing import CliRunner
 
-import build_engine as be
-from camdet.constants import INPUT_SIZE
+import build_engine as cli
+from camdet.constants import INPUT_SHAPE, INPUT_SIZE
+from camdet.engine import (
+    builder,
+    calibration,
+    config_edit,
+    errors,
+    inspection,
+    network,
+    onnx_checks,
+)
+from camdet.engine import (
+    contract as contracts,
+)
+from camdet.engine import (
+    sidecar as sidecars,
+)
+from camdet.engine.files import file_sha256
+from camdet.engine.progress import PhaseTracker
 from camdet.geometry import letterbox_image, to_model_input
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,9 +136,9 @@ def paths(repo_copy: Path) -> dict[str, Path]:
     }
 
 
-def contract_error(onnx_path: Path, paths: dict[str, Path]) -> be.ContractError:
-    with pytest.raises(be.ContractError) as caught:
-        be.validate_inputs(onnx_path, paths["config"], paths["labels"])
+def contract_error(onnx_path: Path, paths: dict[str, Path]) -> errors.ContractError:
+    with pytest.raises(errors.ContractError) as caught:
+        onnx_checks.validate_inputs(onnx_path, paths["config"], paths["labels"])
     return caught.value
 
 
@@ -134,13 +152,13 @@ def test_yolo_head_fixture_is_a_real_detector(tmp_path: Path) -> None:
 
 
 def test_correct_head_passes(paths: dict[str, Path]) -> None:
-    inputs = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
     assert inputs.report.problems == []
     assert inputs.report.notes == []
     assert inputs.report.input_shape == ["batch", 3, 640, 640]
     assert inputs.report.output_shape == ["batch", 8, 8400]
     assert inputs.contract.num_classes == 4
-    assert inputs.onnx_sha256 == be.file_sha256(paths["onnx"])
+    assert inputs.onnx_sha256 == file_sha256(paths["onnx"])
 
 
 def test_wrong_names_are_reported_together(tmp_path: Path, paths: dict[str, Path]) -> None:
@@ -203,14 +221,14 @@ def test_wrong_input_size_and_dtype(tmp_path: Path, paths: dict[str, Path]) -> N
 def test_float16_input_is_accepted(tmp_path: Path, paths: dict[str, Path]) -> None:
     half = yolo_onnx(tmp_path / "half.onnx", input_type=TensorProto.FLOAT16)
     assert run_onnx(half).shape == (2, 8, 8400)
-    assert be.validate_inputs(half, paths["config"], paths["labels"]).report.problems == []
+    assert onnx_checks.validate_inputs(half, paths["config"], paths["labels"]).report.problems == []
 
 
 def test_symbolic_head_dims_are_resolved_by_shape_inference(
     tmp_path: Path, paths: dict[str, Path]
 ) -> None:
     good = yolo_onnx(tmp_path / "sym.onnx", declared_output=["batch", "rows", "anchors"])
-    report = be.validate_inputs(good, paths["config"], paths["labels"]).report
+    report = onnx_checks.validate_inputs(good, paths["config"], paths["labels"]).report
     assert report.problems == []
     assert report.notes == []
     bad = yolo_onnx(
@@ -243,7 +261,7 @@ def test_torch_exported_detector(tmp_path: Path, paths: dict[str, Path]) -> None
         dynamo=False,
     )
     assert run_onnx(path).shape == (2, 8, 8400)
-    inputs = be.validate_inputs(path, paths["config"], paths["labels"])
+    inputs = onnx_checks.validate_inputs(path, paths["config"], paths["labels"])
     assert inputs.report.problems == []
     assert inputs.report.output_shape == ["batch", 8, 8400]
 
@@ -255,11 +273,11 @@ def test_config_and_labels_problems_come_with_onnx_problems(
     labels.write_text("disc\nbox\ntriangle\n")
     config = paths["config"]
     config.write_text(config.read_text().replace("dims: [ 3, 640, 640 ]", "dims: [ 3, 320, 320 ]"))
-    with pytest.raises(be.ContractError) as caught:
-        be.validate_inputs(paths["onnx"], config, labels)
+    with pytest.raises(errors.ContractError) as caught:
+        onnx_checks.validate_inputs(paths["onnx"], config, labels)
     assert caught.value.problems == [
         "config input 'images' dims are [3, 320, 320], expected [3, 640, 640] "
-        "(camdet.constants.INPUT_SIZE)",
+        "(CAMDET_INPUT_SIZE 640x640)",
         "config output 'output0' dims are [8, 8400], expected [7, 8400] = [4 + 3 classes, anchors]",
         "ONNX input 'images' dimension 2 is 640, the config says 320",
         "ONNX input 'images' dimension 3 is 640, the config says 320",
@@ -271,50 +289,57 @@ def test_config_and_labels_problems_come_with_onnx_problems(
 def test_missing_files(tmp_path: Path, paths: dict[str, Path]) -> None:
     err = contract_error(tmp_path / "none.onnx", paths)
     assert err.problems == [f"ONNX file {tmp_path / 'none.onnx'} does not exist"]
-    with pytest.raises(be.ContractError, match="lists no class"):
+    with pytest.raises(errors.ContractError, match="lists no class"):
         (tmp_path / "empty.txt").write_text("\n")
-        be.validate_inputs(paths["onnx"], paths["config"], tmp_path / "empty.txt")
+        onnx_checks.validate_inputs(paths["onnx"], paths["config"], tmp_path / "empty.txt")
 
 
 @pytest.mark.skipif(not DEMO_ONNX.is_file(), reason="demo detector model.onnx not trained yet")
 def test_demo_detector_matches_production_config() -> None:
-    inputs = be.validate_inputs(DEMO_ONNX, be.DEFAULT_CONFIG, be.DEFAULT_LABELS)
+    inputs = onnx_checks.validate_inputs(DEMO_ONNX, builder.DEFAULT_CONFIG, builder.DEFAULT_LABELS)
     assert inputs.report.problems == []
     assert run_onnx(DEMO_ONNX, batch=2).shape == (2, 8, 8400)
 
 
 def test_production_config_contract() -> None:
-    config = be.load_model_config(be.DEFAULT_CONFIG)
-    contract, problems = be.detector_contract(config, len(be.read_labels(be.DEFAULT_LABELS)))
+    config = contracts.load_model_config(builder.DEFAULT_CONFIG)
+    contract, problems = contracts.detector_contract(
+        config, len(contracts.read_labels(builder.DEFAULT_LABELS))
+    )
     assert problems == []
     assert contract is not None
-    assert contract.input == be.TensorSpec("images", "TYPE_FP16", (3, INPUT_SIZE, INPUT_SIZE))
-    assert contract.output == be.TensorSpec("output0", "TYPE_FP16", (8, 8400))
-    assert be.expected_anchors(INPUT_SIZE) == 8400
+    assert contract.input == contracts.TensorSpec("images", "TYPE_FP16", (3, *INPUT_SHAPE))
+    assert contract.output == contracts.TensorSpec("output0", "TYPE_FP16", (8, 8400))
+    assert contracts.expected_anchors(INPUT_SIZE) == 8400
 
 
 # ----------------------------------------------------------------------------- profiles
 
 
 def test_profile_rule() -> None:
-    assert be.derive_profile(64, [16, 32, 64]) == be.BatchProfile(1, 64, 64)
-    assert be.derive_profile(64, [8, 16]) == be.BatchProfile(1, 16, 64)
-    assert be.derive_profile(32, []) == be.BatchProfile(1, 32, 32)
-    assert be.BatchProfile(1, 16, 64).shapes((3, 640, 640)) == {
+    assert contracts.derive_profile(64, [16, 32, 64]) == contracts.BatchProfile(1, 64, 64)
+    assert contracts.derive_profile(64, [8, 16]) == contracts.BatchProfile(1, 16, 64)
+    assert contracts.derive_profile(32, []) == contracts.BatchProfile(1, 32, 32)
+    assert contracts.BatchProfile(1, 16, 64).shapes((3, 640, 640)) == {
         "min": [1, 3, 640, 640],
         "opt": [16, 3, 640, 640],
         "max": [64, 3, 640, 640],
     }
-    with pytest.raises(be.ProfileMismatchError, match="1 <= min <= opt <= max"):
-        be.BatchProfile(1, 65, 64)
+    with pytest.raises(errors.ProfileMismatchError, match="1 <= min <= opt <= max"):
+        contracts.BatchProfile(1, 65, 64)
 
 
 def test_requested_profile_and_refusal(paths: dict[str, Path]) -> None:
-    contract = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"]).contract
-    assert be.requested_profile(contract, None, None) == be.BatchProfile(1, 64, 64)
-    assert be.requested_profile(contract, 32, None) == be.BatchProfile(1, 32, 32)
-    assert be.profile_mismatch(be.BatchProfile(1, 64, 64), contract, paths["config"]) is None
-    assert be.profile_mismatch(be.BatchProfile(1, 16, 32), contract, paths["config"]) == (
+    contract = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"]).contract
+    assert config_edit.requested_profile(contract, None, None) == contracts.BatchProfile(1, 64, 64)
+    assert config_edit.requested_profile(contract, 32, None) == contracts.BatchProfile(1, 32, 32)
+    assert (
+        config_edit.profile_mismatch(contracts.BatchProfile(1, 64, 64), contract, paths["config"])
+        is None
+    )
+    assert config_edit.profile_mismatch(
+        contracts.BatchProfile(1, 16, 32), contract, paths["config"]
+    ) == (
         f"requested profile min=1 opt=16 max=32 disagrees with {paths['config']} "
         "(max_batch_size 64, preferred_batch_size [16, 32, 64] -> min=1 opt=64 max=64); "
         "pass --update-config to rewrite the config's batch settings"
@@ -332,21 +357,21 @@ def _without_batching(config: mc.ModelConfig) -> mc.ModelConfig:
 def test_update_config_round_trip(paths: dict[str, Path]) -> None:
     config = paths["config"]
     before_text = config.read_text()
-    before = be.load_model_config(config)
-    sizes = be.update_config_batching(config, be.BatchProfile(1, 32, 48))
+    before = contracts.load_model_config(config)
+    sizes = config_edit.update_config_batching(config, contracts.BatchProfile(1, 32, 48))
     assert sizes == [16, 32]
-    after = be.load_model_config(config)
+    after = contracts.load_model_config(config)
     assert after.max_batch_size == 48
     assert list(after.dynamic_batching.preferred_batch_size) == [16, 32]
-    assert be.derive_profile(after.max_batch_size, after.dynamic_batching.preferred_batch_size) == (
-        be.BatchProfile(1, 32, 48)
-    )
+    assert contracts.derive_profile(
+        after.max_batch_size, after.dynamic_batching.preferred_batch_size
+    ) == (contracts.BatchProfile(1, 32, 48))
     assert _without_batching(after) == _without_batching(before)
     text = config.read_text()
     comments = [line for line in before_text.splitlines() if line.startswith("#")]
     assert comments and all(line in text for line in comments)
     assert "max_queue_delay_microseconds: 1000" in text
-    be.update_config_batching(config, be.BatchProfile(1, 64, 64))
+    config_edit.update_config_batching(config, contracts.BatchProfile(1, 64, 64))
     assert config.read_text() == before_text
 
 
@@ -363,7 +388,7 @@ def test_update_config_other_layouts(tmp_path: Path, batching: str) -> None:
     config.write_text(
         f'name: "detector"\nplatform: "tensorrt_plan"\nmax_batch_size: 32\n{batching}'
     )
-    be.update_config_batching(config, be.BatchProfile(1, 8, 16))
+    config_edit.update_config_batching(config, contracts.BatchProfile(1, 8, 16))
     parsed = text_format.Parse(config.read_text(), mc.ModelConfig())
     assert parsed.max_batch_size == 16
     assert list(parsed.dynamic_batching.preferred_batch_size) == [8]
@@ -373,7 +398,8 @@ def test_update_config_other_layouts(tmp_path: Path, batching: str) -> None:
 def test_update_config_cli_and_ensemble_warning(repo_copy: Path) -> None:
     config = repo_copy / "detector" / "config.pbtxt"
     result = runner.invoke(
-        be.app, ["update-config", "--config", str(config), "--max-batch", "32", "--opt-batch", "16"]
+        cli.app,
+        ["update-config", "--config", str(config), "--max-batch", "32", "--opt-batch", "16"],
     )
     assert result.exit_code == 0, result.output
     assert result.stdout == (
@@ -388,7 +414,7 @@ def test_update_config_cli_and_ensemble_warning(repo_copy: Path) -> None:
             f"lower it in {repo_copy / ensemble / 'config.pbtxt'} (Triton requires an ensemble's "
             "max_batch_size to be at most each step's)\n"
         ) in result.stderr
-    parsed = be.load_model_config(config)
+    parsed = contracts.load_model_config(config)
     assert (parsed.max_batch_size, list(parsed.dynamic_batching.preferred_batch_size)) == (32, [16])
 
 
@@ -397,7 +423,7 @@ def test_update_config_cli_and_ensemble_warning(repo_copy: Path) -> None:
 
 def test_validate_cli(paths: dict[str, Path], tmp_path: Path) -> None:
     args = ["--config", str(paths["config"]), "--labels", str(paths["labels"])]
-    ok = runner.invoke(be.app, ["validate", "--onnx", str(paths["onnx"]), *args])
+    ok = runner.invoke(cli.app, ["validate", "--onnx", str(paths["onnx"]), *args])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout == (
         f"OK: model.onnx matches {paths['config']} and labels.txt (4 classes)\n"
@@ -405,7 +431,7 @@ def test_validate_cli(paths: dict[str, Path], tmp_path: Path) -> None:
         "MAX [64, 3, 640, 640]\n"
     )
     bad = yolo_onnx(tmp_path / "bad.onnx", input_name="x", num_classes=80, batch=1)
-    failed = runner.invoke(be.app, ["validate", "--onnx", str(bad), *args])
+    failed = runner.invoke(cli.app, ["validate", "--onnx", str(bad), *args])
     assert failed.exit_code == 1
     assert failed.stderr == (
         f"error: bad.onnx does not match {paths['config']} and labels.txt:\n"
@@ -440,7 +466,7 @@ def test_build_refuses_a_profile_that_disagrees_with_the_config(
     paths: dict[str, Path], tmp_path: Path
 ) -> None:
     before = paths["config"].read_text()
-    result = runner.invoke(be.app, [*_build_args(paths, tmp_path), "--max-batch", "32"])
+    result = runner.invoke(cli.app, [*_build_args(paths, tmp_path), "--max-batch", "32"])
     assert result.exit_code == 1
     assert result.stderr == (
         f"error: requested profile min=1 opt=32 max=32 disagrees with {paths['config']} "
@@ -453,7 +479,7 @@ def test_build_refuses_a_profile_that_disagrees_with_the_config(
 
 def test_build_refuses_a_bad_onnx_before_tensorrt(paths: dict[str, Path], tmp_path: Path) -> None:
     yolo_onnx(paths["onnx"], num_classes=2)
-    result = runner.invoke(be.app, _build_args(paths, tmp_path))
+    result = runner.invoke(cli.app, _build_args(paths, tmp_path))
     assert result.exit_code == 1
     assert result.stderr == (
         f"error: model.onnx does not match {paths['config']} and labels.txt:\n"
@@ -466,7 +492,7 @@ def test_build_refuses_a_bad_onnx_before_tensorrt(paths: dict[str, Path], tmp_pa
 def test_build_without_tensorrt_says_where_to_run(paths: dict[str, Path], tmp_path: Path) -> None:
     before = paths["config"].read_text()
     result = runner.invoke(
-        be.app, [*_build_args(paths, tmp_path), "--max-batch", "32", "--update-config"]
+        cli.app, [*_build_args(paths, tmp_path), "--max-batch", "32", "--update-config"]
     )
     assert result.exit_code == 1
     assert result.stderr == (
@@ -478,19 +504,22 @@ def test_build_without_tensorrt_says_where_to_run(paths: dict[str, Path], tmp_pa
 
 
 def test_tensorrt_version_gate() -> None:
-    assert be.tensorrt_version_problem("10.16.1.11") is None
-    assert be.tensorrt_version_problem("11.4.0.106") == (
-        "TensorRT 11.4.0.106 is not supported: build_engine.py uses the TensorRT 10 builder API "
-        "(BuilderFlag.FP16/INT8, IInt8EntropyCalibrator2), which TensorRT 11 removed; build in an "
-        "NGC release that ships TensorRT 10 (see docker/README.md)"
+    assert network.tensorrt_version_problem("10.16.1.11") is None
+    assert network.tensorrt_version_problem("11.4.0.106") is None
+    assert network.tensorrt_version_problem("12.0.0.1") == (
+        "TensorRT 12.0.0.1 is not supported: build_engine.py builds strongly typed networks with "
+        "the TensorRT 10 and 11 Python API; build in an NGC release that ships one of them "
+        "(see docker/README.md)"
     )
-    assert be.tensorrt_version_problem("8.6.1") is not None
+    assert network.tensorrt_version_problem("8.6.1") is not None
 
 
 # ----------------------------------------------------------------------------- sidecar & check
 
 
-def _sidecar(plan: Path, inputs: be.ValidatedInputs, **overrides: object) -> be.PlanSidecar:
+def _sidecar(
+    plan: Path, inputs: onnx_checks.ValidatedInputs, **overrides: object
+) -> sidecars.PlanSidecar:
     contract = inputs.contract
     values: dict[str, object] = {
         "tensorrt_version": "10.16.1.11",
@@ -499,23 +528,23 @@ def _sidecar(plan: Path, inputs: be.ValidatedInputs, **overrides: object) -> be.
         "precision": "fp16",
         "profiles": [contract.profile_record(contract.profile)],
         "onnx_sha256": inputs.onnx_sha256,
-        "plan_sha256": be.file_sha256(plan),
+        "plan_sha256": file_sha256(plan),
         "built_at": "2026-11-25T19:00:00+00:00",
     }
     values.update(overrides)
-    sidecar = be.PlanSidecar(**values)  # type: ignore[arg-type]
-    be.sidecar_path(plan).write_text(sidecar.to_json())
+    sidecar = sidecars.PlanSidecar(**values)  # type: ignore[arg-type]
+    sidecars.sidecar_path(plan).write_text(sidecar.to_json())
     return sidecar
 
 
 def test_sidecar_round_trip_and_errors(tmp_path: Path, paths: dict[str, Path]) -> None:
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"raw plan bytes")
-    inputs = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
     sidecar = _sidecar(plan, inputs, layers={"count": 3})
-    assert be.sidecar_path(plan) == tmp_path / "model.plan.json"
-    assert be.read_sidecar(plan) == sidecar
-    assert json.loads(be.sidecar_path(plan).read_text())["profiles"] == [
+    assert sidecars.sidecar_path(plan) == tmp_path / "model.plan.json"
+    assert sidecars.read_sidecar(plan) == sidecar
+    assert json.loads(sidecars.sidecar_path(plan).read_text())["profiles"] == [
         {
             "input": "images",
             "min": [1, 3, 640, 640],
@@ -523,8 +552,8 @@ def test_sidecar_round_trip_and_errors(tmp_path: Path, paths: dict[str, Path]) -
             "max": [64, 3, 640, 640],
         }
     ]
-    with pytest.raises(be.SidecarError, match="lacks gpu_name, plan_sha256"):
-        be.PlanSidecar.from_json(
+    with pytest.raises(errors.SidecarError, match="lacks gpu_name, plan_sha256"):
+        sidecars.PlanSidecar.from_json(
             json.dumps(
                 {
                     "tensorrt_version": "10",
@@ -536,14 +565,16 @@ def test_sidecar_round_trip_and_errors(tmp_path: Path, paths: dict[str, Path]) -
                 }
             )
         )
-    with pytest.raises(be.SidecarError, match="no sidecar"):
-        be.read_sidecar(tmp_path / "other.plan")
+    with pytest.raises(errors.SidecarError, match="no sidecar"):
+        sidecars.read_sidecar(tmp_path / "other.plan")
 
 
 def test_check_plan_compatibility() -> None:
-    sidecar = be.PlanSidecar("10.16.1.11", "NVIDIA A10", "8.6", "fp16", [], "", "", "")
-    assert be.check_plan_compatibility(sidecar, "10.16.1.11", "NVIDIA A10", "8.6") == []
-    assert be.check_plan_compatibility(sidecar, "10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0") == [
+    sidecar = sidecars.PlanSidecar("10.16.1.11", "NVIDIA A10", "8.6", "fp16", [], "", "", "")
+    assert sidecars.check_plan_compatibility(sidecar, "10.16.1.11", "NVIDIA A10", "8.6") == []
+    assert sidecars.check_plan_compatibility(
+        sidecar, "10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0"
+    ) == [
         "plan was built with TensorRT 10.16.1.11 but this is TensorRT 10.13.3.9; a plan only "
         "loads in the TensorRT version that built it",
         "plan was built for compute capability 8.6 but this GPU has 9.0; plans are specific to "
@@ -556,19 +587,19 @@ def test_check_plan_compatibility() -> None:
 def test_check_plan_freshness(tmp_path: Path, paths: dict[str, Path]) -> None:
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"plan")
-    inputs = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
     sidecar = _sidecar(plan, inputs)
     record = inputs.contract.profile_record(inputs.contract.profile)
-    fresh = be.check_plan_freshness(
+    fresh = sidecars.check_plan_freshness(
         sidecar,
         onnx_sha256=inputs.onnx_sha256,
         precision="fp16",
         profile_record=record,
-        plan_sha256=be.file_sha256(plan),
+        plan_sha256=file_sha256(plan),
     )
     assert fresh == []
-    other = inputs.contract.profile_record(be.BatchProfile(1, 16, 32))
-    stale = be.check_plan_freshness(
+    other = inputs.contract.profile_record(contracts.BatchProfile(1, 16, 32))
+    stale = sidecars.check_plan_freshness(
         sidecar, onnx_sha256="f" * 64, precision="int8", profile_record=other, plan_sha256="0"
     )
     assert stale[0] == (
@@ -602,18 +633,18 @@ def _check_args(paths: dict[str, Path], *extra: str) -> list[str]:
 
 
 def test_check_cli(paths: dict[str, Path]) -> None:
-    missing = runner.invoke(be.app, _check_args(paths))
+    missing = runner.invoke(cli.app, _check_args(paths))
     assert missing.exit_code == 1
     assert missing.stdout == f"{paths['plan']} must be rebuilt:\n  - no plan at {paths['plan']}\n"
 
     paths["plan"].write_bytes(b"raw plan")
-    no_sidecar = runner.invoke(be.app, _check_args(paths))
+    no_sidecar = runner.invoke(cli.app, _check_args(paths))
     assert no_sidecar.exit_code == 1
-    assert f"  - no sidecar {be.sidecar_path(paths['plan'])}\n" in no_sidecar.stdout
+    assert f"  - no sidecar {sidecars.sidecar_path(paths['plan'])}\n" in no_sidecar.stdout
 
-    inputs = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
     _sidecar(paths["plan"], inputs)
-    ok = runner.invoke(be.app, _check_args(paths))
+    ok = runner.invoke(cli.app, _check_args(paths))
     assert ok.exit_code == 0, ok.output
     assert ok.stdout == (
         f"{paths['plan']} fits TensorRT 10.16.1.11 on NVIDIA H100 80GB HBM3 (compute capability "
@@ -621,7 +652,7 @@ def test_check_cli(paths: dict[str, Path]) -> None:
     )
 
     upgraded = runner.invoke(
-        be.app,
+        cli.app,
         [
             *_check_args(paths)[:-6],
             "--tensorrt-version",
@@ -643,26 +674,26 @@ def test_check_cli(paths: dict[str, Path]) -> None:
         "timed its kernels for the GPU model it was built on",
     ]
 
-    int8 = runner.invoke(be.app, _check_args(paths, "--precision", "int8"))
+    int8 = runner.invoke(cli.app, _check_args(paths, "--precision", "int8"))
     assert int8.exit_code == 1
     assert "  - plan precision is fp16, int8 was asked for\n" in int8.stdout
 
     yolo_onnx(paths["onnx"], strides=(8, 16, 32))  # same graph -> same hash: still fresh
-    assert runner.invoke(be.app, _check_args(paths)).exit_code == 0
-    be.update_config_batching(paths["config"], be.BatchProfile(1, 32, 64))
-    reprofiled = runner.invoke(be.app, _check_args(paths))
+    assert runner.invoke(cli.app, _check_args(paths)).exit_code == 0
+    config_edit.update_config_batching(paths["config"], contracts.BatchProfile(1, 32, 64))
+    reprofiled = runner.invoke(cli.app, _check_args(paths))
     assert reprofiled.exit_code == 1
     assert "  - plan profiles [{'input': 'images'" in reprofiled.stdout
 
 
 def test_parse_nvidia_smi() -> None:
     text = "0, NVIDIA H100 80GB HBM3, 9.0\n1, NVIDIA RTX 6000 Ada Generation, 8.9\n"
-    assert be.parse_nvidia_smi(text) == [
-        be.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0"),
-        be.GpuInfo(1, "NVIDIA RTX 6000 Ada Generation", "8.9"),
+    assert sidecars.parse_nvidia_smi(text) == [
+        sidecars.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0"),
+        sidecars.GpuInfo(1, "NVIDIA RTX 6000 Ada Generation", "8.9"),
     ]
-    with pytest.raises(be.GpuQueryError, match="unexpected nvidia-smi line"):
-        be.parse_nvidia_smi("0, NVIDIA H100, [N/A]")
+    with pytest.raises(errors.GpuQueryError, match="unexpected nvidia-smi line"):
+        sidecars.parse_nvidia_smi("0, NVIDIA H100, [N/A]")
 
 
 # ----------------------------------------------------------------------------- engine inspection
@@ -670,23 +701,23 @@ def test_parse_nvidia_smi() -> None:
 
 def _io(
     input_dtype: str = "HALF", output_shape: list[int] | None = None, opt: int = 64
-) -> list[be.IoTensor]:
-    profile = be.BatchProfile(1, opt, 64).shapes((3, 640, 640))
+) -> list[inspection.IoTensor]:
+    profile = contracts.BatchProfile(1, opt, 64).shapes((3, 640, 640))
     return [
-        be.IoTensor("images", True, input_dtype, profile, [opt, 3, 640, 640]),
-        be.IoTensor("output0", False, "HALF", None, output_shape or [opt, 8, 8400]),
+        inspection.IoTensor("images", True, input_dtype, profile, [opt, 3, 640, 640]),
+        inspection.IoTensor("output0", False, "HALF", None, output_shape or [opt, 8, 8400]),
     ]
 
 
 def test_check_engine_io(paths: dict[str, Path]) -> None:
-    contract = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"]).contract
+    contract = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"]).contract
     profile = contract.profile
-    assert be.check_engine_io(_io(), contract, profile) == []
-    assert be.check_engine_io(_io("FLOAT", [64, 8, 8500]), contract, profile) == [
+    assert inspection.check_engine_io(_io(), contract, profile) == []
+    assert inspection.check_engine_io(_io("FLOAT", [64, 8, 8500]), contract, profile) == [
         "engine input 'images' is FLOAT, the config says TYPE_FP16",
         "engine output 'output0' has shape [64, 8, 8500] at OPT, expected [64, 8, 8400]",
     ]
-    problems = be.check_engine_io(_io(opt=16), contract, profile)
+    problems = inspection.check_engine_io(_io(opt=16), contract, profile)
     assert problems[0] == (
         "engine input 'images' has shape [16, 3, 640, 640] at OPT, expected [64, 3, 640, 640]"
     )
@@ -729,8 +760,8 @@ TRT10_DETAILED = {
 
 
 def test_summarize_engine_information() -> None:
-    summary = be.summarize_engine_information(json.dumps(TRT10_DETAILED))
-    assert summary == be.LayerSummary(
+    summary = inspection.summarize_engine_information(json.dumps(TRT10_DETAILED))
+    assert summary == inspection.LayerSummary(
         4,
         {"FP16": 1, "INT8": 1, "FP32": 1, "other": 1},
         {"Reformat": 2, "CaskConvolution": 1, "NoOp": 1},
@@ -740,11 +771,11 @@ def test_summarize_engine_information() -> None:
             {"LayerType": "CaskConvolution", "Outputs": [{"DataType": "Half", "Format": "kLINEAR"}]}
         ]
     }
-    assert be.summarize_engine_information(json.dumps(trt11)).by_precision == {"FP16": 1}
+    assert inspection.summarize_engine_information(json.dumps(trt11)).by_precision == {"FP16": 1}
     names_only = {"Layers": ["conv1", "conv2"], "Bindings": ["images", "output0"]}
-    assert be.summarize_engine_information(json.dumps(names_only)) == be.LayerSummary(
-        2, {"unknown": 2}, {}
-    )
+    assert inspection.summarize_engine_information(
+        json.dumps(names_only)
+    ) == inspection.LayerSummary(2, {"unknown": 2}, {})
 
 
 class _FakeParserError:
@@ -765,16 +796,16 @@ class _FakeParserError:
 
 
 def test_describe_parser_error() -> None:
-    assert be.describe_parser_error(_FakeParserError()) == (
+    assert network.describe_parser_error(_FakeParserError()) == (
         "node 12 (/model.22/dfl/Softmax: Softmax): Unsupported axis [ErrorCode.UNSUPPORTED_NODE]"
     )
-    err = be.OnnxParseError("TensorRT's ONNX parser rejected m.onnx", ["a", "b"])
+    err = errors.OnnxParseError("TensorRT's ONNX parser rejected m.onnx", ["a", "b"])
     assert str(err) == "TensorRT's ONNX parser rejected m.onnx:\n  - a\n  - b"
 
 
 def test_phase_tracker() -> None:
     with Progress(disable=True) as progress:
-        tracker = be.PhaseTracker(progress)
+        tracker = PhaseTracker(progress)
         tracker.start("Building engine", None, 3)
         tracker.start("Tactic timing", "Building engine", 10)
         names = [task.description for task in progress.tasks]
@@ -793,89 +824,62 @@ def _rgb(height: int, width: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-def test_calibration_batches_from_a_folder(tmp_path: Path) -> None:
+def test_calibration_array_from_a_folder(tmp_path: Path) -> None:
     frames = {"a.png": _rgb(720, 1280, 1), "b.png": _rgb(480, 640, 2), "c.png": _rgb(1080, 608, 3)}
     for name, rgb in frames.items():
         assert cv2.imwrite(str(tmp_path / name), rgb[..., ::-1])
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    source = be.CalibrationSource(tmp_path, frames=10)
+    source = calibration.CalibrationSource(tmp_path, frames=10)
     assert source.available() == 4
-    batches = list(be.calibration_batches(source.frames_rgb(), 2, np.float16))
-    assert len(batches) == 1, "3 readable frames in batches of 2: the partial batch is dropped"
-    (batch,) = batches
-    assert batch.shape == (2, 3, 640, 640)
-    assert batch.dtype == np.float16
+    batch = calibration.calibration_array(source.frames_rgb())
+    assert batch.shape == (3, 3, *INPUT_SHAPE), "the unreadable file is skipped"
+    assert batch.dtype == np.float32
     assert batch.flags.c_contiguous
-    for got, name in zip(batch, ("a.png", "b.png"), strict=True):
-        np.testing.assert_array_equal(got, to_model_input(letterbox_image(frames[name])))
+    for got, name in zip(batch, ("a.png", "b.png", "c.png"), strict=True):
+        np.testing.assert_array_equal(
+            got, to_model_input(letterbox_image(frames[name]), np.float32)
+        )
+    with pytest.raises(errors.CalibrationError, match="no readable frame"):
+        calibration.calibration_array(iter(()))
 
 
 def test_synthetic_calibration_frames() -> None:
-    pytest.importorskip("camdet.scenes", reason="camdet.scenes not landed yet")
-    frames = list(be.CalibrationSource(None, frames=2, seed=3).frames_rgb())
+    frames = list(calibration.CalibrationSource(None, frames=2, seed=3).frames_rgb())
     assert [f.shape for f in frames] == [(1080, 1920, 3), (720, 1280, 3)]
     assert all(f.dtype == np.uint8 for f in frames)
-    (batch,) = be.calibration_batches(iter(frames), 2, np.float16)
-    assert batch.shape == (2, 3, 640, 640)
-
-
-class _FakeBuffer:
-    def __init__(self, nbytes: int, fail_at: int | None = None) -> None:
-        self.ptr, self.nbytes, self.uploads, self.freed = 0xDEAD, nbytes, [], False
-        self.fail_at = fail_at
-
-    def upload(self, array: np.ndarray) -> None:
-        if len(self.uploads) == self.fail_at:
-            raise be.CalibrationError("cudaMemcpy failed: out of memory (2)")
-        self.uploads.append(array)
-
-    def free(self) -> None:
-        self.freed = True
-
-
-def test_calibration_feeder(tmp_path: Path) -> None:
-    cache = tmp_path / "cal" / "calibration.cache"
-    buffers: list[_FakeBuffer] = []
-
-    def make(nbytes: int) -> _FakeBuffer:
-        buffers.append(_FakeBuffer(nbytes, fail_at=1))
-        return buffers[-1]
-
-    batches = iter([np.zeros((2, 3, 8, 8), np.float16)] * 3)
-    feeder = be.CalibrationFeeder(batches, cache, make_buffer=make)  # type: ignore[arg-type]
-    assert feeder.read_cache() is None
-    assert feeder.next_pointers(["images"]) == [0xDEAD]
-    assert feeder.next_pointers(["images"]) is None, "an upload failure ends calibration"
-    assert feeder.batches_served == 1
-    assert buffers[0].nbytes == 2 * 3 * 8 * 8 * 2
-    feeder.write_cache(memoryview(b"TRT-1016-EntropyCalibration2\nimages: 3c010a14\n"))
-    assert feeder.read_cache() == b"TRT-1016-EntropyCalibration2\nimages: 3c010a14\n"
-    feeder.free()
-    assert buffers[0].freed
-
-
-def test_device_buffer_without_a_gpu() -> None:
-    # Here: no libcudart, or one that finds no driver/GPU. Either way a typed error.
-    with pytest.raises(
-        be.CalibrationError, match=r"cudaMalloc failed|cannot load the CUDA runtime"
-    ):
-        be.DeviceBuffer(1024)
+    assert calibration.calibration_array(iter(frames)).shape == (2, 3, *INPUT_SHAPE)
 
 
 def test_synthetic_frames_without_scenes_fail_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(__import__("sys").modules, "camdet.scenes", None)
-    with pytest.raises(be.CalibrationError, match=r"synthetic calibration needs camdet\.scenes"):
-        be.synthetic_frames(4, seed=0)
+    with pytest.raises(
+        errors.CalibrationError, match=r"synthetic calibration needs camdet\.scenes"
+    ):
+        calibration.synthetic_frames(4, seed=0)
 
 
-def test_int8_without_frames_is_refused_before_building(tmp_path: Path) -> None:
-    request = be.BuildRequest(
-        precision=be.Precision.INT8,
-        calibration=be.CalibrationSource(tmp_path, frames=100),
-        timing_cache=tmp_path / "timing.cache",
+def test_int8_without_frames_is_refused_before_converting(
+    tmp_path: Path, paths: dict[str, Path]
+) -> None:
+    request = builder.BuildRequest(
+        onnx=paths["onnx"],
+        config=paths["config"],
+        labels=paths["labels"],
+        precision=contracts.Precision.INT8,
+        calibration=calibration.CalibrationSource(tmp_path / "frames", frames=100),
+        timing_cache=tmp_path / "cache" / "timing.cache",
     )
-    assert request.calibration_cache_for("ab" * 32) == tmp_path / f"calibration-{'ab' * 8}.cache"
-    assert request.calibration.available() == 0
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    kept = request.converted_onnx_for(inputs.onnx_sha256)
+    assert kept == tmp_path / "cache" / f"detector-{inputs.onnx_sha256[:16]}-640x640-int8.onnx"
+    with pytest.raises(errors.CalibrationError) as caught:
+        builder.convert_for_build(request, inputs)
+    assert str(caught.value) == (
+        "INT8 needs at least 8 calibration frames and up to 100 frames from "
+        f"{tmp_path / 'frames'} gives 0; "
+        f"no kept conversion at {kept}"
+    )
+    assert not kept.exists()
 
 
 # ----------------------------------------------------------------------------- TensorRT (GPU)
@@ -884,12 +888,12 @@ def test_int8_without_frames_is_refused_before_building(tmp_path: Path) -> None:
 @pytest.mark.tensorrt
 @needs_tensorrt
 def test_build_fp16_plan_and_check(paths: dict[str, Path], tmp_path: Path) -> None:
-    result = runner.invoke(be.app, _build_args(paths, tmp_path))
+    result = runner.invoke(cli.app, _build_args(paths, tmp_path))
     assert result.exit_code == 0, result.output
     plan = paths["plan"].read_bytes()
-    sidecar = be.read_sidecar(paths["plan"])
+    sidecar = sidecars.read_sidecar(paths["plan"])
     assert sidecar.precision == "fp16"
-    assert sidecar.plan_sha256 == be.file_sha256(paths["plan"])
+    assert sidecar.plan_sha256 == file_sha256(paths["plan"])
     assert (tmp_path / "cache" / "timing.cache").stat().st_size > 0
 
     import tensorrt as trt
@@ -905,7 +909,7 @@ def test_build_fp16_plan_and_check(paths: dict[str, Path], tmp_path: Path) -> No
         [64, 3, 640, 640],
     ]
     checked = runner.invoke(
-        be.app,
+        cli.app,
         [
             "check",
             "--plan",
@@ -923,34 +927,33 @@ def test_build_fp16_plan_and_check(paths: dict[str, Path], tmp_path: Path) -> No
 
 @pytest.mark.tensorrt
 @needs_tensorrt
-def test_build_int8_keeps_a_calibration_cache(paths: dict[str, Path], tmp_path: Path) -> None:
+def test_build_int8_keeps_its_quantized_onnx(paths: dict[str, Path], tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(8):
         assert cv2.imwrite(str(frames / f"{i}.jpg"), _rgb(720, 1280, i))
-    cache = tmp_path / "cache" / "calibration.cache"
+    cache = tmp_path / "cache" / "int8.onnx"
     args = [
         *_build_args(paths, tmp_path),
         "--precision",
         "int8",
         "--calibration-images",
         str(frames),
-        "--calibration-batch",
-        "4",
-        "--calibration-cache",
+        "--converted-onnx",
         str(cache),
     ]
-    first = runner.invoke(be.app, args)
+    first = runner.invoke(cli.app, args)
     assert first.exit_code == 0, first.output
     assert cache.stat().st_size > 0
-    assert be.read_sidecar(paths["plan"]).precision == "int8"
-    shutil.rmtree(frames)  # the second build must come from the cache alone
-    second = runner.invoke(be.app, args)
+    assert sidecars.read_sidecar(paths["plan"]).precision == "int8"
+    assert {n.op_type for n in onnx.load(str(cache)).graph.node} >= {"QuantizeLinear"}
+    shutil.rmtree(frames)  # the second build must come from the kept Q/DQ file alone
+    second = runner.invoke(cli.app, args)
     assert second.exit_code == 0, second.output
 
 
 # ----------------------------------------------------------------------------- orchestration
-# A strict stand-in for the slice of the TensorRT 10 Python API that build_engine.py calls
+# A strict stand-in for the slice of the TensorRT 10/11 Python API that camdet.engine calls
 # (names and signatures from TensorRT's API docs and samples). It proves the glue runs end
 # to end here - parse, I/O types, profile, precision, calibration, caches, progress,
 # inspection, sidecar - not that TensorRT behaves so: the tensorrt-marked tests do that.
@@ -974,28 +977,29 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
     trt.TensorFormat = types.SimpleNamespace(LINEAR=0)
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=_Enum("WORKSPACE"))
     trt.ProfilingVerbosity = types.SimpleNamespace(DETAILED=_Enum("DETAILED"))
-    trt.BuilderFlag = types.SimpleNamespace(FP16=_Enum("FP16"), INT8=_Enum("INT8"))
+    # No BuilderFlag: TensorRT 11 removed the precision flags, so the build must not need them.
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=0)
     trt.TensorIOMode = types.SimpleNamespace(INPUT=_Enum("INPUT"), OUTPUT=_Enum("OUTPUT"))
     trt.LayerInformationFormat = types.SimpleNamespace(JSON=_Enum("JSON"))
-    trt.nptype = lambda dtype: {"HALF": np.float16, "FLOAT": np.float32}[dtype.name]
 
     class ILogger:
         Severity = types.SimpleNamespace(
             **{n: _Enum(n) for n in ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")}
         )
 
-    class IInt8EntropyCalibrator2:
-        pass
-
     class IProgressMonitor:
         pass
 
     class Tensor:
-        __slots__ = ("allowed_formats", "dtype", "is_network_input", "name", "shape")
+        __slots__ = ("_dtype", "allowed_formats", "is_network_input", "name", "shape")
 
-        def __init__(self, name: str, shape: list[int], is_input: bool) -> None:
+        def __init__(self, name: str, shape: list[int], is_input: bool, dtype: _Enum) -> None:
             self.name, self.shape, self.is_network_input = name, shape, is_input
-            self.dtype, self.allowed_formats = dtypes.FLOAT, 0
+            self._dtype, self.allowed_formats = dtype, 0
+
+        @property
+        def dtype(self) -> _Enum:  # strongly typed: read-only, from the ONNX file
+            return self._dtype
 
     class Network:
         def __init__(self) -> None:
@@ -1023,7 +1027,10 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
             ):
                 for v in values:
                     dims = [d.dim_value or -1 for d in v.type.tensor_type.shape.dim]
-                    target.append(Tensor(v.name, dims, is_input))
+                    dtype = {1: dtypes.FLOAT, 10: dtypes.HALF}[v.type.tensor_type.elem_type]
+                    target.append(Tensor(v.name, dims, is_input, dtype))
+                    calls.append(f"{v.name} {dtype.name}")
+            calls.append("ops " + " ".join(sorted({n.op_type for n in model.graph.node})))
             calls.append("parse")
             return True
 
@@ -1041,9 +1048,6 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
     class Config:
         __slots__ = (
             "builder_optimization_level",
-            "calibration_profile",
-            "flags",
-            "int8_calibrator",
             "profiles",
             "profiling_verbosity",
             "progress_monitor",
@@ -1052,26 +1056,14 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
         )
 
         def __init__(self) -> None:
-            self.flags, self.profiles, self.int8_calibrator, self.progress_monitor = (
-                [],
-                [],
-                None,
-                None,
-            )
+            self.profiles, self.progress_monitor = [], None
 
         def set_memory_pool_limit(self, pool: _Enum, size: int) -> None:
             self.workspace = (pool.name, size)
 
-        def set_flag(self, flag: _Enum) -> None:
-            self.flags.append(flag.name)
-
         def add_optimization_profile(self, profile: Profile) -> int:
             self.profiles.append(profile)
             return len(self.profiles) - 1
-
-        def set_calibration_profile(self, profile: Profile) -> bool:
-            self.calibration_profile = profile
-            return True
 
         def create_timing_cache(self, blob: bytes) -> TimingCache:
             return TimingCache(bytes(blob))
@@ -1091,7 +1083,7 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
             self.logger = logger
 
         def create_network(self, flags: int) -> Network:
-            assert flags == 0
+            assert flags == 1 << 0, "STRONGLY_TYPED"
             return Network()
 
         def create_builder_config(self) -> Config:
@@ -1106,18 +1098,12 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
                 monitor.phase_start("Building engine", None, 2)
                 monitor.step_complete("Building engine", 0)
                 monitor.phase_finish("Building engine")
-            calibrator = config.int8_calibrator
-            if calibrator is not None and calibrator.read_calibration_cache() is None:
-                while calibrator.get_batch(["images"]) is not None:
-                    calls.append("calibration batch")
-                calibrator.write_calibration_cache(memoryview(b"scales"))
             state = {
                 "io": [
                     (t.name, t.dtype.name, t.shape, t.is_network_input)
                     for t in network.inputs + network.outputs
                 ],
                 "profile": config.profiles[0].shapes,
-                "flags": config.flags,
             }
             return HostMemory(json.dumps(state).encode())
 
@@ -1172,7 +1158,7 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
         def deserialize_cuda_engine(self, plan: bytes) -> Engine:
             return Engine(json.loads(plan))
 
-    for cls in (ILogger, IInt8EntropyCalibrator2, IProgressMonitor, OnnxParser, Builder, Runtime):
+    for cls in (ILogger, IProgressMonitor, OnnxParser, Builder, Runtime):
         setattr(trt, cls.__name__, cls)
     return trt
 
@@ -1180,38 +1166,44 @@ def _fake_tensorrt(calls: list[str]) -> object:  # noqa: C901 - one fake module,
 @pytest.fixture
 def fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
+    # ModelOpt looks for TensorRT plugins when `import tensorrt` works; the stand-in is
+    # TensorRT's builder API only, so ModelOpt must see no TensorRT, as on a CPU machine.
+    from modelopt.onnx import trt_utils
+
+    monkeypatch.setattr(trt_utils, "TRT_PYTHON_AVAILABLE", False)
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", _fake_tensorrt(calls))
-    gpu = be.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0")
-    monkeypatch.setattr(be, "query_gpu", lambda index=0: gpu)
-    monkeypatch.setattr(be, "DeviceBuffer", lambda nbytes: _FakeBuffer(nbytes))
+    gpu = sidecars.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0")
+    monkeypatch.setattr(builder, "query_gpu", lambda index=0: gpu)
     return calls
 
 
 def test_build_orchestration_fp16(
     fake_tensorrt: list[str], paths: dict[str, Path], tmp_path: Path
 ) -> None:
-    request = be.BuildRequest(
+    request = builder.BuildRequest(
         onnx=paths["onnx"],
         config=paths["config"],
         labels=paths["labels"],
         plan=paths["plan"],
         timing_cache=tmp_path / "cache" / "timing.cache",
     )
-    result = be.build_engine(request)
+    result = builder.build_engine(request)
     state = json.loads(paths["plan"].read_bytes())
     assert state["io"] == [
         ["images", "HALF", [-1, 3, 640, 640], True],
         ["output0", "HALF", [-1, 8, 8400], False],
-    ]
+    ], "the AutoCast file carries the config's FP16 I/O: TensorRT cannot retype it"
     assert state["profile"] == ["images", [1, 3, 640, 640], [64, 3, 640, 640], [64, 3, 640, 640]]
-    assert state["flags"] == ["FP16"]
     assert (tmp_path / "cache" / "timing.cache").read_bytes() == b"+timed"
-    assert result.sidecar == be.read_sidecar(paths["plan"])
+    assert result.sidecar == sidecars.read_sidecar(paths["plan"])
+    assert result.sidecar.strongly_typed and result.sidecar.modelopt_version
+    converted = request.converted_onnx_for(result.sidecar.onnx_sha256)
+    assert result.sidecar.converted_onnx_sha256 == file_sha256(converted)
     assert result.summary.count == 4
-    inputs = be.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
-    gpu = be.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0")
-    assert be.plan_problems(paths["plan"], inputs, "fp16", "10.16.1.11", gpu) == []
-    be.build_engine(request)
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    gpu = sidecars.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0")
+    assert sidecars.plan_problems(paths["plan"], inputs, "fp16", "10.16.1.11", gpu) == []
+    builder.build_engine(request)
     assert (tmp_path / "cache" / "timing.cache").read_bytes() == b"+timed+timed", "cache reused"
 
 
@@ -1220,25 +1212,25 @@ def test_build_orchestration_int8_and_update_config(
 ) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i in range(5):
+    for i in range(8):
         assert cv2.imwrite(str(frames / f"{i}.jpg"), _rgb(360, 640, i))
-    request = be.BuildRequest(
+    request = builder.BuildRequest(
         onnx=paths["onnx"],
         config=paths["config"],
         labels=paths["labels"],
         plan=paths["plan"],
-        precision=be.Precision.INT8,
+        precision=contracts.Precision.INT8,
         max_batch=32,
         opt_batch=16,
         update_config=True,
         timing_cache=tmp_path / "cache" / "timing.cache",
-        calibration=be.CalibrationSource(frames, frames=100),
-        calibration_batch=2,
+        calibration=calibration.CalibrationSource(frames, frames=100),
         progress=False,
     )
-    result = be.build_engine(request)
-    assert fake_tensorrt.count("calibration batch") == 2, "5 frames -> 2 full batches of 2"
-    assert json.loads(paths["plan"].read_bytes())["flags"] == ["FP16", "INT8"]
+    result = builder.build_engine(request)
+    assert "images HALF" in fake_tensorrt and "output0 HALF" in fake_tensorrt
+    parsed_ops = next(c for c in fake_tensorrt if c.startswith("ops "))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(parsed_ops.split()), "explicit Q/DQ"
     assert result.sidecar.profiles == [
         {
             "input": "images",
@@ -1247,32 +1239,40 @@ def test_build_orchestration_int8_and_update_config(
             "max": [32, 3, 640, 640],
         }
     ]
-    config = be.load_model_config(paths["config"])
+    config = contracts.load_model_config(paths["config"])
     assert (config.max_batch_size, list(config.dynamic_batching.preferred_batch_size)) == (32, [16])
-    cache = request.calibration_cache_for(result.sidecar.onnx_sha256)
-    assert cache.read_bytes() == b"scales"
+    kept = request.converted_onnx_for(result.sidecar.onnx_sha256)
+    assert result.sidecar.converted_onnx_sha256 == file_sha256(kept)
     shutil.rmtree(frames)
-    be.build_engine(dataclasses_replace(request, max_batch=None, opt_batch=None))
-    assert fake_tensorrt.count("calibration batch") == 2, "the second build read the cache"
+    again = builder.build_engine(dataclasses_replace(request, max_batch=None, opt_batch=None))
+    assert again.sidecar.converted_onnx_sha256 == result.sidecar.converted_onnx_sha256, (
+        "the second build reused the quantized file without frames"
+    )
 
 
-def dataclasses_replace(request: be.BuildRequest, **changes: object) -> be.BuildRequest:
+def dataclasses_replace(request: builder.BuildRequest, **changes: object) -> builder.BuildRequest:
     import dataclasses
 
     return dataclasses.replace(request, **changes)
 
 
-def test_tensorrt_11_is_refused(fake_tensorrt: list[str], paths: dict[str, Path]) -> None:
+def test_tensorrt_11_builds_the_same_way_and_12_is_refused(
+    fake_tensorrt: list[str], paths: dict[str, Path], tmp_path: Path
+) -> None:
     import sys
 
+    request = builder.BuildRequest(
+        onnx=paths["onnx"],
+        config=paths["config"],
+        labels=paths["labels"],
+        plan=paths["plan"],
+        precision=contracts.Precision.FP32,
+        timing_cache=tmp_path / "timing.cache",
+    )
     sys.modules["tensorrt"].__version__ = "11.4.0.106"
-    with pytest.raises(be.TensorRTUnavailableError, match="TensorRT 11 removed"):
-        be.build_engine(
-            be.BuildRequest(
-                onnx=paths["onnx"],
-                config=paths["config"],
-                labels=paths["labels"],
-                plan=paths["plan"],
-            )
-        )
+    assert builder.build_engine(request).sidecar.tensorrt_version == "11.4.0.106"
+    paths["plan"].unlink()
+    sys.modules["tensorrt"].__version__ = "12.0.0.1"
+    with pytest.raises(errors.TensorRTUnavailableError, match="TensorRT 10 and 11"):
+        builder.build_engine(request)
     assert not paths["plan"].exists()

@@ -45,7 +45,7 @@ DEFAULT_JPEG_QUALITY = 90
 """Quality of the held-out frames' JPEG step: cameras stream JPEG, not raw pixels."""
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
-"""``[B, 3, 640, 640]`` uint8 letterboxed frames -> ``[B, 4 + nc, 8400]`` head output."""
+"""``[B, 3, H, W]`` uint8 letterboxed frames -> ``[B, 4 + nc, N]`` head output."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,13 @@ def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
         options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    # FP16/INT8 conversions take FP16 input, as the served engine does.
+    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        inputs = (images.numpy().astype(np.float32) * np.float32(PIXEL_SCALE),)
-        return torch.from_numpy(session.run([output_name], {input_name: inputs[0]})[0])
+        inputs = (images.numpy().astype(np.float32) * np.float32(PIXEL_SCALE)).astype(dtype)
+        output = session.run([output_name], {input_name: inputs})[0]
+        return torch.from_numpy(output.astype(np.float32))
 
     return predict
 

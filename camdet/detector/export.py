@@ -1,9 +1,11 @@
 """Export trained weights to ONNX in ultralytics' layout, then verify the file.
 
-    python -m camdet.detector.export WEIGHTS --out model.onnx
+    python -m camdet.detector.export WEIGHTS --out model.onnx [--input-size 640x384]
 
-The graph has ultralytics' names: input ``images`` float32 ``[batch, 3, 640, 640]``
-(dynamic batch) and output ``output0`` float32 ``[batch, 4 + nc, 8400]``. BatchNorms are
+The graph has ultralytics' names: input ``images`` float32 ``[batch, 3, H, W]``
+(dynamic batch; ``H x W`` the input size, default ``CAMDET_INPUT_SIZE``) and output
+``output0`` float32 ``[batch, 4 + nc, N]`` (N = 8400 at 640x640, 5040 at 640x384: the
+head is anchor-free, so the same weights serve any multiple of 32). BatchNorms are
 folded into the convolutions first. The file is checked with ``onnx.checker`` and, where
 onnxruntime is installed, its outputs are compared with torch's at batch 1 and 3.
 """
@@ -18,34 +20,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camdet.constants import INPUT_SHAPE, format_input_size, parse_input_size
 from camdet.detector.model import Detector, load_weights
-from camdet.geometry import INPUT_SIZE
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
 DEFAULT_OPSET = 17
-NUM_ANCHORS = sum((INPUT_SIZE // s) ** 2 for s in (8, 16, 32))
-"""Anchors of a 640 x 640 input: 80^2 + 40^2 + 20^2 = 8400."""
+STRIDES = (8, 16, 32)
+
+
+def num_anchors(shape: tuple[int, int] = INPUT_SHAPE) -> int:
+    """Anchors of an input of ``(height, width)``: 80^2 + 40^2 + 20^2 = 8400 at 640x640."""
+    return sum((shape[0] // s) * (shape[1] // s) for s in STRIDES)
 
 
 class ExportCheckError(RuntimeError):
     """The exported file does not have the promised contract or numbers."""
 
 
-def export_onnx(model: Detector, path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """Write ``model`` as ONNX with a dynamic batch dimension and static ``[4 + nc, 8400]``.
+def export_onnx(
+    model: Detector, path: Path, opset: int = DEFAULT_OPSET, shape: tuple[int, int] = INPUT_SHAPE
+) -> None:
+    """Write ``model`` as ONNX with a dynamic batch dimension and static ``[4 + nc, N]``.
 
     Args:
         model: The detector (any mode; it is fused and put in eval mode here).
         path: Destination ``.onnx`` file.
         opset: ONNX opset (>= 17).
+        shape: Input ``(height, width)`` in pixels; the anchors are traced for it.
     """
     import onnx
 
     model = model.float().cpu().fuse()
-    dummy = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    dummy = torch.zeros(1, 3, *shape)
     model(dummy)  # builds the anchor buffers, so the traced graph holds them as constants
     # The TorchScript exporter: the dynamo one needs onnxscript, which is not installed
     # everywhere this runs; for this plain conv net both give the same graph. Its
@@ -65,21 +74,22 @@ def export_onnx(model: Detector, path: Path, opset: int = DEFAULT_OPSET) -> None
             dynamo=False,
         )
     # The exporter names the static output dims symbolically; pin them so consumers
-    # (TensorRT profiles, Triton's config checks) read [batch, 4 + nc, 8400].
+    # (TensorRT profiles, Triton's config checks) read [batch, 4 + nc, N].
     graph = onnx.load(str(path))
     dims = graph.graph.output[0].type.tensor_type.shape.dim
-    for dim, value in zip(dims[1:], (4 + model.num_classes, NUM_ANCHORS), strict=True):
+    for dim, value in zip(dims[1:], (4 + model.num_classes, num_anchors(shape)), strict=True):
         dim.Clear()
         dim.dim_value = value
     onnx.save(graph, str(path))
 
 
-def check_onnx(path: Path, num_classes: int) -> None:
+def check_onnx(path: Path, num_classes: int, shape: tuple[int, int] = INPUT_SHAPE) -> None:
     """Validate the graph and its I/O contract.
 
     Args:
         path: The exported file.
         num_classes: Expected class rows.
+        shape: Input ``(height, width)`` it was exported for.
 
     Raises:
         ExportCheckError: If names, dtypes or shapes differ from the contract.
@@ -89,8 +99,8 @@ def check_onnx(path: Path, num_classes: int) -> None:
     graph = onnx.load(str(path))
     onnx.checker.check_model(graph, full_check=True)
     expected = {
-        INPUT_NAME: ["batch", 3, INPUT_SIZE, INPUT_SIZE],
-        OUTPUT_NAME: ["batch", 4 + num_classes, NUM_ANCHORS],
+        INPUT_NAME: ["batch", 3, *shape],
+        OUTPUT_NAME: ["batch", 4 + num_classes, num_anchors(shape)],
     }
     for value in [*graph.graph.input, *graph.graph.output]:
         tensor = value.type.tensor_type
@@ -104,7 +114,11 @@ def check_onnx(path: Path, num_classes: int) -> None:
 
 
 def compare_with_torch(
-    path: Path, model: Detector, batch_sizes: tuple[int, ...] = (1, 3), atol: float = 1e-3
+    path: Path,
+    model: Detector,
+    batch_sizes: tuple[int, ...] = (1, 3),
+    atol: float = 1e-3,
+    shape: tuple[int, int] = INPUT_SHAPE,
 ) -> float:
     """Run the file with onnxruntime (CPU) and torch on the same random inputs.
 
@@ -113,6 +127,7 @@ def compare_with_torch(
         model: The fp32 detector it came from.
         batch_sizes: Batches to try (exercises the dynamic dimension).
         atol: Largest accepted absolute difference (input pixels for boxes, scores).
+        shape: Input ``(height, width)`` in pixels.
 
     Returns:
         The largest absolute difference seen.
@@ -127,7 +142,7 @@ def compare_with_torch(
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for batch in batch_sizes:
-        images = torch.rand(batch, 3, INPUT_SIZE, INPUT_SIZE, generator=generator)
+        images = torch.rand(batch, 3, *shape, generator=generator)
         (onnx_out,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
         with torch.no_grad():
             torch_out = model(images).numpy()
@@ -140,7 +155,11 @@ def compare_with_torch(
 
 
 def export_weights(
-    weights: Path, out: Path, opset: int = DEFAULT_OPSET, compare: bool = True
+    weights: Path,
+    out: Path,
+    opset: int = DEFAULT_OPSET,
+    compare: bool = True,
+    shape: tuple[int, int] = INPUT_SHAPE,
 ) -> None:
     """Export a weights file to ONNX and verify it.
 
@@ -149,16 +168,17 @@ def export_weights(
         out: Destination ``.onnx`` file.
         opset: ONNX opset (>= 17).
         compare: Also compare onnxruntime with torch (needs onnxruntime).
+        shape: Input ``(height, width)`` in pixels.
     """
     if opset < DEFAULT_OPSET:
         raise ValueError(f"opset must be >= {DEFAULT_OPSET}, got {opset}")
     model = load_weights(weights)
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, out, opset)
-    check_onnx(out, model.num_classes)
+    export_onnx(model, out, opset, shape)
+    check_onnx(out, model.num_classes, shape)
     logger.info("wrote %s (%.1f MB), contract checked", out, out.stat().st_size / 1e6)
     if compare:
-        worst = compare_with_torch(out, load_weights(weights))
+        worst = compare_with_torch(out, load_weights(weights), shape=shape)
         logger.info("onnxruntime vs torch at batch 1 and 3: max abs diff %.2e", worst)
 
 
@@ -171,9 +191,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="destination .onnx file")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--no-compare", action="store_true", help="skip the onnxruntime comparison")
+    parser.add_argument(
+        "--input-size",
+        type=parse_input_size,
+        default=INPUT_SHAPE,
+        help=f"WIDTHxHEIGHT (default {format_input_size(INPUT_SHAPE)}, CAMDET_INPUT_SIZE)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    export_weights(args.weights, args.out, args.opset, compare=not args.no_compare)
+    export_weights(
+        args.weights, args.out, args.opset, compare=not args.no_compare, shape=args.input_size
+    )
 
 
 if __name__ == "__main__":
