@@ -1,0 +1,366 @@
+"""Several GPUs on one host: one server per GPU, or one server on all, against one GPU.
+
+    python -m camdet.perf.multi_gpu --gpus 2 --cameras-per-gpu 256 --processes-per-gpu 8 \
+        --input-data /tmp/pd/detect.json --out bench-out/multi-gpu --require-ratio 1.9
+
+In one run, on the same frames, at saturation (capacity mode: every camera sends its next
+frame as soon as the last one is answered), it measures three layouts of the portable
+ensemble server:
+
+- ``one``: one server that sees GPU 0 only (``CUDA_VISIBLE_DEVICES=0``), with
+  ``cameras_per_gpu`` cameras: the baseline;
+- ``per-gpu``: one server per GPU (``CUDA_VISIBLE_DEVICES=i``), each with
+  ``cameras_per_gpu`` cameras of its own;
+- ``shared``: one server that sees every GPU: Triton places each GPU instance group's
+  ``count`` instances on every visible GPU; ``gpus * cameras_per_gpu`` cameras.
+
+The servers are started once, in parallel (``one`` is the first ``per-gpu`` server measured
+alone). Layouts are measured in ABBA order over ``--repeats``. For each layout, every
+server's cameras share one window, so the frames/s of its servers add up. It prints
+frames/s, latency and the ratio to ``one`` per layout (median over repeats of the ratio
+within a repeat), names the better 2-GPU layout, writes ``multi_gpu.json``, and exits 1
+when ``--require-ratio`` is not met by it.
+
+Without a GPU the servers run on the CPU and ``CUDA_VISIBLE_DEVICES`` changes nothing:
+the same run then measures how the layouts share the CPU (its tests use that form).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing as mp
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camdet.perf.load import (
+    CameraLog,
+    LoadPoint,
+    PointResult,
+    ServerProbe,
+    Window,
+    WindowEdges,
+    run_cameras,
+    summarize,
+)
+
+logger = logging.getLogger(__name__)
+
+LAYOUTS = ("one", "per-gpu", "shared")
+_READY_TIMEOUT_S = 300.0
+_START_TIMEOUT_S = 600.0  # models load on several GPUs (or a busy CPU) at once
+
+
+@dataclass(frozen=True)
+class MultiGpuConfig:
+    """What to measure.
+
+    Attributes:
+        gpus: GPUs used by ``per-gpu`` and ``shared`` (devices ``0..gpus-1``).
+        cameras_per_gpu: Concurrent cameras per GPU (capacity mode).
+        processes_per_gpu: Client worker processes per GPU.
+        window: Warm-up and counted window of each measurement, seconds.
+        repeats: Measurements of each layout (ABBA order).
+        layouts: Layouts to measure; ``one`` is the baseline of the ratios.
+        frames: Encoded frames (JPEG bytes) every layout sends, camera ``c`` from frame
+            ``c`` on.
+        repository: Production model repository.
+        out_dir: Where the servers' work folders and ``multi_gpu.json`` go.
+    """
+
+    gpus: int
+    cameras_per_gpu: int
+    processes_per_gpu: int
+    window: Window
+    repeats: int
+    layouts: tuple[str, ...]
+    frames: list[bytes] = field(repr=False)
+    repository: Path = Path("model_repository")
+    out_dir: Path = Path("bench-out/multi-gpu")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.layouts) - set(LAYOUTS))
+        if unknown or "one" not in self.layouts or len(self.layouts) < 2:
+            raise ValueError(f"layouts: 'one' and at least one of {LAYOUTS[1:]}, got {unknown}")
+        if self.gpus < 2 or self.cameras_per_gpu < 1 or self.processes_per_gpu < 1:
+            raise ValueError("need gpus >= 2, cameras_per_gpu >= 1, processes_per_gpu >= 1")
+
+
+def visible_devices(layout: str, gpus: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each server of a layout."""
+    if layout == "one":
+        return ["0"]
+    if layout == "per-gpu":
+        return [str(gpu) for gpu in range(gpus)]
+    return [",".join(str(gpu) for gpu in range(gpus))]
+
+
+@dataclass
+class LayoutResult:
+    """One measurement of one layout.
+
+    Attributes:
+        layout: ``one``, ``per-gpu`` or ``shared``.
+        repeat: Which repetition (0-based).
+        throughput_fps: Answered frames per second of all its servers in the window.
+        servers: Each server's result (cameras, frames/s, latency, errors).
+    """
+
+    layout: str
+    repeat: int
+    throughput_fps: float
+    servers: list[PointResult]
+
+    @property
+    def failed(self) -> int:
+        """Failed requests in the window, over every server."""
+        return sum(s.failed for s in self.servers)
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
+    """A not yet started portable server that sees only the ``visible`` CUDA devices."""
+    from camdet.server import (
+        Launch,
+        Ports,
+        TritonServer,
+        cuda_pool_args,
+        has_cuda_gpu,
+        portable_launch,
+    )
+
+    ports = Ports.free()
+    launch = portable_launch(repository, ports, workdir)
+    # The pool flags name device ids; the server numbers only the devices it sees.
+    argv = [a for a in launch.argv if not a.startswith("--cuda-memory-pool-byte-size")]
+    if has_cuda_gpu():
+        argv += cuda_pool_args(repository, gpus=len(visible.split(",")))
+    env = {**launch.env, "CUDA_VISIBLE_DEVICES": visible}
+    return TritonServer(Launch(argv, env), ports, workdir / "tritonserver.log")
+
+
+@contextlib.contextmanager
+def running_servers(config: MultiGpuConfig) -> Iterator[dict[str, Any]]:
+    """Every server the layouts need, by visible devices, started in parallel."""
+    from camdet.portable import generate_portable_repository
+    from camdet.server import has_cuda_gpu
+
+    root = config.out_dir / "servers"
+    repository = generate_portable_repository(
+        config.repository, root / "portable_repository", gpu=has_cuda_gpu()
+    )
+    wanted = sorted({v for layout in config.layouts for v in visible_devices(layout, config.gpus)})
+    servers = {}
+    for index, visible in enumerate(wanted):
+        workdir = root / f"server{index}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        servers[visible] = _server_launch(repository, workdir, visible)
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            stack.callback(server.stop)
+        with ThreadPoolExecutor(len(servers)) as pool:
+            list(pool.map(lambda s: s.start(_START_TIMEOUT_S), servers.values()))
+        yield servers
+
+
+def process_environment(pid: int, name: str) -> str | None:
+    """An environment variable as a running process sees it (Linux ``/proc``)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    for entry in raw.split(b"\0"):
+        key, _, value = entry.partition(b"=")
+        if key.decode() == name:
+            return value.decode()
+    return None
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def _worker(
+    url: str,
+    frames: list[bytes],
+    point: LoadPoint,
+    cameras: list[int],
+    window: Window,
+    start: Any,
+    go: Any,
+    results: Any,
+) -> None:
+    """A client process: connect and warm up, report ready, wait for go, run, report."""
+    try:
+
+        def wait_for_start() -> float:
+            go.wait()
+            return start.value
+
+        log = run_cameras(
+            url, frames, point, cameras, wait_for_start, window, lambda: results.put("ready")
+        )
+        results.put((url, log))
+    except BaseException as exc:
+        results.put(RuntimeError(f"worker for {url} failed: {type(exc).__name__}: {exc}"))
+        raise
+
+
+def _expect(message: Any) -> Any:
+    if isinstance(message, BaseException):
+        raise RuntimeError(str(message))
+    return message
+
+
+def measure_layout(
+    servers: Sequence[Any], frames: list[bytes], cameras: int, processes: int, window: Window
+) -> list[PointResult]:
+    """Saturate the servers with one shared window; their cameras and clients split evenly.
+
+    Every worker process of every server connects and warms up first; then all start at
+    the same instant, so the servers' frames/s are over the same seconds and add up.
+
+    Returns:
+        One result per server, in order.
+    """
+    context = mp.get_context("spawn")
+    start, go, results = context.Value("d", 0.0), context.Event(), context.Queue()
+    points, workers = [], []
+    for index, server in enumerate(servers):
+        mine = list(range(index, cameras, len(servers)))
+        share = max(1, processes // len(servers))
+        point = LoadPoint("ours", len(mine), None, share)
+        points.append(point)
+        for worker in range(share):
+            chunk = mine[worker::share]
+            if chunk:
+                args = (server.grpc_url, frames, point, chunk, window, start, go, results)
+                workers.append(context.Process(target=_worker, args=args, daemon=True))
+    for process in workers:
+        process.start()
+    try:
+        for _ in workers:
+            _expect(results.get(timeout=_READY_TIMEOUT_S))
+        start.value = time.time() + 0.2
+        go.set()
+        probes = [ServerProbe(s.grpc_url, s.process.pid) for s in servers]
+        edges = _shared_edges(probes, start.value, window)
+        logs = {s.grpc_url: CameraLog() for s in servers}
+        for _ in workers:
+            url, log = _expect(results.get(timeout=window.duration_s + 120))
+            logs[url].merge(log)
+    except BaseException:
+        for process in workers:
+            process.kill()
+        raise
+    finally:
+        for process in workers:
+            process.join(timeout=30)
+    return [
+        summarize(point, logs[server.grpc_url], edge)
+        for point, server, edge in zip(points, servers, edges, strict=True)
+    ]
+
+
+def _shared_edges(probes: list[ServerProbe], t0: float, window: Window) -> list[WindowEdges]:
+    """Sample every server at the common window's start and end."""
+    start, end = t0 + window.warmup_s, t0 + window.warmup_s + window.duration_s
+    time.sleep(max(0.0, start - time.time()))
+    before = [probe.sample() for probe in probes]
+    time.sleep(max(0.0, end - time.time()))
+    after = [probe.sample() for probe in probes]
+    return [
+        WindowEdges(start, end, b[0], a[0], a[1] - b[1]) for b, a in zip(before, after, strict=True)
+    ]
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def layout_order(layouts: Sequence[str], repeats: int) -> list[tuple[int, str]]:
+    """(repeat, layout) in ABBA order: odd repeats reverse, so drift cancels in ratios."""
+    order = []
+    for repeat in range(repeats):
+        names = list(layouts) if repeat % 2 == 0 else list(reversed(layouts))
+        order += [(repeat, name) for name in names]
+    return order
+
+
+def run(config: MultiGpuConfig) -> dict[str, Any]:
+    """Start the servers, measure every layout, and return the report (also written)."""
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[LayoutResult] = []
+    with running_servers(config) as servers:
+        seen = {
+            visible: process_environment(s.process.pid, "CUDA_VISIBLE_DEVICES")
+            for visible, s in servers.items()
+        }
+        for repeat, layout in layout_order(config.layouts, config.repeats):
+            chosen = [servers[v] for v in visible_devices(layout, config.gpus)]
+            scale = 1 if layout == "one" else config.gpus
+            measured = measure_layout(
+                chosen,
+                config.frames,
+                scale * config.cameras_per_gpu,
+                scale * config.processes_per_gpu,
+                config.window,
+            )
+            total = sum(m.throughput_fps for m in measured)
+            results.append(LayoutResult(layout, repeat, total, measured))
+            logger.info("%s (repeat %d): %.1f frames/s", layout, repeat, total)
+    report = build_report(config, results, seen)
+    (config.out_dir / "multi_gpu.json").write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def build_report(
+    config: MultiGpuConfig, results: list[LayoutResult], seen: dict[str, str | None]
+) -> dict[str, Any]:
+    """Frames/s per layout, ratios to ``one`` (median of per-repeat ratios), the choice."""
+    from camdet.perf.report import machine_info
+
+    by_repeat = {(r.repeat, r.layout): r for r in results}
+    layouts = {}
+    for layout in config.layouts:
+        mine = [r for r in results if r.layout == layout]
+        ratios = [r.throughput_fps / by_repeat[(r.repeat, "one")].throughput_fps for r in mine]
+        layouts[layout] = {
+            "servers": visible_devices(layout, config.gpus),
+            "throughput_fps": statistics.median(r.throughput_fps for r in mine),
+            "ratio_to_one": statistics.median(ratios),
+            "failed": sum(r.failed for r in mine),
+        }
+    candidates = [name for name in config.layouts if name != "one"]
+    choice = max(candidates, key=lambda name: layouts[name]["ratio_to_one"])
+    return {
+        "machine": machine_info(),
+        "settings": {k: v for k, v in asdict(config).items() if k != "frames"}
+        | {"frame_count": len(config.frames)},
+        "visible_devices_seen": seen,
+        "layouts": layouts,
+        "choice": choice,
+        "results": [{**asdict(r), "servers": [s.row() for s in r.servers]} for r in results],
+    }
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The report as a few lines of text."""
+    lines = [f"{'layout':<9} {'servers':<12} {'frames/s':>9} {'x one':>6} {'failed':>6}"]
+    for name, row in report["layouts"].items():
+        lines.append(
+            f"{name:<9} {' '.join(row['servers']):<12} {row['throughput_fps']:>9.1f} "
+            f"{row['ratio_to_one']:>6.2f} {row['failed']:>6}"
+        )
+    choice = report["choice"]
+    lines.append(f"choice: {choice} ({report['layouts'][choice]['ratio_to_one']:.2f}x one GPU)")
+    return lines
+
+
+if __name__ == "__main__":
+    from camdet.perf.multi_gpu_cli import main
+
+    main()
