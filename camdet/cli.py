@@ -14,8 +14,9 @@ from rich.console import Console
 
 from camdet.client.cli import ingest
 from camdet.doctor_cli import doctor
+from camdet.model_cli import app as model_app
 from camdet.perf.cli import register as register_bench
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.repository import find_repository
 from camdet.scenes_cli import app as scenes_app
 
 app = typer.Typer(
@@ -29,13 +30,21 @@ app = typer.Typer(
 console = Console()
 
 RepositoryOption = Annotated[
-    Path,
+    Path | None,
     typer.Option(
         "--repository",
         envvar="CAMDET_MODEL_REPOSITORY",
-        help="Production model repository (the portable one is derived from it).",
+        help="Production model repository (the portable one is derived from it). Default: "
+        "./model_repository if present, else the installed camdet's.",
     ),
 ]
+
+
+def _served_repository(repository: Path | None) -> Path:
+    """Resolve the repository option and say which repository is served."""
+    path, why = find_repository(repository)
+    console.print(f"model repository: {path} ({why})", markup=False)
+    return path
 UrlOption = Annotated[
     str, typer.Option("--url", envvar="CAMDET_URL", help="Server gRPC endpoint host:port.")
 ]
@@ -53,7 +62,7 @@ def _main(
 
 @app.command()
 def serve(
-    repository: RepositoryOption = PRODUCTION_REPOSITORY,
+    repository: RepositoryOption = None,
     http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
@@ -107,6 +116,7 @@ def serve(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
+    repository = _served_repository(repository)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -165,7 +175,7 @@ def demo(
     width: Annotated[int, typer.Option(help="Frame width, pixels.")] = 1280,
     height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 720,
     seed: Annotated[int, typer.Option(help="Scene seed of the first camera.")] = 0,
-    repository: RepositoryOption = PRODUCTION_REPOSITORY,
+    repository: RepositoryOption = None,
 ) -> None:
     """Start the portable server, stream synthetic cameras through it, print detections.
 
@@ -177,6 +187,7 @@ def demo(
     from camdet.server import Ports
     from camdet.server import serve as start
 
+    repository = _served_repository(repository)
     with console.status("starting the portable tritonserver ..."):
         server_cm = start(repository, Ports.free(), portable=True)
         server = server_cm.__enter__()
@@ -190,6 +201,7 @@ def demo(
 
 
 app.add_typer(scenes_app, name="scenes", help="Synthetic camera scenes with ground truth.")
+app.add_typer(model_app, name="model", help="Bring your own YOLO model; list the served one.")
 app.command("ingest")(ingest)
 app.command("doctor")(doctor)
 register_bench(app)

@@ -18,8 +18,33 @@ from tritonclient.utils import triton_to_np_dtype
 PRODUCTION_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 """The production repository of a source checkout (editable install)."""
 
+LOCAL_REPOSITORY = "model_repository"
+"""A folder of this name in the current directory is served before the installed one."""
+
 ENSEMBLE = "detect"
 """Name of the ensemble clients call."""
+
+
+def find_repository(explicit: Path | None, cwd: Path | None = None) -> tuple[Path, str]:
+    """The repository to serve, and why that one.
+
+    Order: ``--repository``/``CAMDET_MODEL_REPOSITORY``; else ``./model_repository`` when
+    it holds a detector config (a project folder made with ``camdet model add``); else the
+    installed camdet's :data:`PRODUCTION_REPOSITORY`.
+
+    Args:
+        explicit: The option's value, or ``None`` when not given.
+        cwd: Directory to look in (default: the current one).
+
+    Returns:
+        The repository and a few words saying where it came from.
+    """
+    if explicit is not None:
+        return Path(explicit), "from --repository / CAMDET_MODEL_REPOSITORY"
+    local = (cwd or Path.cwd()) / LOCAL_REPOSITORY
+    if (local / "detector" / "config.pbtxt").is_file():
+        return local.resolve(), "found in the current directory"
+    return PRODUCTION_REPOSITORY, "the installed camdet's"
 
 
 def read_config(path: Path) -> mc.ModelConfig:

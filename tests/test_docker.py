@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 try:
     import tomllib
@@ -130,7 +131,7 @@ def test_engine_builds_only_when_check_fails(compose: dict) -> None:
     assert engine["build"] == {
         "context": "..",
         "dockerfile": "docker/Dockerfile.builder",
-        "args": {"NGC_VERSION": "26.05"},
+        "args": {"NGC_VERSION": "26.10"},
     }
 
 
@@ -181,14 +182,16 @@ def test_both_services_reserve_the_same_nvidia_gpu(compose: dict) -> None:
 
 def test_one_ngc_release_for_both_images(compose: dict) -> None:
     versions = {path.name: dockerfile_args(path)["NGC_VERSION"] for path in DOCKERFILES}
-    assert versions == {"Dockerfile": "26.05", "Dockerfile.builder": "26.05"}
+    assert versions == {"Dockerfile": "26.10", "Dockerfile.builder": "26.10"}
     assert "FROM nvcr.io/nvidia/tritonserver:${NGC_VERSION}-py3" in SERVER_DOCKERFILE.read_text()
     assert "FROM nvcr.io/nvidia/tensorrt:${NGC_VERSION}-py3" in BUILDER_DOCKERFILE.read_text()
     for name in ("engine", "server"):
         service = compose["services"][name]
-        assert service["build"]["args"]["NGC_VERSION"] == "26.05"
-        assert service["image"].endswith(":26.05")
-    assert "`26.05`" in (DOCKER / "README.md").read_text()
+        assert service["build"]["args"]["NGC_VERSION"] == "26.10"
+        assert service["image"].endswith(":26.10")
+        # DALI letterbox, postprocess and the build read the one input size setting
+        assert service["environment"]["CAMDET_INPUT_SIZE"] == "640x640"
+    assert "`26.10`" in (DOCKER / "README.md").read_text()
 
 
 # ----------------------------------------------------------------------------- images
@@ -204,9 +207,11 @@ def test_images_share_the_project_layout() -> None:
 
 def test_docker_pins_agree_with_pyproject() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {Requirement(r).name.lower(): Requirement(r) for r in project["dependencies"]}
+    # the builder also converts precisions: camdet's "precision" extra
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["precision"]]
+    declared = {canonicalize_name(Requirement(r).name): Requirement(r) for r in requirements}
     for path in DOCKERFILES:
-        pins = pip_pins(path)
+        pins = {canonicalize_name(n): v for n, v in pip_pins(path).items()}
         assert pins, f"{path.name} installs nothing pinned"
         for name, version in pins.items():
             assert name in declared, f"{path.name} installs {name}, not a camdet dependency"

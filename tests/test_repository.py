@@ -7,7 +7,8 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from camdet import postprocess as pp
-from camdet.geometry import INPUT_SIZE
+from camdet.engine.contract import expected_anchors, read_labels
+from camdet.geometry import INPUT_SHAPE
 from camdet.portable import generate_portable_repository
 from camdet.repository import ENSEMBLE, contract, ensemble_problems, read_config, read_repository
 
@@ -128,8 +129,10 @@ def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
 
 def test_letterbox_constant_matches_configs(production: dict[str, mc.ModelConfig]) -> None:
     image = next(o for o in production["preprocess"].output if o.name == "preprocessed_image")
-    assert list(image.dims) == [3, INPUT_SIZE, INPUT_SIZE]
-    assert list(production["detector"].input[0].dims) == [3, INPUT_SIZE, INPUT_SIZE]
+    video = next(o for o in production["preprocess_video"].output if o.name == image.name)
+    assert list(image.dims) == list(video.dims) == [3, *INPUT_SHAPE]
+    assert list(production["detector"].input[0].dims) == [3, *INPUT_SHAPE]
+    assert production["detector"].output[0].dims[1] == expected_anchors(INPUT_SHAPE)
 
 
 def test_dali_pipeline_batch_size_matches_config(repository: Path, production) -> None:
@@ -148,13 +151,19 @@ def test_postprocess_defaults_match_library(production: dict[str, mc.ModelConfig
     assert int(params["max_detections"].string_value) == pp.DEFAULT_MAX_DETECTIONS
 
 
-def test_labels_match_detector_head_and_scenes(repository: Path, production) -> None:
-    from camdet.scenes import CLASSES
+def test_labels_match_the_detector_head(repository: Path, production) -> None:
+    """Whatever model the repository serves: one label per class row of its head."""
+    from camdet.engine.onnx_checks import validate_inputs
 
-    labels = (repository / "postprocess/labels.txt").read_text().split()
-    assert tuple(labels) == CLASSES
+    labels = read_labels(repository / "postprocess/labels.txt")  # lines: "traffic light" is one
     rows = production["detector"].output[0].dims[0]
     assert rows == 4 + len(labels)
+    checked = validate_inputs(
+        repository / "detector/1/model.onnx",
+        repository / "detector/config.pbtxt",
+        repository / "postprocess/labels.txt",
+    )
+    assert checked.report.output_shape == ["batch", rows, expected_anchors(INPUT_SHAPE)]
 
 
 def test_batch_limits_agree(production: dict[str, mc.ModelConfig]) -> None:
