@@ -294,7 +294,7 @@ def _cpu_at(moment: float) -> float:
     return time.process_time()
 
 
-def _worker_main(
+def worker_main(
     url: str,
     frames: Sequence[bytes],
     point: LoadPoint,
@@ -304,7 +304,10 @@ def _worker_main(
     go: Any,
     results: Any,
 ) -> None:
-    """Entry point of a worker process: report ready, wait for go, run, send the log."""
+    """Entry point of a worker process: report ready, wait for go, run, send the log.
+
+    Runners that start their own workers (:mod:`camdet.perf.multi_gpu`) use it too.
+    """
     try:
 
         def wait_for_start() -> float:
@@ -407,7 +410,7 @@ def _run_in_processes(
     shares = [list(range(point.cameras))[i :: point.processes] for i in range(point.processes)]
     workers = [
         context.Process(
-            target=_worker_main,
+            target=worker_main,
             args=(url, list(frames), point, share, window, start, go, results),
             daemon=True,
         )

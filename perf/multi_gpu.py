@@ -46,8 +46,8 @@ from camdet.perf.load import (
     ServerProbe,
     Window,
     WindowEdges,
-    run_cameras,
     summarize,
+    worker_main,
 )
 
 logger = logging.getLogger(__name__)
@@ -184,36 +184,48 @@ def process_environment(pid: int, name: str) -> str | None:
 # ----------------------------------------------------------------------------- load
 
 
-def _worker(
-    url: str,
-    frames: list[bytes],
-    point: LoadPoint,
-    cameras: list[int],
-    window: Window,
-    start: Any,
-    go: Any,
-    results: Any,
-) -> None:
-    """A client process: connect and warm up, report ready, wait for go, run, report."""
-    try:
-
-        def wait_for_start() -> float:
-            go.wait()
-            return start.value
-
-        log = run_cameras(
-            url, frames, point, cameras, wait_for_start, window, lambda: results.put("ready")
-        )
-        results.put((url, log))
-    except BaseException as exc:
-        results.put(RuntimeError(f"worker for {url} failed: {type(exc).__name__}: {exc}"))
-        raise
-
-
 def _expect(message: Any) -> Any:
     if isinstance(message, BaseException):
         raise RuntimeError(str(message))
     return message
+
+
+@dataclass
+class _Worker:
+    """A client process and the queue of the server it loads."""
+
+    process: Any
+    results: Any
+
+
+def _plan_workers(
+    context: Any, servers: Sequence[Any], frames: list[bytes], cameras: int, processes: int,
+    window: Window, start: Any, go: Any,
+) -> tuple[list[LoadPoint], list[list[_Worker]]]:  # fmt: skip
+    """Each server's load point and worker processes (not started): cameras split evenly."""
+    points, workers = [], []
+    for index, server in enumerate(servers):
+        mine = list(range(index, cameras, len(servers)))
+        share = max(1, processes // len(servers))
+        point = LoadPoint("ours", len(mine), None, share)
+        # One queue per server, so each worker's log is counted for its own server.
+        results = context.Queue()
+        chunks = [mine[n::share] for n in range(share) if mine[n::share]]
+        points.append(point)
+        workers.append(
+            [
+                _Worker(
+                    context.Process(
+                        target=worker_main,
+                        args=(server.grpc_url, frames, point, chunk, window, start, go, results),
+                        daemon=True,
+                    ),
+                    results,
+                )
+                for chunk in chunks
+            ]
+        )
+    return points, workers
 
 
 def measure_layout(
@@ -228,42 +240,32 @@ def measure_layout(
         One result per server, in order.
     """
     context = mp.get_context("spawn")
-    start, go, results = context.Value("d", 0.0), context.Event(), context.Queue()
-    points, workers = [], []
-    for index, server in enumerate(servers):
-        mine = list(range(index, cameras, len(servers)))
-        share = max(1, processes // len(servers))
-        point = LoadPoint("ours", len(mine), None, share)
-        points.append(point)
-        for worker in range(share):
-            chunk = mine[worker::share]
-            if chunk:
-                args = (server.grpc_url, frames, point, chunk, window, start, go, results)
-                workers.append(context.Process(target=_worker, args=args, daemon=True))
-    for process in workers:
-        process.start()
+    start, go = context.Value("d", 0.0), context.Event()
+    points, per_server = _plan_workers(
+        context, servers, frames, cameras, processes, window, start, go
+    )
+    workers = [w for mine in per_server for w in mine]
+    for worker in workers:
+        worker.process.start()
     try:
-        for _ in workers:
-            _expect(results.get(timeout=_READY_TIMEOUT_S))
+        for worker in workers:
+            _expect(worker.results.get(timeout=_READY_TIMEOUT_S))
         start.value = time.time() + 0.2
         go.set()
         probes = [ServerProbe(s.grpc_url, s.process.pid) for s in servers]
         edges = _shared_edges(probes, start.value, window)
-        logs = {s.grpc_url: CameraLog() for s in servers}
-        for _ in workers:
-            url, log = _expect(results.get(timeout=window.duration_s + 120))
-            logs[url].merge(log)
+        logs = [CameraLog() for _ in servers]
+        for log, mine in zip(logs, per_server, strict=True):
+            for worker in mine:
+                log.merge(_expect(worker.results.get(timeout=window.duration_s + 120)))
     except BaseException:
-        for process in workers:
-            process.kill()
+        for worker in workers:
+            worker.process.kill()
         raise
     finally:
-        for process in workers:
-            process.join(timeout=30)
-    return [
-        summarize(point, logs[server.grpc_url], edge)
-        for point, server, edge in zip(points, servers, edges, strict=True)
-    ]
+        for worker in workers:
+            worker.process.join(timeout=30)
+    return [summarize(p, log, e) for p, log, e in zip(points, logs, edges, strict=True)]
 
 
 def _shared_edges(probes: list[ServerProbe], t0: float, window: Window) -> list[WindowEdges]:
