@@ -19,7 +19,6 @@ A camera file may name its servers next to its cameras::
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -86,16 +85,6 @@ def shard_of(camera_id: str, count: int) -> int:
 def shard_cameras(cameras: Iterable[CameraConfig], shard: Shard) -> list[CameraConfig]:
     """The cameras of one replica, in file order."""
     return [c for c in cameras if shard_of(c.id, shard.count) == shard.index]
-
-
-def shard_from_environment() -> Shard:
-    """:data:`SHARD_ENV` if set (``INDEX/COUNT``), else :data:`ALL`.
-
-    Raises:
-        ValueError: If the variable is set but malformed.
-    """
-    text = os.environ.get(SHARD_ENV, "").strip()
-    return Shard.parse(text) if text else ALL
 
 
 def load_servers(path: Path) -> list[str]:

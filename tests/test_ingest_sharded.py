@@ -9,7 +9,9 @@ is back they return. Every frame a camera delivered is accounted for throughout:
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,10 +19,13 @@ from pathlib import Path
 import pytest
 from camdet.client.config import CameraConfig
 from camdet.client.servers import Endpoint, rendezvous_order
+from camdet.client.sharding import Shard, shard_cameras
 from camdet.client.sinks import CallbackSink, Result
 from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions
 from ingest_fixtures import Watch, make_clips, wait_until
+from typer.testing import CliRunner
 
+from camdet.cli import app
 from camdet.portable import generate_portable_repository
 from camdet.server import Ports, TritonServer, has_cuda_gpu, portable_launch
 
@@ -132,3 +137,29 @@ def test_three_servers_one_killed_and_restarted(servers, tmp_path_factory) -> No
             first[camera],
             fallback[camera],
         }
+
+
+def test_cli_streams_only_its_shard_to_the_servers_its_camera_file_names(
+    server, tmp_path: Path
+) -> None:
+    clip = make_clips(tmp_path, [42], frames=6)[0]
+    ids = [f"cam{n}" for n in range(6)]
+    mine = [
+        c.id for c in shard_cameras([CameraConfig(i, str(clip.path)) for i in ids], Shard(0, 2))
+    ]
+    assert 0 < len(mine) < len(ids)
+    cameras = tmp_path / "cameras.yaml"
+    entries = "".join(f"  - {{id: {i}, url: '{clip.path}', pace: false}}\n" for i in ids)
+    cameras.write_text(f"servers: ['{server.grpc_url}']\ncameras:\n{entries}")
+    jsonl = tmp_path / "results.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["ingest", "--cameras", str(cameras), "--mode", "capacity",
+         "--decode-on-client", "--no-track", "--no-live", "--jsonl", str(jsonl)],
+        env={"CAMDET_URL": None, "CAMDET_SHARD": "0/2"},  # as the Kubernetes pods set it
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"shard 0/2: {len(mine)} cameras" in result.output
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert Counter(r["camera"] for r in records) == dict.fromkeys(mine, 6)
+    assert {r["server"] for r in records} == {server.grpc_url}

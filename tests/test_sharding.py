@@ -10,12 +10,10 @@ from camdet.client.config import CameraConfig, ConfigError, load_cameras
 from camdet.client.servers import Endpoint, rendezvous_order
 from camdet.client.sharding import (
     ALL,
-    SHARD_ENV,
     Shard,
     choose_servers,
     load_servers,
     shard_cameras,
-    shard_from_environment,
     shard_of,
 )
 from typer.testing import CliRunner
@@ -68,13 +66,6 @@ def test_fail_over_order_skips_only_the_dead_server() -> None:
         order = rendezvous_order(camera, endpoints)
         without_first = rendezvous_order(camera, order[1:])
         assert without_first == order[1:]
-
-
-def test_shard_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(SHARD_ENV, raising=False)
-    assert shard_from_environment() == ALL
-    monkeypatch.setenv(SHARD_ENV, "1/3")
-    assert shard_from_environment() == Shard(1, 3)
 
 
 def test_camera_file_names_servers(tmp_path: Path) -> None:
