@@ -71,6 +71,20 @@ PrecisionOption = Annotated[
     Precision,
     typer.Option("--precision", help="Compute precision of the engine.", envvar="CAMDET_PRECISION"),
 ]
+CalibrationImagesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration-images",
+        help="Folder of JPEG/PNG camera frames for INT8 (default: synthetic scenes).",
+    ),
+]
+CalibrationFramesOption = Annotated[
+    int,
+    typer.Option(
+        "--calibration-frames", min=8, help="Most calibration frames (4.9 MB each at 640)."
+    ),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed of synthetic calibration scenes.")]
 GpuIndexOption = Annotated[
     int,
     typer.Option(
@@ -234,19 +248,8 @@ def build(
             envvar="CAMDET_CONVERTED_ONNX",
         ),
     ] = None,
-    calibration_images: Annotated[
-        Path | None,
-        typer.Option(
-            "--calibration-images",
-            help="Folder of JPEG/PNG camera frames for INT8 (default: synthetic scenes).",
-        ),
-    ] = None,
-    calibration_frames: Annotated[
-        int,
-        typer.Option(
-            "--calibration-frames", min=8, help="Most calibration frames (4.9 MB each at 640)."
-        ),
-    ] = 256,
+    calibration_images: CalibrationImagesOption = None,
+    calibration_frames: CalibrationFramesOption = 256,
     calibration_eps: Annotated[
         str,
         typer.Option(
@@ -254,7 +257,7 @@ def build(
             help="ONNX Runtime providers for INT8 calibration, comma-separated: cpu, cuda:0, trt.",
         ),
     ] = "cpu",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of synthetic calibration scenes.")] = 0,
+    seed: SeedOption = 0,
     gpu_index: GpuIndexOption = 0,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Rich progress bars while building.")
@@ -293,14 +296,9 @@ def convert(
     config: ConfigOption = DEFAULT_CONFIG,
     labels: LabelsOption = DEFAULT_LABELS,
     precision: PrecisionOption = Precision.FP16,
-    calibration_images: Annotated[
-        Path | None,
-        typer.Option("--calibration-images", help="Frames for INT8 (default: synthetic scenes)."),
-    ] = None,
-    calibration_frames: Annotated[
-        int, typer.Option("--calibration-frames", min=8, help="Most calibration frames.")
-    ] = 256,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of synthetic calibration scenes.")] = 0,
+    calibration_images: CalibrationImagesOption = None,
+    calibration_frames: CalibrationFramesOption = 256,
+    seed: SeedOption = 0,
 ) -> None:
     """Write the ONNX file converted as build does it (ModelOpt; no TensorRT, no GPU)."""
     request = BuildRequest(

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from camdet.doctor import Check, DoctorOptions, Status, exit_code, run_checks
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.repository import find_repository
 
 _STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "red", Status.SKIP: "dim"}
 
@@ -27,11 +27,13 @@ def checks_table(checks: list[Check]) -> Table:
 
 def doctor(
     repository: Annotated[
-        Path,
+        Path | None,
         typer.Option(
-            envvar="CAMDET_MODEL_REPOSITORY", help="Production model repository to check."
+            envvar="CAMDET_MODEL_REPOSITORY",
+            help="Production model repository to check (default: ./model_repository if "
+            "present, else the installed one).",
         ),
-    ] = PRODUCTION_REPOSITORY,
+    ] = None,
     url: Annotated[
         str | None,
         typer.Option(
@@ -59,7 +61,8 @@ def doctor(
     each model's readiness and a smoke benchmark. Each check says pass, warn, fail or
     skip, and what to do about it.
     """
-    options = DoctorOptions(repository, url, bench_seconds, tls, root_certificates)
+    path = find_repository(repository)[0]  # no line printed: --json owns stdout
+    options = DoctorOptions(path, url, bench_seconds, tls, root_certificates)
     checks = run_checks(options)
     code = exit_code(checks)
     if as_json:

@@ -463,10 +463,11 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def default_repository() -> Path:
-    """``CAMDET_MODEL_REPOSITORY``, else the production repository."""
-    from camdet.repository import PRODUCTION_REPOSITORY
+    """``CAMDET_MODEL_REPOSITORY``, else ``./model_repository``, else the installed one."""
+    from camdet.repository import find_repository
 
-    return Path(os.environ.get("CAMDET_MODEL_REPOSITORY", PRODUCTION_REPOSITORY))
+    explicit = os.environ.get("CAMDET_MODEL_REPOSITORY")
+    return find_repository(Path(explicit) if explicit else None)[0]
 
 
 def _tuning(options: dict[str, Any]) -> Tuning:
