@@ -611,6 +611,21 @@ def test_check_plan_freshness(tmp_path: Path, paths: dict[str, Path]) -> None:
     assert stale[3] == "plan file differs from the one the sidecar describes (sha256 mismatch)"
 
 
+def test_a_weakly_typed_plan_is_stale(tmp_path: Path, paths: dict[str, Path]) -> None:
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"plan")
+    inputs = onnx_checks.validate_inputs(paths["onnx"], paths["config"], paths["labels"])
+    old = json.loads(_sidecar(plan, inputs).to_json())
+    del old["strongly_typed"], old["converted_onnx_sha256"], old["modelopt_version"]
+    old["format"] = 1  # written by the TensorRT 10 weakly typed builder
+    sidecars.sidecar_path(plan).write_text(json.dumps(old))
+    gpu = sidecars.GpuInfo(0, "NVIDIA H100 80GB HBM3", "9.0")
+    assert sidecars.plan_problems(plan, inputs, "fp16", "10.16.1.11", gpu) == [
+        "plan was built as a weakly typed network (sidecar format 1); TensorRT 11 removed "
+        "those, rebuild it strongly typed from the converted ONNX"
+    ]
+
+
 def _check_args(paths: dict[str, Path], *extra: str) -> list[str]:
     return [
         "check",
