@@ -17,6 +17,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from camdet.client.lag import DEFAULT_LAG_WARNING_S, LagAlarm
+
 LATENCY_WINDOW_S = 10.0
 """Latency percentiles cover the answers of this many most recent seconds."""
 
@@ -37,6 +39,8 @@ class CameraTotals:
         latency_p50_s: Median end-to-end latency over the recent window, seconds (None
             before the first answer).
         latency_p99_s: 99th percentile of the same, seconds.
+        lag_s: How far behind live the camera's latest answer was: capture (the stream's
+            clock for live streams) to answer, seconds (None before the first answer).
     """
 
     captured: int = 0
@@ -47,6 +51,7 @@ class CameraTotals:
     reconnects: int = 0
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
+    lag_s: float | None = None
 
     @property
     def balanced(self) -> bool:
@@ -62,6 +67,7 @@ class _Counters:
     failed: int = 0
     in_flight: int = 0
     reconnects: int = 0
+    lag_s: float | None = None
     latencies: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=_MAX_LATENCY_SAMPLES)
     )
@@ -81,9 +87,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class Accounting:
     """Thread-safe frame counters of every camera (reader threads and the event loop)."""
 
-    def __init__(self, camera_ids: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        camera_ids: list[str] | tuple[str, ...] = (),
+        lag_warning_s: float = DEFAULT_LAG_WARNING_S,
+    ) -> None:
         self._lock = threading.Lock()
         self._cameras: dict[str, _Counters] = {}
+        self._lag_warning_s = lag_warning_s
+        self._alarms: dict[str, LagAlarm] = {}
         for camera_id in camera_ids:
             self.register(camera_id)
 
@@ -91,6 +103,7 @@ class Accounting:
         """Start counting a camera (idempotent)."""
         with self._lock:
             self._cameras.setdefault(camera_id, _Counters())
+            self._alarms.setdefault(camera_id, LagAlarm(camera_id, self._lag_warning_s))
 
     def captured(self, camera_id: str) -> None:
         """A frame was taken from the camera: it is in flight now."""
@@ -100,12 +113,14 @@ class Accounting:
             counters.in_flight += 1
 
     def answered(self, camera_id: str, latency_s: float) -> None:
-        """An in-flight frame got its detections after ``latency_s`` seconds end to end."""
+        """An in-flight frame got its detections ``latency_s`` seconds after capture."""
         with self._lock:
             counters = self._cameras[camera_id]
             counters.in_flight -= 1
             counters.answered += 1
+            counters.lag_s = latency_s
             counters.latencies.append((time.monotonic(), latency_s))
+        self._alarms[camera_id].observe(latency_s)
 
     def dropped(self, camera_id: str, count: int = 1) -> None:
         """In-flight frames were discarded without being sent."""
@@ -147,4 +162,5 @@ def _totals(counters: _Counters, horizon: float) -> CameraTotals:
         reconnects=counters.reconnects,
         latency_p50_s=percentile(recent, 0.5) if recent else None,
         latency_p99_s=percentile(recent, 0.99) if recent else None,
+        lag_s=counters.lag_s,
     )

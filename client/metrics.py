@@ -67,13 +67,20 @@ class IngestCollector(Collector):
             "End-to-end latency (capture to answer) over the recent window.",
             labels=["camera", "quantile"],
         )
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_lag_seconds",
+            "How far behind live the camera's latest answer was (capture to answer).",
+            labels=["camera"],
+        )
         for camera, totals in snapshot.items():
+            if totals.lag_s is not None:
+                lag.add_metric([camera], totals.lag_s)
             in_flight.add_metric([camera], totals.in_flight)
             reconnects.add_metric([camera], totals.reconnects)
             for quantile, value in (("0.5", totals.latency_p50_s), ("0.99", totals.latency_p99_s)):
                 if value is not None:
                     latency.add_metric([camera, quantile], value)
-        yield from (in_flight, reconnects, latency)
+        yield from (in_flight, reconnects, latency, lag)
         yield from self._assignment()
         yield from self._crossings()
 

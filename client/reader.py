@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 from camdet.client.accounting import Accounting
 from camdet.client.backoff import Backoff, BackoffPolicy
+from camdet.client.capture_clock import StreamClock
 from camdet.client.config import CameraConfig
 from camdet.client.demux import AccessUnit
 from camdet.client.sources import Source, SourceError, SourceFrame
@@ -42,7 +43,8 @@ class CapturedFrame:
     Attributes:
         camera_id: The camera.
         index: Per-camera capture counter, 0-based, across reconnects and loops.
-        session: Connection (or file pass) the frame came from, 0-based.
+        session: Connection that delivered frames (or file pass) the frame came from,
+            0-based; failed connection attempts are not sessions.
         position: Index of the frame within its session before decimation (for a file
             or an unshared RTSP stream of a file: the frame's index in the file).
         pts_s: Presentation time from the stream, seconds, or None.
@@ -51,6 +53,9 @@ class CapturedFrame:
         encoded: JPEG/PNG bytes as the camera delivered them, or None.
         image: ``[H, W, 3]`` uint8 RGB frame when the source decoded, or None.
         video: The H.264/HEVC access unit of a stream that passes through, or None.
+        capture_mono: When the camera captured the frame, on the ``time.monotonic()``
+            clock, from the stream's own clock (live streams with presentation times;
+            see :mod:`camdet.client.capture_clock`), or None: captured when read.
     """
 
     camera_id: str
@@ -63,6 +68,17 @@ class CapturedFrame:
     encoded: bytes | None
     image: np.ndarray | None
     video: AccessUnit | None = None
+    capture_mono: float | None = None
+
+    @property
+    def capture_delay_s(self) -> float:
+        """How long the frame waited between capture and read (back-pressure), seconds."""
+        return 0.0 if self.capture_mono is None else self.captured_mono - self.capture_mono
+
+    @property
+    def capture_ts(self) -> float:
+        """Wall-clock capture time, seconds since the epoch (``captured_at`` is read time)."""
+        return self.captured_at - self.capture_delay_s
 
     def jpeg(self, quality: int) -> bytes:
         """The bytes to send: the camera's own encoding, else a JPEG of ``image``."""
@@ -279,6 +295,7 @@ class CameraReader:
         self._next_index = 0
         self._delivered = False
         self._warned_fps = False
+        self._clock = StreamClock()
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.id}", daemon=True)
 
     def start(self) -> None:
@@ -308,9 +325,13 @@ class CameraReader:
             self.buffer.close()
 
     def _read_sessions(self) -> None:
+        # Sessions are numbered by connections that delivered frames: a failed
+        # reconnect attempt is no session.
         session = 0
         while not self._stop.is_set():
             clean_end = self._read_session(session)
+            if self._delivered:
+                session += 1
             if self._stop.is_set():
                 return
             if clean_end and not self.source.live:
@@ -325,12 +346,12 @@ class CameraReader:
                 self.accounting.reconnected(self.camera.id)
                 if self._stop.wait(delay):
                     return
-            session += 1
 
     def _read_session(self, session: int) -> bool:
         """Read one session; True if it ended at the end of the stream."""
         self._delivered = False
         decimator = Decimator(self.camera.fps)
+        self._clock.reset()
         frames = self.source.session()
         try:
             for frame in frames:
@@ -380,6 +401,7 @@ class CameraReader:
             encoded=frame.encoded,
             image=frame.rgb(),
             video=frame.video,
+            capture_mono=self._clock.capture_time(frame.pts_s, now) if self.source.live else None,
         )
         self._next_index += 1
         self.accounting.captured(self.camera.id)

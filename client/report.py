@@ -37,7 +37,16 @@ def totals_table(
     if rates is not None:
         table.add_column("in/s", justify="right")
         table.add_column("out/s", justify="right")
-    for column in ("p50 ms", "p99 ms", "captured", "answered", "dropped", "failed", "in flight"):
+    for column in (
+        "p50 ms",
+        "p99 ms",
+        "lag s",
+        "captured",
+        "answered",
+        "dropped",
+        "failed",
+        "in flight",
+    ):
         table.add_column(column, justify="right")
     table.add_column("reconnects", justify="right")
     if crossings:
@@ -52,6 +61,7 @@ def totals_table(
         row += [
             _ms(totals.latency_p50_s),
             _ms(totals.latency_p99_s),
+            "-" if totals.lag_s is None else f"{totals.lag_s:.1f}",
             str(totals.captured),
             str(totals.answered),
             str(totals.dropped),

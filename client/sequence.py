@@ -279,7 +279,7 @@ class VideoSequence:
             return
         frame = pending.frame
         latency = time.monotonic() - frame.captured_mono
-        self._accounting.answered(self.camera_id, latency)
+        self._accounting.answered(self.camera_id, latency + frame.capture_delay_s)
         self._deliver(Result(frame, detections, latency, endpoint.url))
 
     def _fail(self, index: int) -> None:

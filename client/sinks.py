@@ -36,7 +36,7 @@ class Result:
     Attributes:
         frame: The captured frame (camera, index, capture time, pixels or bytes).
         detections: Its detections, boxes in the frame's own pixels.
-        latency_s: Capture to answer, seconds.
+        latency_s: Read (the client took the frame from the camera) to answer, seconds.
         server: URL of the server that answered.
     """
 
@@ -45,8 +45,18 @@ class Result:
     latency_s: float
     server: str
 
+    @property
+    def lag_s(self) -> float:
+        """Capture (the stream's clock for live streams) to answer: how far behind live."""
+        return self.latency_s + self.frame.capture_delay_s
+
     def record(self) -> dict[str, Any]:
-        """The JSON Lines record of the frame."""
+        """The JSON Lines record of the frame.
+
+        ``captured_at`` and ``latency_ms`` count from when the client read the frame;
+        ``capture_ts`` and ``lag_ms`` from when the camera captured it (they differ when
+        frames waited in the socket: a back-pressured live camera).
+        """
         size = self.frame.size()
         return {
             "camera": self.frame.camera_id,
@@ -56,6 +66,8 @@ class Result:
             "pts": None if self.frame.pts_s is None else round(self.frame.pts_s, 6),
             "captured_at": round(self.frame.captured_at, 6),
             "latency_ms": round(self.latency_s * 1000.0, 2),
+            "capture_ts": round(self.frame.capture_ts, 6),
+            "lag_ms": round(self.lag_s * 1000.0, 2),
             "width": None if size is None else size[0],
             "height": None if size is None else size[1],
             "server": self.server,

@@ -262,6 +262,11 @@ class Ingest:
         logger.info("stopping: draining buffered and in-flight frames")
         for camera in cameras:
             camera.reader.stop()
+        if self.options.mode is Mode.CAPACITY:
+            # A reader waiting for room holds a frame it already captured: let it hand
+            # that over before closing the buffer, so capacity mode drops nothing.
+            await asyncio.to_thread(self._wait_readers, cameras, self.options.drain_timeout_s)
+        for camera in cameras:
             camera.buffer.close()
         await pool.stop_waiting()
         _, pending = await asyncio.wait(pumps, timeout=self.options.drain_timeout_s)
@@ -272,6 +277,12 @@ class Ingest:
             left = camera.buffer.take_all()
             if left:
                 self.accounting.dropped(camera.config.id, len(left))
+
+    @staticmethod
+    def _wait_readers(cameras: list[_Camera], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for camera in cameras:
+            camera.reader.join(max(0.0, deadline - time.monotonic()))
 
     def _join_readers(self, cameras: list[_Camera]) -> None:
         deadline = time.monotonic() + self.options.timeouts.read_s + 1.0
@@ -372,7 +383,7 @@ class Ingest:
                 logger.warning("camera %s frame %d failed: %s", camera_id, frame.index, error)
             return
         latency = time.monotonic() - frame.captured_mono
-        self.accounting.answered(camera_id, latency)
+        self.accounting.answered(camera_id, latency + frame.capture_delay_s)
         self._deliver(Result(frame, detections, latency, endpoint.url))
 
     def _deliver(self, result: Result) -> None:

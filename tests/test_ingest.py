@@ -150,8 +150,9 @@ def totals_from_table(text: str) -> dict[str, dict[str, int]]:
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in re.split(r"[│|]", line) if c.strip()]
-        if len(cells) == 9 and cells[3].isdigit():
-            rows[cells[0]] = dict(zip(columns, map(int, cells[3:]), strict=True))
+        # The counters are the table's last columns; latency and lag columns precede them.
+        if len(cells) > len(columns) and all(c.isdigit() for c in cells[-len(columns) :]):
+            rows[cells[0]] = dict(zip(columns, map(int, cells[-len(columns) :]), strict=True))
     return rows
 
 
