@@ -155,6 +155,20 @@ def test_plans_are_built_on_the_pods_gpu_and_served_read_only(manifests) -> None
         }
 
 
+def test_containers_get_the_environment_compose_gives_its_services(manifests) -> None:
+    services = interpolate(yaml.safe_load(COMPOSE.read_text()))["services"]
+    for pool in servers_of(manifests):
+        spec = pool["spec"]["template"]["spec"]
+        for service, k8s in (
+            ("engine", container(spec, "engine", init=True)),
+            ("server", container(spec, "tritonserver")),
+        ):
+            env = {e["name"]: e.get("value") for e in k8s["env"]}
+            wanted = services[service].get("environment", {})
+            assert wanted, f"compose's {service} sets no environment"
+            assert {k: env.get(k) for k in wanted} == wanted, service
+
+
 def test_server_keeps_the_admin_api_guard_of_compose(manifests) -> None:
     guard = RestrictedApis("camdet-admin", "$(CAMDET_ADMIN_KEY)").args()
     compose = yaml.safe_load(COMPOSE.read_text())["services"]["server"]["command"]
