@@ -36,6 +36,7 @@ class CameraTotals:
         failed: Frames whose request failed (server error or unavailable).
         in_flight: Frames queued or being processed by the server right now.
         reconnects: Times the camera connection was re-opened after a failure or an end.
+        damaged: Answered frames the server flagged as damaged (counted in ``answered``).
         latency_p50_s: Median end-to-end latency over the recent window, seconds (None
             before the first answer).
         latency_p99_s: 99th percentile of the same, seconds.
@@ -49,6 +50,7 @@ class CameraTotals:
     failed: int = 0
     in_flight: int = 0
     reconnects: int = 0
+    damaged: int = 0
     latency_p50_s: float | None = None
     latency_p99_s: float | None = None
     lag_s: float | None = None
@@ -67,6 +69,7 @@ class _Counters:
     failed: int = 0
     in_flight: int = 0
     reconnects: int = 0
+    damaged: int = 0
     lag_s: float | None = None
     latencies: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=_MAX_LATENCY_SAMPLES)
@@ -112,12 +115,16 @@ class Accounting:
             counters.captured += 1
             counters.in_flight += 1
 
-    def answered(self, camera_id: str, latency_s: float) -> None:
-        """An in-flight frame got its detections ``latency_s`` seconds after capture."""
+    def answered(self, camera_id: str, latency_s: float, damaged: bool = False) -> None:
+        """An in-flight frame got its detections ``latency_s`` seconds after capture.
+
+        ``damaged``: the server flagged the frame as decoded with concealed damage.
+        """
         with self._lock:
             counters = self._cameras[camera_id]
             counters.in_flight -= 1
             counters.answered += 1
+            counters.damaged += damaged
             counters.lag_s = latency_s
             counters.latencies.append((time.monotonic(), latency_s))
         self._alarms[camera_id].observe(latency_s)
@@ -160,6 +167,7 @@ def _totals(counters: _Counters, horizon: float) -> CameraTotals:
         failed=counters.failed,
         in_flight=counters.in_flight,
         reconnects=counters.reconnects,
+        damaged=counters.damaged,
         latency_p50_s=percentile(recent, 0.5) if recent else None,
         latency_p99_s=percentile(recent, 0.99) if recent else None,
         lag_s=counters.lag_s,

@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 
 ENSEMBLE = "detect"
 INPUT = "encoded_image"
-OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections")
+OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections", "damaged")
 VIDEO_ENSEMBLE = "detect_video"
 VIDEO_INPUT = "video_chunk"
 PTS_INPUT = "pts"
@@ -117,6 +117,16 @@ def threshold_parameters(
         "max_detections": max_detections,
     }
     return {k: v for k, v in params.items() if v is not None}
+
+
+def is_damaged(result: grpcclient.InferResult) -> bool:
+    """Whether the server flagged the frame as damaged (decoded with concealed errors).
+
+    Such a frame is answered - most of its detections are still worth having - and its
+    ``damaged`` output says so (README, "The tensor contract").
+    """
+    flag = result.as_numpy("damaged")
+    return bool(flag is not None and flag.any())
 
 
 def parse_result(result: grpcclient.InferResult) -> list[Detection]:

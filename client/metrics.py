@@ -23,6 +23,7 @@ _COUNTERS = (
     ("answered", "Frames whose detections came back."),
     ("dropped", "Frames discarded before sending (stale in real-time mode, or at shutdown)."),
     ("failed", "Frames whose request failed."),
+    ("damaged", "Answered frames the server flagged as damaged (decoded with concealed errors)."),
 )
 
 

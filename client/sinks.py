@@ -38,12 +38,15 @@ class Result:
         detections: Its detections, boxes in the frame's own pixels.
         latency_s: Read (the client took the frame from the camera) to answer, seconds.
         server: URL of the server that answered.
+        damaged: The server decoded the frame with concealed damage (corrupt JPEG data):
+            its detections may miss or misplace objects in the damaged part.
     """
 
     frame: CapturedFrame
     detections: list[Detection]
     latency_s: float
     server: str
+    damaged: bool = False
 
     @property
     def lag_s(self) -> float:
@@ -71,6 +74,7 @@ class Result:
             "width": None if size is None else size[0],
             "height": None if size is None else size[1],
             "server": self.server,
+            "damaged": self.damaged,
             "detections": [d.as_dict() for d in self.detections],
         }
 

@@ -36,6 +36,7 @@ from camdet.client.detect import (
     ENSEMBLE,
     VIDEO_ENSEMBLE,
     frame_input,
+    is_damaged,
     parse_result,
     requested_outputs,
 )
@@ -370,6 +371,7 @@ class Ingest:
                 client_timeout=self.options.request_timeout_s,
             )
             detections = parse_result(response)
+            damaged = is_damaged(response)
         except asyncio.CancelledError:
             self.accounting.failed(camera_id)
             raise
@@ -383,8 +385,8 @@ class Ingest:
                 logger.warning("camera %s frame %d failed: %s", camera_id, frame.index, error)
             return
         latency = time.monotonic() - frame.captured_mono
-        self.accounting.answered(camera_id, latency + frame.capture_delay_s)
-        self._deliver(Result(frame, detections, latency, endpoint.url))
+        self.accounting.answered(camera_id, latency + frame.capture_delay_s, damaged)
+        self._deliver(Result(frame, detections, latency, endpoint.url, damaged))
 
     def _deliver(self, result: Result) -> None:
         if self.tracking is not None:

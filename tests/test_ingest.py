@@ -23,7 +23,7 @@ import pytest
 from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig
 from camdet.client.sinks import CallbackSink, JsonLinesSink, Result
-from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions
+from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
 from ingest_fixtures import (
     CLIP_HEIGHT,
     CLIP_WIDTH,
@@ -207,3 +207,31 @@ def test_cli_streams_a_camera_list_until_sigterm_and_prints_totals(
         assert 1 <= frames <= row["answered"]
     # door is decimated from 10 to 5 fps; replay keeps the file's 10 fps.
     assert rows["door"]["captured"] < 0.7 * rows["replay"]["captured"], rows
+
+
+def test_damaged_frames_are_answered_flagged_and_counted(server, tmp_path: Path) -> None:
+    from test_request_errors import rst_jpeg
+
+    whole = rst_jpeg()
+    cut = whole[: len(whole) // 2] + b"\xff\xd9"  # cut short, end marker added back
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, data in enumerate([whole, cut, whole]):
+        (folder / f"{index:03d}.jpg").write_bytes(data)
+    results: list[Result] = []
+    ingest = Ingest(
+        [CameraConfig("folder", str(folder))],
+        [server.grpc_url],
+        [CallbackSink(results.append), JsonLinesSink(tmp_path / "out.jsonl")],
+        IngestOptions(mode=Mode.CAPACITY),  # every frame of the folder is sent
+    )
+    with BackgroundIngest(ingest) as running:
+        wait_until(
+            lambda: ingest.accounting.snapshot()["folder"].answered >= 3, 60, "3 answers"
+        )
+        totals = running.stop()["folder"]
+    first = sorted((r for r in results if r.frame.session == 0), key=lambda r: r.frame.position)
+    assert [r.damaged for r in first[:3]] == [False, True, False]
+    assert totals.balanced and totals.damaged == sum(r.damaged for r in results) >= 1
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sum(line["damaged"] for line in lines) == totals.damaged

@@ -54,7 +54,7 @@ def valid_frames() -> list[bytes]:
 
 
 def outputs() -> list[grpcclient.InferRequestedOutput]:
-    return [grpcclient.InferRequestedOutput(name) for name in (*OUTPUTS, "damaged")]
+    return [grpcclient.InferRequestedOutput(name) for name in OUTPUTS]
 
 
 def send_all(client, requests: list[tuple[bytes, dict | None]]) -> list:
