@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     acc.add_argument("--frames", type=int, default=500)
     acc.add_argument("--calibration-frames", type=int, default=128)
     acc.add_argument("--batch", type=int, default=8)
-    acc.add_argument("--workers", type=int, default=1)
+    # 0: render in this process. A forked loader worker can deadlock on locks that
+    # ModelOpt's and ONNX Runtime's threads held at the fork (seen after INT8 calibration).
+    acc.add_argument("--workers", type=int, default=0)
     spd = sub.add_parser("speed", help="images/s of ONNX files, ABBA")
     spd.add_argument("onnx", type=Path, nargs="+")
     spd.add_argument("--batch", type=int, default=8)

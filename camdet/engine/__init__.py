@@ -9,6 +9,7 @@
   :mod:`~camdet.engine.progress`, :mod:`~camdet.engine.inspection`: the strongly typed
   TensorRT build (TensorRT 10 and 11) and what the plan holds.
 - :mod:`~camdet.engine.sidecar`: ``model.plan.json`` and whether a plan is stale.
+- :mod:`~camdet.engine.install`: ``camdet model add``, a YOLO ONNX file into a repository.
 
 ``build_engine.py`` at the repository root is the command line over this package; the
 server imports :mod:`camdet.engine.sidecar` for its stale-plan check. Errors are typed

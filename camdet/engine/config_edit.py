@@ -10,9 +10,9 @@ from pathlib import Path
 from camdet.engine.contract import (
     BatchProfile,
     DetectorContract,
-    _model_config_pb2,
     derive_profile,
     load_model_config,
+    model_config_pb2_module,
 )
 from camdet.engine.errors import ContractError
 from camdet.engine.files import atomic_write
@@ -102,7 +102,7 @@ def update_config_batching(config_path: Path, profile: BatchProfile) -> list[int
     if count != 1:
         raise ContractError(f"cannot update {config_path}", ["it has no max_batch_size line"])
     new_text = _set_preferred(new_text, sizes)
-    check = text_format.Parse(new_text, _model_config_pb2().ModelConfig())
+    check = text_format.Parse(new_text, model_config_pb2_module().ModelConfig())
     got = derive_profile(check.max_batch_size, check.dynamic_batching.preferred_batch_size)
     if got != profile:
         raise ContractError(

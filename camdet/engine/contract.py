@@ -135,7 +135,8 @@ class DetectorContract:
         return {"input": self.input.name, **profile.shapes(self.input.dims)}
 
 
-def _model_config_pb2() -> ModuleType:
+def model_config_pb2_module() -> ModuleType:
+    """Triton's ``model_config_pb2``, imported when first needed."""
     from tritonclient.grpc import model_config_pb2
 
     return model_config_pb2
@@ -181,7 +182,7 @@ def load_model_config(path: Path) -> ModelConfig:
     """
     from google.protobuf import text_format
 
-    pb2 = _model_config_pb2()
+    pb2 = model_config_pb2_module()
     try:
         return text_format.Parse(Path(path).read_text(), pb2.ModelConfig())
     except FileNotFoundError as err:
@@ -220,7 +221,7 @@ def _config_tensor(tensors: Sequence[Any], kind: str, problems: list[str]) -> Te
     if len(tensors) != 1:
         problems.append(f"config has {len(tensors)} {kind}s, the detector takes exactly one")
         return None
-    pb2 = _model_config_pb2()
+    pb2 = model_config_pb2_module()
     tensor = tensors[0]
     spec = TensorSpec(tensor.name, pb2.DataType.Name(tensor.data_type), tuple(tensor.dims))
     if spec.data_type not in IO_DATA_TYPES:
