@@ -124,4 +124,6 @@ def _scan_mcus(frame: tuple[int, bytes], scan_components: int) -> int | None:
         return math.ceil(width / 8) * math.ceil(height / 8)
     h_max = max(f >> 4 for f in factors)
     v_max = max(f & 0x0F for f in factors)
+    if not h_max or not v_max:  # sampling factors of 0 (a damaged header): no layout
+        return None
     return math.ceil(width / (8 * h_max)) * math.ceil(height / (8 * v_max))

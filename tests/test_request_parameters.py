@@ -67,3 +67,14 @@ def test_damage_is_named() -> None:
     assert find_damage(bytes(bad)) == (
         f"invalid marker 0xFF12 inside the image data at byte {len(bad) // 2}"
     )
+
+
+def test_zero_sampling_factors_are_no_layout_not_a_crash() -> None:
+    # Found by the memory fuzz (issue #12): one flipped bit made a component's sampling
+    # factors 0 and the division by them failed validate's whole batch, valid frames too.
+    jpeg = bytearray(rst_jpeg())
+    sof = jpeg.index(b"\xff\xc0")
+    components = jpeg[sof + 9]
+    for i in range(components):
+        jpeg[sof + 11 + 3 * i] = 0x00  # horizontal and vertical factors of 0
+    assert find_damage(bytes(jpeg)) is None
