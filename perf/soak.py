@@ -1,0 +1,174 @@
+"""Soak: many cameras at a fixed rate for a long time, watching failures and memory.
+
+``python -m camdet.perf.soak --cameras 16 --fps 0.25 --duration 1800 --out soak-out``
+
+It starts a portable server (or uses ``--url``), drives it with the bench's load
+generator (:func:`camdet.perf.load.run_point`, real-time mode: one gRPC client per camera)
+and meanwhile samples the RSS of the server (tritonserver and its Python-backend stubs)
+and of the client (this process and its worker processes) every ``--sample-s`` seconds.
+It prints the failures and the RSS growth from ``--baseline-s`` after the start to the
+end, writes ``soak.json`` and ``rss.csv``, and exits 1 when any request failed or either
+side grew by more than ``--max-growth``. A soak is a benchmark: run it by hand, record the
+result in ``perf/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from camdet.perf.bench import BenchConfig, default_repository, load_frames
+from camdet.perf.load import LoadPoint, PointResult, ServerProbe, Window, run_point
+from camdet.perf.rss import client_rss, tree_rss
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def soak_server(url: str | None, repository: Path, workdir: Path) -> Iterator[ServerProbe]:
+    """The server under test: the one at ``url``, or a portable one started here."""
+    if url is not None:
+        yield ServerProbe(url)
+        return
+    from camdet.server import Ports, serve
+
+    with serve(repository, Ports.free(), portable=True, workdir=workdir) as server:
+        yield ServerProbe(server.grpc_url, server.process.pid if server.process else None)
+
+
+def sample_rss(
+    server_pid: int | None, every_s: float, stop: threading.Event, rows: list[dict[str, Any]]
+) -> None:
+    """Append ``{t, server_mb, client_mb, per-process...}`` to ``rows`` until ``stop``."""
+    t0 = time.time()
+    while not stop.is_set():
+        server = tree_rss(server_pid) if server_pid is not None else None
+        client = client_rss(server_pid)
+        row: dict[str, Any] = {
+            "t_s": round(time.time() - t0, 1),
+            "server_mb": round(server.total_mb, 1) if server else float("nan"),
+            "client_mb": round(client.total_mb, 1),
+            "load1": round(os.getloadavg()[0], 2),
+        }
+        if server:
+            row.update({f"server.{k}": round(v, 1) for k, v in server.processes.items()})
+        rows.append(row)
+        stop.wait(every_s)
+
+
+def growth(rows: Sequence[dict[str, Any]], key: str, baseline_s: float) -> dict[str, float]:
+    """RSS of ``key`` at the first sample after ``baseline_s``, at the end, and the ratio."""
+    after = [r for r in rows if r["t_s"] >= baseline_s] or list(rows)
+    first, last = after[0][key], rows[-1][key]
+    return {
+        "baseline_mb": first,
+        "end_mb": last,
+        "max_mb": max(r[key] for r in after),
+        "growth": last / first - 1.0 if first else float("nan"),
+    }
+
+
+def run_soak(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the soak described by the parsed options and return its summary."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    frames, _ = load_frames(BenchConfig(repository=args.repository, out_dir=args.out))
+    point = LoadPoint("ours", args.cameras, fps=args.fps, processes=args.processes)
+    window = Window(warmup_s=args.warmup, duration_s=args.duration)
+    rows: list[dict[str, Any]] = []
+    with soak_server(args.url, args.repository, args.out / "server") as probe:
+        stop = threading.Event()
+        sampler = threading.Thread(
+            target=sample_rss, args=(probe.pid, args.sample_s, stop, rows), daemon=True
+        )
+        sampler.start()
+        try:
+            result: PointResult = run_point(probe.url, frames, point, window, probe)
+        finally:
+            stop.set()
+            sampler.join()
+    with (args.out / "rss.csv").open("w", newline="") as f:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    # The load's warm-up is inside the first minute: growth counts from --baseline-s.
+    summary = {
+        "point": point.label,
+        "duration_s": args.duration,
+        "offered": int(args.cameras * args.fps * result.duration_s),
+        "completed": result.completed,
+        "failed": result.failed,
+        "dropped": result.dropped,
+        "latency": result.latency,
+        "errors": result.errors,
+        "client_rss": growth(rows, "client_mb", args.baseline_s),
+        "load1_mean": sum(r["load1"] for r in rows) / len(rows),
+        "load1_max": max(r["load1"] for r in rows),
+    }
+    if probe.pid is not None:
+        summary["server_rss"] = growth(rows, "server_mb", args.baseline_s)
+    summary["result"] = asdict(result)
+    (args.out / "soak.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="gRPC endpoint of a running server (default: start one)")
+    parser.add_argument("--repository", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("soak-out"))
+    parser.add_argument("--cameras", type=int, default=16)
+    parser.add_argument("--fps", type=float, default=0.25, help="per camera")
+    parser.add_argument("--duration", type=float, default=1800.0, help="seconds")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds, not counted")
+    parser.add_argument("--processes", type=int, default=1, help="client worker processes")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period")
+    parser.add_argument(
+        "--baseline-s", type=float, default=60.0, help="RSS growth counts from this time"
+    )
+    parser.add_argument("--max-growth", type=float, default=0.05, help="e.g. 0.05 = 5%%")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    args.repository = args.repository or default_repository()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the soak, print the summary; 1 on a failed request or too much RSS growth."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    summary = run_soak(args)
+    print(
+        f"{summary['point']} for {args.duration:.0f} s: completed {summary['completed']}"
+        f" of ~{summary['offered']} offered, failed {summary['failed']},"
+        f" dropped {summary['dropped']}, p99 {summary['latency']['p99_ms']:.0f} ms"
+    )
+    bad = summary["failed"] > 0
+    for side in ("server_rss", "client_rss"):
+        if side in summary:
+            g = summary[side]
+            print(
+                f"{side}: {g['baseline_mb']:.0f} MiB at {args.baseline_s:.0f} s -> "
+                f"{g['end_mb']:.0f} MiB at the end (max {g['max_mb']:.0f}), "
+                f"growth {100 * g['growth']:+.1f}%"
+            )
+            bad |= g["growth"] > args.max_growth
+    print(f"load average (1 min) mean {summary['load1_mean']:.1f}, max {summary['load1_max']:.1f}")
+    if summary["errors"]:
+        print("errors:", *summary["errors"], sep="\n  ")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
