@@ -23,10 +23,6 @@ from typing import Annotated
 import typer
 
 from camdet.engine.builder import (
-    DEFAULT_CONFIG,
-    DEFAULT_LABELS,
-    DEFAULT_ONNX,
-    DEFAULT_PLAN,
     DEFAULT_TIMING_CACHE,
     BuildRequest,
     BuildResult,
@@ -39,6 +35,14 @@ from camdet.engine.contract import BatchProfile, Precision, derive_profile, load
 from camdet.engine.errors import BuildEngineError, TensorRTUnavailableError
 from camdet.engine.onnx_checks import validate_inputs
 from camdet.engine.sidecar import NEEDS_TENSORRT, GpuInfo, plan_problems, query_gpu
+
+# Beside this script, not beside the installed package: the builder image installs camdet
+# into site-packages and runs this file from its checkout (/opt/camdet).
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_CONFIG = REPO_ROOT / "model_repository" / "detector" / "config.pbtxt"
+DEFAULT_ONNX = REPO_ROOT / "model_repository" / "detector" / "1" / "model.onnx"
+DEFAULT_PLAN = REPO_ROOT / "model_repository" / "detector" / "1" / "model.plan"
+DEFAULT_LABELS = REPO_ROOT / "model_repository" / "postprocess" / "labels.txt"
 
 logger = logging.getLogger("camdet.engine")
 """The package's logger: the CLI shows its records (and TensorRT's, forwarded to it)."""

@@ -61,14 +61,14 @@ from camdet.engine.onnx_checks import ValidatedInputs, validate_inputs
 from camdet.engine.precision import ConvertedOnnx, convert_onnx, converted_path
 from camdet.engine.progress import PhaseTracker, make_progress_monitor
 from camdet.engine.sidecar import GpuInfo, PlanSidecar, query_gpu, sidecar_path
+from camdet.repository import PRODUCTION_REPOSITORY
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "model_repository" / "detector" / "config.pbtxt"
-DEFAULT_ONNX = REPO_ROOT / "model_repository" / "detector" / "1" / "model.onnx"
-DEFAULT_PLAN = REPO_ROOT / "model_repository" / "detector" / "1" / "model.plan"
-DEFAULT_LABELS = REPO_ROOT / "model_repository" / "postprocess" / "labels.txt"
+DEFAULT_CONFIG = PRODUCTION_REPOSITORY / "detector" / "config.pbtxt"
+DEFAULT_ONNX = PRODUCTION_REPOSITORY / "detector" / "1" / "model.onnx"
+DEFAULT_PLAN = PRODUCTION_REPOSITORY / "detector" / "1" / "model.plan"
+DEFAULT_LABELS = PRODUCTION_REPOSITORY / "postprocess" / "labels.txt"
 DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "camdet"
 DEFAULT_TIMING_CACHE = DEFAULT_CACHE_DIR / "tensorrt" / "timing.cache"
 
