@@ -92,7 +92,8 @@ def test_serve_prints_endpoints_and_stops_on_ctrl_c(repository: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 0, output
-    assert f"gRPC    localhost:{ports.grpc}" in output
+    # It says where it really listens: loopback unless --address exposes it.
+    assert f"gRPC    127.0.0.1:{ports.grpc}" in output
     said = " ".join(output.split())  # rich may wrap the line
     assert f"model repository: {repository} (from --repository / CAMDET_MODEL_REPOSITORY)" in said
     assert "stopped." in output
