@@ -7,7 +7,7 @@ instance; a leak can sit in any of them, so every number here is per process and
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -21,10 +21,17 @@ class TreeRss:
         total_mb: Sum over the processes, MiB.
         processes: ``{label: MiB}``; a label is the process name plus, for Triton's
             Python-backend stubs, the model instance it serves.
+        anon_mb: Sum of the anonymous part of their RSS (``RssAnon``: heaps, arenas,
+            buffers), MiB: what a leak grows. The rest of RSS is file pages (shared
+            libraries) and shared memory, which a busy machine short of memory evicts and
+            pages back in, moving RSS by hundreds of MiB without any leak.
+        anon: ``{label: MiB}`` of the same.
     """
 
     total_mb: float
     processes: dict[str, float]
+    anon_mb: float = 0.0
+    anon: dict[str, float] = field(default_factory=dict)
 
 
 def _label(process: psutil.Process) -> str:
@@ -54,16 +61,27 @@ def tree_processes(pid: int) -> list[psutil.Process]:
 def rss_of(processes: Iterable[psutil.Process]) -> TreeRss:
     """Summed and per-process RSS of ``processes`` (those that exited are skipped)."""
     sizes: dict[str, float] = {}
+    anon: dict[str, float] = {}
     for process in processes:
         try:
             mb = process.memory_info().rss / 2**20
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            anon_mb = _rss_anon_mb(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
             continue
         label = _label(process)
         while label in sizes:  # two stubs of one model share a prefix: keep both
             label += "'"
-        sizes[label] = mb
-    return TreeRss(sum(sizes.values()), sizes)
+        sizes[label], anon[label] = mb, anon_mb
+    return TreeRss(sum(sizes.values()), sizes, sum(anon.values()), anon)
+
+
+def _rss_anon_mb(pid: int) -> float:
+    """``RssAnon`` of ``/proc/<pid>/status``, MiB (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def tree_rss(pid: int) -> TreeRss:

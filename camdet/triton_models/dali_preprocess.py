@@ -1,16 +1,25 @@
 """Portable ``preprocess``: the production ``1/dali.py`` pipeline run through DALI's Python API.
 
 The DALI backend fails a whole batch when one sample fails; here a failed batch is retried
-frame by frame so that only the bad frames' requests fail (the pipeline is rebuilt after
-each failure, since DALI invalidates a pipeline that raised).
+frame by frame so that only the bad frames' requests fail. DALI 2.4 keeps a pipeline
+usable after a decode error, and rebuilding one per failure leaked ~1 MiB each (issue
+#12): it is rebuilt only when it no longer decodes a known-good frame.
+
+Memory (issue #12): a batch is decoded largest frames first in groups of at most
+``max_batch_pixels`` claimed pixels (:mod:`camdet.decode_budget`), which bounds the
+decoder buffers DALI keeps for good, and heap pages freed after a large frame or a
+failure are handed back to the system (``malloc_trim``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
@@ -18,6 +27,7 @@ from nvidia.dali import Pipeline
 from nvidia.dali.tensors import TensorCPU, TensorGPU
 
 from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
+from camdet.decode_budget import DEFAULT_MAX_BATCH_PIXELS, claimed_pixels, plan
 from camdet.triton_models.common import (
     DeviceStats,
     error_response,
@@ -40,9 +50,15 @@ class TritonPythonModel:
         self.max_batch_size = int(config["max_batch_size"])
         self.num_threads = int(parameter(config, "num_threads", str(os.cpu_count() or 1)))
         self.device_id = instance_device(args)
+        self.max_batch_pixels = int(
+            parameter(config, "max_batch_pixels", str(DEFAULT_MAX_BATCH_PIXELS))
+        )
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.module = load_pipeline_module(version_dir / "dali.py")
         self.pipe = self._build()
+        # A tiny valid JPEG: decoding it tells whether the pipeline survived an error.
+        probe = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1]
+        self.probe = np.frombuffer(probe.tobytes(), np.uint8)
         where = "cpu" if self.device_id is None else f"cuda:{self.device_id}"
         pb_utils.Logger.log_info(f"preprocess: DALI pipeline on {where}")
         self.stats = DeviceStats(args["model_name"])
@@ -59,10 +75,12 @@ class TritonPythonModel:
             ]
         try:
             with self.stats.phase("pipeline"):
-                outputs = self._run([row for f in frames for row in f])
+                outputs = self._run_bounded([row for f in frames for row in f])
         except RuntimeError:
-            self.pipe = self._build()
-            return [self._run_alone(f) for f in frames]
+            self._ensure_usable()
+            answers = [self._run_alone(f) for f in frames]
+            _give_back_heap()
+            return answers
         self.stats.record(
             {self.input_name: frames},
             {name: [o] for name, o in zip(self.output_names, outputs, strict=True)},
@@ -78,9 +96,33 @@ class TritonPythonModel:
         try:
             outputs = self._run(list(frames))
         except RuntimeError as exc:
-            self.pipe = self._build()
+            self._ensure_usable()
             return error_response(_decode_failure(frames, exc))
         return pb_utils.InferenceResponse(self._tensors(outputs))
+
+    def _ensure_usable(self) -> None:
+        """Rebuild the pipeline if a decode error left it unable to decode a valid frame."""
+        try:
+            self._run([self.probe])
+        except RuntimeError:
+            self.pipe = self._build()
+
+    def _run_bounded(self, samples: list[np.ndarray]) -> list:
+        """:meth:`_run` largest frames first, in groups of at most ``max_batch_pixels``.
+
+        Outputs come back in the order of ``samples``.
+        """
+        pixels = [claimed_pixels(s) for s in samples]
+        order, groups = plan(pixels, self.max_batch_pixels)
+        if order == list(range(len(samples))) and len(groups) == 1:
+            outputs = self._run(samples)  # the usual camera batch: as it came
+        else:
+            parts = [self._run([samples[i] for i in order[group]]) for group in groups]
+            inverse = np.argsort(order)
+            outputs = [_join(list(output), inverse) for output in zip(*parts, strict=True)]
+        if max(p or self.max_batch_pixels for p in pixels) > _LARGE_FRAME_PIXELS:
+            _give_back_heap()
+        return outputs
 
     def _run(self, samples: list[np.ndarray]) -> list:
         """Feed ``samples`` (1-D uint8 encoded frames) and return one array per output."""
@@ -106,6 +148,27 @@ class TritonPythonModel:
             else pb_utils.Tensor(name, a)
             for name, a in zip(self.output_names, arrays, strict=True)
         ]
+
+
+_LARGE_FRAME_PIXELS = 3840 * 2160
+"""Above a 4K camera's frame, a batch's freed decode buffers are worth handing back."""
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def _give_back_heap() -> None:
+    """Return free heap pages to the system (glibc keeps them, and RSS with them)."""
+    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
+    if trim is not None:
+        trim(0)
+
+
+def _join(parts: list, inverse: np.ndarray) -> np.ndarray | torch.Tensor:
+    """Concatenate per-run outputs and put the rows back in request order."""
+    if isinstance(parts[0], torch.Tensor):
+        joined = torch.cat(parts)
+        return joined[torch.as_tensor(inverse, device=joined.device)]
+    return np.concatenate(parts)[inverse]
 
 
 _NO_REASON = re.compile(r"Failed to decode sample #\d+ ?:?$")

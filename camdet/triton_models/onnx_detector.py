@@ -42,6 +42,11 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
+        # ONNX Runtime's CPU arena keeps every chunk it ever grew to: batches of varying
+        # size grew each instance by ~360 MiB for good (issue #12). Shrinking it after each
+        # run gives back the chunks beyond the first allocation (perf/RESULTS.md).
+        self.run_options = ort.RunOptions()
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         onnx_input = self.session.get_inputs()[0]
         self.onnx_input_name = onnx_input.name
         self.onnx_input_dtype = _ORT_TYPES[onnx_input.type]
@@ -56,7 +61,7 @@ class TritonPythonModel:
             ]
             batch = np.concatenate(images).astype(self.onnx_input_dtype, copy=False)
         with self.stats.phase("compute"):
-            (raw,) = self.session.run(None, {self.onnx_input_name: batch})
+            (raw,) = self.session.run(None, {self.onnx_input_name: batch}, self.run_options)
             raw = raw.astype(self.output_dtype, copy=False)
         self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = np.split(raw, np.cumsum([len(i) for i in images])[:-1])

@@ -1,0 +1,255 @@
+"""Memory under fuzz (issue #12): does the server's RSS come back after bad inputs?
+
+``python -m camdet.perf.memory_fuzz --inputs 10000``
+
+Starts a portable server (or measures the one at ``--url`` whose process is
+``--server-pid``), warms it up with valid frames, records the summed RSS of tritonserver
+and all its descendants (the Python-backend stubs), sends ``--inputs`` malformed and
+edge-case requests (:mod:`camdet.perf.fuzz_inputs`) interleaved with valid frames from
+``--threads`` threads, idles ``--idle`` seconds and records the RSS again. It prints
+both, their ratio and the processes that moved, and exits 1 when the ratio of the
+anonymous part of RSS (heaps and buffers: what a leak grows) is above ``--max-ratio``
+(issue #12: 1.2) or the server stops answering valid frames. Whole-RSS ratios are
+printed too; on a shared machine short of memory they also move with evicted library
+pages (:class:`camdet.perf.rss.TreeRss`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs, valid_frames
+from camdet.perf.rss import TreeRss, tree_rss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FuzzReport:
+    """What one fuzz did to the server.
+
+    Attributes:
+        inputs: Fuzz requests sent (warm-up excluded).
+        seconds: Wall time of the fuzz phase.
+        answered: ``{kind: requests answered}``.
+        failed: ``{kind: requests that failed}`` (most malformed inputs should).
+        before: RSS after warm-up.
+        peak_mb: Largest summed RSS sampled during the fuzz.
+        after: RSS after the fuzz and the idle period.
+        alive: Whether valid frames were still answered at the end.
+        errors: Failures of valid frames, during the fuzz or in the final check.
+    """
+
+    inputs: int
+    seconds: float
+    answered: dict[str, int]
+    failed: dict[str, int]
+    before: TreeRss
+    peak_mb: float
+    after: TreeRss
+    alive: bool
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Anonymous RSS after / after warm-up: the bound this benchmark checks."""
+        return self.after.anon_mb / self.before.anon_mb
+
+    @property
+    def rss_ratio(self) -> float:
+        """Whole RSS after / after warm-up."""
+        return self.after.total_mb / self.before.total_mb
+
+    def moved(self, min_mb: float = 5.0) -> dict[str, tuple[float, float]]:
+        """``{process: (before, after)}`` anonymous MiB of those that moved by ``min_mb``."""
+        labels = dict.fromkeys([*self.before.anon, *self.after.anon])
+        pairs = {k: (self.before.anon.get(k, 0.0), self.after.anon.get(k, 0.0)) for k in labels}
+        return {k: v for k, v in pairs.items() if abs(v[1] - v[0]) >= min_mb}
+
+
+def _send(client: object, item: FuzzInput, timeout_s: float) -> str | None:
+    """Send one request; None when answered, else the error message."""
+    from camdet.client.detect import ENSEMBLE, frame_input, requested_outputs
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        client.infer(  # type: ignore[attr-defined]
+            ENSEMBLE,
+            frame_input(item.data),
+            outputs=requested_outputs(),
+            parameters=item.parameters,
+            client_timeout=timeout_s,
+        )
+    except InferenceServerException as exc:
+        return str(exc)[:200]
+    return None
+
+
+def warm_up(url: str, frames: Sequence[bytes], rounds: int, threads: int) -> None:
+    """Send every valid frame ``rounds`` times from ``threads`` threads (batches form)."""
+    items = [FuzzInput("valid", f) for _ in range(rounds) for f in frames]
+    _, failed, _ = _run_threads(url, iter(items), threads, 120.0)
+    if failed:
+        raise RuntimeError(f"warm-up frames failed: {failed}")
+
+
+def _run_threads(
+    url: str, items: Iterator[FuzzInput], threads: int, timeout_s: float
+) -> tuple[Counter[str], Counter[str], list[str]]:
+    """Send ``items`` from ``threads`` threads, one gRPC client each, until exhausted."""
+    import tritonclient.grpc as grpcclient
+
+    lock = threading.Lock()
+    answered: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    errors: list[str] = []
+
+    def worker() -> None:
+        with grpcclient.InferenceServerClient(url) as client:
+            while True:
+                with lock:
+                    item = next(items, None)
+                if item is None:
+                    return
+                error = _send(client, item, timeout_s)
+                with lock:
+                    (failed if error else answered)[item.kind] += 1
+                    if error and item.kind == "valid" and len(errors) < 5:
+                        errors.append(error)  # a valid frame must never fail
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return answered, failed, errors
+
+
+def run_fuzz(
+    url: str,
+    server_pid: int,
+    inputs: int,
+    threads: int = 8,
+    warmup_rounds: int = 4,
+    idle_s: float = 10.0,
+    seed: int = 0,
+) -> FuzzReport:
+    """Warm up, measure, fuzz, idle, measure (see the module docstring)."""
+    frames = valid_frames(seed=seed)
+    warm_up(url, frames, warmup_rounds, threads)
+    time.sleep(min(idle_s, 5.0))
+    before = tree_rss(server_pid)
+    peak = [before.total_mb]
+    done = threading.Event()
+
+    def watch_peak() -> None:
+        while not done.wait(1.0):
+            peak[0] = max(peak[0], tree_rss(server_pid).total_mb)
+
+    watcher = threading.Thread(target=watch_peak, daemon=True)
+    watcher.start()
+    start = time.monotonic()
+    answered, failed, errors = _run_threads(url, fuzz_inputs(inputs, seed), threads, 300.0)
+    seconds = time.monotonic() - start
+    done.set()
+    watcher.join()
+    time.sleep(idle_s)
+    after = tree_rss(server_pid)
+    check_answered, check_failed, check_errors = _run_threads(
+        url, iter([FuzzInput("valid", f) for f in frames]), 1, 300.0
+    )
+    return FuzzReport(
+        inputs=inputs,
+        seconds=seconds,
+        answered=dict(answered),
+        failed=dict(failed),
+        before=before,
+        peak_mb=peak[0],
+        after=after,
+        alive=not check_failed and check_answered["valid"] == len(frames),
+        errors=errors + check_errors,
+    )
+
+
+@contextlib.contextmanager
+def fuzz_target(
+    url: str | None, server_pid: int | None, workdir: Path
+) -> Iterator[tuple[str, int]]:
+    """(gRPC url, server pid): the given server, or a portable one started here."""
+    if url is not None:
+        if server_pid is None:
+            raise SystemExit("--url needs --server-pid (the tritonserver process to measure)")
+        yield url, server_pid
+        return
+    from camdet.perf.bench import default_repository
+
+    from camdet.server import Ports, serve
+
+    with serve(default_repository(), Ports.free(), portable=True, workdir=workdir) as server:
+        if server.process is None:
+            raise SystemExit("the server has no local process to measure")
+        yield server.grpc_url, server.process.pid
+
+
+def print_report(report: FuzzReport) -> None:
+    """The numbers, and per process what moved."""
+    print(f"{report.inputs} fuzz inputs in {report.seconds:.0f} s")
+    print(f"answered: {dict(sorted(report.answered.items()))}")
+    print(f"failed:   {dict(sorted(report.failed.items()))}")
+    before, after = report.before, report.after
+    print(
+        f"RSS after warm-up {before.total_mb:.0f} MiB, peak {report.peak_mb:.0f} MiB, "
+        f"after fuzz + idle {after.total_mb:.0f} MiB: ratio {report.rss_ratio:.3f}"
+    )
+    print(
+        f"anonymous RSS after warm-up {before.anon_mb:.0f} MiB, after fuzz + idle "
+        f"{after.anon_mb:.0f} MiB: ratio {report.ratio:.3f}"
+    )
+    print(f"  {'process':32s} {'RSS MiB':>17s} {'anonymous MiB':>19s}")
+    for label in sorted(report.moved()):
+        rss = (before.processes.get(label, 0.0), after.processes.get(label, 0.0))
+        anon = (before.anon.get(label, 0.0), after.anon.get(label, 0.0))
+        print(f"  {label:32s} {rss[0]:7.0f} -> {rss[1]:6.0f} {anon[0]:8.0f} -> {anon[1]:7.0f}")
+    if not report.alive:
+        print("valid frames no longer answered after the fuzz")
+    for error in report.errors:
+        print(f"valid frame failed: {error}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fuzz; 0 when the RSS ratio is within ``--max-ratio`` and the server lives."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="gRPC endpoint of a running server (default: start one)")
+    parser.add_argument("--server-pid", type=int, help="its tritonserver process, with --url")
+    parser.add_argument("--inputs", type=int, default=10_000)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--warmup-rounds", type=int, default=4)
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds before the last RSS")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-ratio", type=float, default=1.2)
+    parser.add_argument("--out", type=Path, default=Path("memory-fuzz-out"))
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with fuzz_target(args.url, args.server_pid, args.out / "server") as (url, pid):
+        report = run_fuzz(
+            url, pid, args.inputs, args.threads, args.warmup_rounds, args.idle, args.seed
+        )
+    print_report(report)
+    summary = {**asdict(report), "ratio": report.ratio, "rss_ratio": report.rss_ratio}
+    (args.out / "memory_fuzz.json").write_text(json.dumps(summary, indent=2))
+    return 0 if report.ratio <= args.max_ratio and report.alive and not report.errors else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
