@@ -263,6 +263,14 @@ def sweep(
         typer.Option(help="Kill a point after this many s (2 x trials x window + 60)."),
     ] = None,
     extra: Annotated[str, typer.Option(help="More perf_analyzer arguments for every point.")] = "",
+    admin_header: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CAMDET_ADMIN_HEADER",
+            help="KEY=VALUE of a server started with --restrict-apis, sent with every request "
+            "(perf_analyzer reads model configs and statistics and registers shared memory).",
+        ),
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any point failed.")] = False,
     perf_analyzer_command: Annotated[
         str | None,
@@ -281,6 +289,11 @@ def sweep(
     """
     if machine not in ("auto", "cpu", "gpu"):
         raise typer.BadParameter(f"auto, cpu or gpu, not {machine!r}", param_hint="--machine")
+    if admin_header is not None:
+        try:
+            perf_analyzer.admin_header_args(admin_header)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--admin-header") from error
     defaults = machine_defaults(None if machine == "auto" else machine == "gpu")
     config = SweepConfig(
         data=data,
@@ -297,6 +310,7 @@ def sweep(
         metrics_url=_metrics_url(metrics_url, url, defaults.collect_metrics),
         extra=tuple(shlex.split(extra)),
         point_timeout_s=point_timeout_s,
+        admin_header=admin_header,
     )
     base = shlex.split(perf_analyzer_command) if perf_analyzer_command else None
     results = run_sweep(config, base or perf_analyzer.ensure_command(), _print_point)

@@ -218,6 +218,31 @@ def run(
     return done
 
 
+def admin_header_args(header: str, protocol: str = "grpc") -> list[str]:
+    """``-H`` arguments that let perf_analyzer use a server's restricted APIs.
+
+    A server started with ``camdet serve --restrict-apis KEY=VALUE`` answers model
+    configuration, statistics and shared-memory registration only to requests carrying
+    that header, and perf_analyzer calls all three. perf_analyzer 2.51's usage says ``-H``
+    is for HTTP only, yet it sends it as gRPC metadata too (checked against Triton 2.51),
+    so gRPC gets the key behind Triton's ``triton-grpc-protocol-`` prefix.
+
+    Args:
+        header: ``KEY=VALUE``, as given to ``--restrict-apis``.
+        protocol: perf_analyzer's ``-i``: ``grpc`` or ``http``.
+
+    Raises:
+        ValueError: If ``header`` is not ``KEY=VALUE`` or the protocol is unknown.
+    """
+    from camdet.security import RestrictedApis
+
+    restricted = RestrictedApis.parse(header)
+    if protocol not in ("grpc", "http"):
+        raise ValueError(f"protocol must be grpc or http, got {protocol!r}")
+    headers = restricted.grpc_headers if protocol == "grpc" else restricted.http_headers
+    return [arg for key, value in headers.items() for arg in ("-H", f"{key}:{value}")]
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a perf_analyzer ``-f`` CSV file, by column name.
 

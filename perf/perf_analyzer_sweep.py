@@ -109,6 +109,9 @@ class SweepConfig:
         output_shm_bytes: Shared-memory region per output tensor, in bytes.
         extra: More perf_analyzer arguments, given to every point.
         point_timeout_s: Kill a point after this long; None: twice its trials' windows + 60 s.
+        admin_header: ``KEY=VALUE`` of a server started with ``--restrict-apis``: sent
+            with every request, so perf_analyzer may read model configurations and
+            statistics and register shared memory; None for an unrestricted server.
     """
 
     data: Path
@@ -126,6 +129,11 @@ class SweepConfig:
     output_shm_bytes: int = OUTPUT_SHM_BYTES
     extra: tuple[str, ...] = ()
     point_timeout_s: float | None = None
+    admin_header: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.admin_header is not None:
+            perf_analyzer.admin_header_args(self.admin_header)  # KEY=VALUE or ValueError
 
     @property
     def timeout_s(self) -> float:
@@ -214,6 +222,8 @@ def point_args(config: SweepConfig, point: Point, csv_path: Path) -> list[str]:
         args += ["--request-distribution", config.distribution]
     if config.metrics_url:
         args += ["--collect-metrics", "--metrics-url", config.metrics_url]
+    if config.admin_header is not None:
+        args += perf_analyzer.admin_header_args(config.admin_header)
     return [*args, "--verbose-csv", "-f", str(csv_path), *config.extra]
 
 
