@@ -97,6 +97,7 @@ def speed(paths: list[Path], batch: int, rounds: int, threads: int | None) -> di
         sessions[path] = session
         session.run(None, inputs[path])  # warm-up: allocations and kernel selection
     rates: dict[Path, list[float]] = {p: [] for p in paths}
+    load_before = os.getloadavg()[0]  # a shared machine: the record says how busy it was
     for index in range(rounds):
         order = paths if index % 2 == 0 else paths[::-1]
         for path in order:
@@ -109,6 +110,7 @@ def speed(paths: list[Path], batch: int, rounds: int, threads: int | None) -> di
         "order": "ABBA",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "onnxruntime": ort.__version__,
+        "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "files": {
             str(p): {
                 "input_shape": list(next(iter(inputs[p].values())).shape[1:]),
