@@ -13,8 +13,6 @@ failure are handed back to the system (``malloc_trim``).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 from pathlib import Path
@@ -28,6 +26,7 @@ from nvidia.dali.tensors import TensorCPU, TensorGPU
 
 from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.decode_budget import DEFAULT_MAX_BATCH_PIXELS, claimed_pixels, plan
+from camdet.heap import give_back_heap
 from camdet.triton_models.common import (
     DeviceStats,
     error_response,
@@ -79,7 +78,7 @@ class TritonPythonModel:
         except RuntimeError:
             self._ensure_usable()
             answers = [self._run_alone(f) for f in frames]
-            _give_back_heap()
+            give_back_heap()
             return answers
         self.stats.record(
             {self.input_name: frames},
@@ -121,7 +120,7 @@ class TritonPythonModel:
             inverse = np.argsort(order)
             outputs = [_join(list(output), inverse) for output in zip(*parts, strict=True)]
         if max(p or self.max_batch_pixels for p in pixels) > _LARGE_FRAME_PIXELS:
-            _give_back_heap()
+            give_back_heap()
         return outputs
 
     def _run(self, samples: list[np.ndarray]) -> list:
@@ -152,15 +151,6 @@ class TritonPythonModel:
 
 _LARGE_FRAME_PIXELS = 3840 * 2160
 """Above a 4K camera's frame, a batch's freed decode buffers are worth handing back."""
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
-def _give_back_heap() -> None:
-    """Return free heap pages to the system (glibc keeps them, and RSS with them)."""
-    trim = getattr(_LIBC, "malloc_trim", None)  # glibc only
-    if trim is not None:
-        trim(0)
 
 
 def _join(parts: list, inverse: np.ndarray) -> np.ndarray | torch.Tensor:

@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from camdet.heap import give_back_heap
 from camdet.triton_models.common import (
     DeviceStats,
     guarded_execute,
@@ -44,7 +45,8 @@ class TritonPythonModel:
         )
         # ONNX Runtime's CPU arena keeps every chunk it ever grew to: batches of varying
         # size grew each instance by ~360 MiB for good (issue #12). Shrinking it after each
-        # run gives back the chunks beyond the first allocation (perf/RESULTS.md).
+        # run gives back the chunks beyond the first allocation, and trimming the heap
+        # after it hands them to the system (perf/RESULTS.md: soak).
         self.run_options = ort.RunOptions()
         self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         onnx_input = self.session.get_inputs()[0]
@@ -63,6 +65,7 @@ class TritonPythonModel:
         with self.stats.phase("compute"):
             (raw,) = self.session.run(None, {self.onnx_input_name: batch}, self.run_options)
             raw = raw.astype(self.output_dtype, copy=False)
+        give_back_heap()
         self.stats.record({self.input_name: images}, {self.output_name: [raw]})
         parts = np.split(raw, np.cumsum([len(i) for i in images])[:-1])
         assert len(parts) == len(requests)
