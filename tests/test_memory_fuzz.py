@@ -3,10 +3,11 @@
 300 malformed and edge-case requests (bit flips, truncations, headers claiming up to
 validate's 16.8 Mpixel and beyond, PNGs, empty, random bytes, bad parameters) interleaved
 with valid frames from 8 threads, against the real portable server: every valid frame is
-answered, every refused kind fails alone, and after a short idle the summed RSS of
-tritonserver and its Python-backend stubs is within 20% of its level after warm-up, the
-issue's bound (before the decode budget and ONNX Runtime's arena shrinkage: 1.47 after
-600 inputs; the 10,000-input run and its numbers are in perf/RESULTS.md).
+answered, every refused kind fails alone, and after a short idle the anonymous RSS
+(heaps and buffers, where a leak shows; see camdet.perf.rss) summed over tritonserver and
+its Python-backend stubs is within 20% of its level after warm-up, the issue's bound.
+Before the decode budget, pipeline reuse and ONNX Runtime's arena shrinkage, whole RSS
+went 1.47x after 600 inputs; the 10,000-input runs are in perf/RESULTS.md.
 """
 
 from __future__ import annotations
