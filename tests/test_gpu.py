@@ -5,11 +5,9 @@ Run on the GPU machine with ``pytest -m gpu`` (skipped with the reason elsewhere
 
 from __future__ import annotations
 
-import queue
-
 import pytest
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import ENSEMBLE, frame_input, parse_result, requested_outputs
+from camdet.client.detect import parse_result
 from camdet.perf.gpu_parity import (
     decode_opencv,
     detect,
@@ -19,6 +17,7 @@ from camdet.perf.gpu_parity import (
     onnx_cpu_detector,
     run_detector,
 )
+from test_server import send_concurrently
 
 from camdet.postprocess import Detections
 
@@ -36,17 +35,9 @@ def client(server):
 
 def infer_all(client, jpegs: list[bytes], confidence: float = 0.25) -> list:
     """Send every frame at once; each frame's (detections or None, error) in order."""
-    answers: queue.Queue = queue.Queue()
-    for index, data in enumerate(jpegs):
-        client.async_infer(
-            ENSEMBLE,
-            frame_input(data),
-            callback=lambda result, error, i=index: answers.put((i, result, error)),
-            outputs=requested_outputs(),
-            parameters={"confidence_threshold": confidence},
-        )
-    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=300) for _ in jpegs))
-    return [(None if got[i][1] else parse_result(got[i][0]), got[i][1]) for i in range(len(jpegs))]
+    params = {"confidence_threshold": confidence}
+    results = send_concurrently(client, jpegs, params, timeout_s=300)
+    return [(None if error else parse_result(result), error) for result, error in results]
 
 
 def as_detections(found: list) -> Detections:

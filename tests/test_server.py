@@ -39,7 +39,12 @@ def bad_huffman_table(jpeg: bytes) -> bytes:
     return jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]
 
 
-def send_concurrently(client: grpcclient.InferenceServerClient, payloads: list[bytes]) -> list:
+def send_concurrently(
+    client: grpcclient.InferenceServerClient,
+    payloads: list[bytes],
+    parameters: dict | None = None,
+    timeout_s: float = 120.0,
+) -> list:
     """Send every payload at once (so the server batches them); results in order."""
     answers: queue.Queue = queue.Queue()
     for index, data in enumerate(payloads):
@@ -48,8 +53,9 @@ def send_concurrently(client: grpcclient.InferenceServerClient, payloads: list[b
             frame_input(data),
             callback=lambda result, error, i=index: answers.put((i, result, error)),
             outputs=requested_outputs(),
+            parameters=parameters,
         )
-    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=120) for _ in payloads))
+    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=timeout_s) for _ in payloads))
     return [got[i] for i in range(len(payloads))]
 
 
