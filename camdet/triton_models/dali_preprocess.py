@@ -5,16 +5,18 @@ frame by frame so that only the bad frames' requests fail. DALI 2.4 keeps a pipe
 usable after a decode error, and rebuilding one per failure leaked ~1 MiB each (issue
 #12): it is rebuilt only when it no longer decodes a known-good frame.
 
-Memory (issue #12): a batch is decoded largest frames first in groups of at most
-``max_batch_pixels`` claimed pixels (:mod:`camdet.decode_budget`), which bounds the
-decoder buffers DALI keeps for good, and heap pages freed after a large frame or a
-failure are handed back to the system (``malloc_trim``).
+Memory (issue #12): on a CPU instance a batch is decoded largest frames first in groups
+of at most ``max_batch_pixels`` claimed pixels (:mod:`camdet.decode_budget`), which
+bounds the decoder buffers DALI keeps for good, and heap pages freed after a large frame
+or a failure are handed back to the system (``malloc_trim``). GPU instances decode each
+batch whole unless the config sets ``max_batch_pixels``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -49,9 +51,12 @@ class TritonPythonModel:
         self.max_batch_size = int(config["max_batch_size"])
         self.num_threads = int(parameter(config, "num_threads", str(os.cpu_count() or 1)))
         self.device_id = instance_device(args)
-        self.max_batch_pixels = int(
-            parameter(config, "max_batch_pixels", str(DEFAULT_MAX_BATCH_PIXELS))
-        )
+        # The budget bounds the host buffers of DALI's CPU decoder. A GPU instance keeps
+        # its batches whole: nvJPEG's throughput is in the batch (perf/RESULTS.md, H100),
+        # and its memory is device memory bounded by max_batch_size x max_pixels, as in the
+        # production DALI backend.
+        default_budget = DEFAULT_MAX_BATCH_PIXELS if self.device_id is None else sys.maxsize
+        self.max_batch_pixels = int(parameter(config, "max_batch_pixels", str(default_budget)))
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.module = load_pipeline_module(version_dir / "dali.py")
         self.pipe = self._build()
