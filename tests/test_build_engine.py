@@ -8,6 +8,7 @@ ONNX Runtime to prove they are real detectors of the stated shape.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -1259,16 +1260,10 @@ def test_build_orchestration_int8_and_update_config(
     kept = request.converted_onnx_for(result.sidecar.onnx_sha256)
     assert result.sidecar.converted_onnx_sha256 == file_sha256(kept)
     shutil.rmtree(frames)
-    again = builder.build_engine(dataclasses_replace(request, max_batch=None, opt_batch=None))
+    again = builder.build_engine(dataclasses.replace(request, max_batch=None, opt_batch=None))
     assert again.sidecar.converted_onnx_sha256 == result.sidecar.converted_onnx_sha256, (
         "the second build reused the quantized file without frames"
     )
-
-
-def dataclasses_replace(request: builder.BuildRequest, **changes: object) -> builder.BuildRequest:
-    import dataclasses
-
-    return dataclasses.replace(request, **changes)
 
 
 def test_tensorrt_11_builds_the_same_way_and_12_is_refused(
