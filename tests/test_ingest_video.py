@@ -50,6 +50,13 @@ def rtsp(clips):
         yield server
 
 
+@pytest.fixture(scope="module")
+def clean_h264(server, clips) -> dict[int, Result]:
+    """Each clip position's answer when the H.264 clip is decoded whole, from its file."""
+    _, results = stream_file(server, clips["h264"], "clean")
+    return {r.frame.position: r for r in results}
+
+
 def stream_file(server, clip: Clip, camera_id: str) -> tuple[CameraTotals, list[Result]]:
     """Stream a file camera unpaced in capacity mode to its end; totals and answers."""
     camera = CameraConfig(camera_id, str(clip.path), pace=False)
@@ -155,7 +162,7 @@ def test_rtsp_restart_starts_a_new_sequence(server, clips) -> None:
     assert score(resumed, clips["hevc"]).recall >= MIN_RECALL
 
 
-def test_server_restart_mid_stream_resumes_at_a_keyframe(server, rtsp, clips) -> None:
+def test_server_restart_mid_stream_resumes_at_a_keyframe(server, rtsp, clips, clean_h264) -> None:
     results: list[Result] = []
     camera = CameraConfig("r", rtsp.url("/h264"))
     options = IngestOptions(reconnect=BackoffPolicy(0.2, 1.0))
@@ -178,4 +185,11 @@ def test_server_restart_mid_stream_resumes_at_a_keyframe(server, rtsp, clips) ->
     after = [r for r in results if r.frame.captured_mono > killed_at]
     # The first answered frame after the restart is a keyframe: a new sequence began there.
     assert after[0].frame.video.keyframe or after[0].frame.position % 10 == 0
-    assert score(after, clips["h264"]).recall >= MIN_RECALL
+    # The new sequence decodes what a whole-file decode does: the same recall on the same
+    # frames. (Not a fixed recall: which 10-20 frames follow the restart varies, and clip
+    # frames 34-39 each hide one object from the model however they are decoded.)
+    clip = clips["h264"]
+    clean = score([clean_h264[r.frame.position % len(clip.truths)] for r in after], clip)
+    resumed = score(after, clip)
+    assert resumed.truths == clean.truths and resumed.matched >= clean.matched - 1, (resumed, clean)
+    assert score(clean_h264.values(), clip).recall >= MIN_RECALL
