@@ -38,15 +38,58 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from camdet.perf.frames import DEFAULT_SIZES, parse_size, synthetic_frames
-from camdet.perf.load import LoadPoint, PointResult, ServerProbe, Window, run_bare, run_point
+from camdet.perf.load import (
+    BarePoint,
+    LoadPoint,
+    PointResult,
+    ServerProbe,
+    Window,
+    run_bare,
+    run_point,
+)
 from camdet.perf.stats import best, ratio
+
+if TYPE_CHECKING:
+    from camdet.video_clips import EncodedUnit
 
 logger = logging.getLogger(__name__)
 
-BENCH_MODES = ("ours", "naive", "bare")
+BENCH_MODES = ("ours", "naive", "bare", "video", "segment")
+DEFAULT_MODES = ("ours", "naive", "bare")
+VIDEO_MODES = ("video", "segment")
+"""Modes that send a camera clip's access units; with one of them every mode uses that
+clip's frames (``ours``/``naive``/``bare`` as JPEGs, quality 90), so all compare alike."""
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """The synthetic camera clip of the video modes.
+
+    Attributes:
+        size: (width, height) in pixels.
+        frames: Access units in the clip, a whole number of GOPs, so a camera that loops
+            it starts again at a keyframe.
+        gop: Frames per keyframe interval (a 30 fps camera's usual one second).
+        codec: ``"h264"`` or ``"hevc"`` (no B-frames, as cameras stream).
+        segment_batches: GOP segments per run of the DALI segment decoder.
+    """
+
+    size: tuple[int, int] = (1920, 1080)
+    frames: int = 60
+    gop: int = 30
+    codec: str = "h264"
+    segment_batches: tuple[int, ...] = (8,)
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("h264", "hevc"):
+            raise ValueError(f"codec must be h264 or hevc, got {self.codec!r}")
+        if self.gop < 1 or self.frames < self.gop or self.frames % self.gop:
+            raise ValueError(
+                f"the clip's {self.frames} frames must be a whole number of GOPs of {self.gop}"
+            )
 
 
 @dataclass
@@ -86,7 +129,9 @@ class BenchConfig:
         frames: Synthetic frames to generate when ``input_data`` is None.
         sizes: (width, height) of the synthetic cameras, pixels.
         seed: Scene seed.
-        modes: Subset of ``ours``, ``naive``, ``bare``.
+        modes: Subset of ``ours``, ``naive``, ``bare``, ``video`` (access units to
+            ``detect_video``) and ``segment`` (DALI's video decoder on GOP segments, in
+            process; needs a GPU).
         cameras: Camera counts of the capacity sweep (back-to-back requests).
         rates: (cameras, fps per camera) points at fixed rates.
         window: Warm-up and measured seconds per point.
@@ -107,6 +152,7 @@ class BenchConfig:
         torch_threads: torch intra-op threads of the client side (bare loop, naive
             clients' NMS); None keeps torch's default.
         plot: Whether to write the PNG (needs matplotlib).
+        video: The camera clip of the video modes.
     """
 
     url: str | None = None
@@ -116,7 +162,7 @@ class BenchConfig:
     frames: int = 16
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
     seed: int = 0
-    modes: tuple[str, ...] = BENCH_MODES
+    modes: tuple[str, ...] = DEFAULT_MODES
     cameras: tuple[int, ...] = (1, 2, 4, 8)
     rates: tuple[tuple[int, float], ...] = ()
     window: Window = field(default_factory=Window)
@@ -134,6 +180,7 @@ class BenchConfig:
     server_env: dict[str, str] = field(default_factory=dict)
     torch_threads: int | None = None
     plot: bool = True
+    video: VideoClip = field(default_factory=VideoClip)
 
 
 @dataclass
@@ -145,6 +192,8 @@ class BenchReport:
     results: list[PointResult]
     ratios: list[dict[str, Any]]
     files: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Modes that could not run here, with the reason (e.g. ``segment`` without a GPU)."""
 
     def headline(self, cameras: int, shm: str = "none") -> dict[str, float]:
         """Median ratios at ``cameras`` cameras: ``{"ours/bare": x, "ours/naive": y}``."""
@@ -261,13 +310,44 @@ def load_frames(config: BenchConfig) -> tuple[list[bytes], Path]:
     return read_encoded_frames(path), path
 
 
+def load_clip(config: BenchConfig) -> tuple[list[bytes], list[EncodedUnit], Path]:
+    """The video modes' frames: a clip's JPEGs (read back from input data) and access units.
+
+    Returns:
+        (JPEG frames, access units in decode order, the ``detect`` input-data JSON).
+
+    Raises:
+        ValueError: If ``config.input_data`` is set: the video modes need the clip.
+    """
+    from camdet.perf.frames import DEFAULT_QUALITY, EncodedFrame
+    from camdet.perf.input_data import read_encoded_frames, write_input_data
+
+    from camdet.scenes import encode_jpeg
+    from camdet.video_clips import scene_clip
+
+    if config.input_data is not None:
+        raise ValueError("the video modes send a synthetic clip's frames; drop --input-data")
+    clip = config.video
+    (width, height), name = clip.size, f"{clip.size[0]}x{clip.size[1]}"
+    images, units = scene_clip(config.seed, clip.frames, width, height, clip.codec, clip.gop)
+    jpegs = [
+        EncodedFrame(f"{name}-{i}", encode_jpeg(f.image, DEFAULT_QUALITY), width, height)
+        for i, f in enumerate(images)
+    ]
+    written = write_input_data(
+        config.out_dir / "input_data", jpegs, config.repository, models=("detect",)
+    )
+    return read_encoded_frames(written["detect"]), units, written["detect"]
+
+
 def server_points(config: BenchConfig, mode: str) -> list[LoadPoint]:
     """The load points of one server pipeline, in measurement order."""
     points = []
-    for shm in config.shm:
-        rates = [(c, None) for c in config.cameras] + list(config.rates)
+    rates = [(c, None) for c in config.cameras] + list(config.rates)
+    for shm in ("none",) if mode == "video" else config.shm:
         points += [
-            LoadPoint(mode, c, fps, config.processes, shm, config.torch_threads) for c, fps in rates
+            LoadPoint(mode, c, fps, config.processes, shm, config.torch_threads, config.video.codec)
+            for c, fps in rates
         ]
     return points
 
@@ -285,21 +365,62 @@ def run_bench(config: BenchConfig) -> BenchReport:
         import torch
 
         torch.set_num_threads(config.torch_threads)
-    frames, input_data = load_frames(config)
+    units: list[EncodedUnit] = []
+    if set(config.modes) & set(VIDEO_MODES):
+        frames, units, input_data = load_clip(config)
+    else:
+        frames, input_data = load_frames(config)
     machine = machine_info()
     logger.info("%d frames from %s", len(frames), input_data)
-    bare_loops = _bare_loops(config) if "bare" in config.modes else []
+    skipped = _unavailable_modes(config)
+    modes = tuple(m for m in config.modes if m not in skipped)
+    for mode, reason in skipped.items():
+        logger.warning("%s: skipped: %s", mode, reason)
+    loops = {"bare": _bare_loops(config) if "bare" in modes else []}
+    loops["segment"] = _segment_loops(config) if "segment" in modes else []
+    inputs = {"video": [u.data for u in units], "segment": _segments(units, config.video.gop)}
     results: list[PointResult] = []
     with bench_server(config) as probe:
         for repeat in range(config.repeats):
             # Odd repeats run the modes in reverse (ABBA), so a linear drift of the
             # machine's load cancels out of the ratios' medians.
-            modes = config.modes if repeat % 2 == 0 else tuple(reversed(config.modes))
-            for mode in modes:
-                results += _run_mode(config, mode, frames, probe, bare_loops, repeat)
+            for mode in modes if repeat % 2 == 0 else tuple(reversed(modes)):
+                sent = inputs.get(mode, frames)
+                results += _run_mode(config, mode, sent, probe, loops.get(mode, []), repeat)
     machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     settings = {**asdict(config), "input_data": str(input_data), "frame_count": len(frames)}
-    return BenchReport(machine, settings, results, side_by_side_ratios(results))
+    return BenchReport(machine, settings, results, side_by_side_ratios(results), skipped=skipped)
+
+
+def _unavailable_modes(config: BenchConfig) -> dict[str, str]:
+    """The modes of ``config`` that cannot run on this machine, with the reason."""
+    if "segment" not in config.modes:
+        return {}
+    from camdet.perf.segment import segment_decoder_available
+
+    reason = segment_decoder_available(config.video.codec, config.bare_dali_device)
+    return {} if reason is None else {"segment": reason}
+
+
+def _segments(units: Sequence[EncodedUnit], gop: int) -> list[bytes]:
+    """The clip cut into GOP segments for the segment decoder (none without a clip)."""
+    if not units:
+        return []
+    from camdet.perf.segment import segments
+
+    return segments(units, gop)
+
+
+def _segment_loops(config: BenchConfig) -> list[Any]:
+    """One segment loop per ``--segment-batch``, sharing a decoder and the detector runner."""
+    from camdet.perf.runners import make_runner
+    from camdet.perf.segment import SegmentDecoder, SegmentLoop
+
+    onnx = config.tuning.detector_onnx or config.repository / "detector" / "1" / "model.onnx"
+    runner = make_runner(config.runner, onnx, config.runner_threads)
+    batches = config.video.segment_batches
+    decoder = SegmentDecoder(config.video.codec, config.bare_dali_device, max(batches))
+    return [SegmentLoop(decoder, runner, batch) for batch in batches]
 
 
 def _bare_loops(config: BenchConfig) -> list[Any]:
@@ -329,13 +450,17 @@ def _run_mode(
     mode: str,
     frames: Sequence[bytes],
     probe: ServerProbe,
-    bare_loops: Sequence[Any],
+    loops: Sequence[Any],
     repeat: int,
 ) -> list[PointResult]:
     results = []
-    if mode == "bare":
-        for loop in bare_loops:
-            results.append(replace(run_bare(frames, loop, config.window), repeat=repeat))
+    if mode in ("bare", "segment"):
+        from camdet.perf.segment import SegmentPoint  # DALI: imported only when needed
+
+        kind = SegmentPoint if mode == "segment" else BarePoint
+        for loop in loops:
+            point = kind(loop.batch_size, loop.preprocess_name)
+            results.append(replace(run_bare(frames, loop, config.window, point), repeat=repeat))
             _log_point(results[-1])
         return results
     for point in server_points(config, mode):
@@ -365,7 +490,9 @@ def side_by_side_ratios(results: Sequence[PointResult]) -> list[dict[str, Any]]:
     - ``ours/bare cpu``, ``ours/naive cpu``: CPU milliseconds per frame of the other
       pipeline over ours (clients + server, when the server's CPU was measured), i.e.
       the throughput ratio on a machine whose cores they had to themselves: on a shared
-      host the other tenants' load moves throughput far more than CPU time per frame.
+      host the other tenants' load moves throughput far more than CPU time per frame;
+    - with the video modes, ``video/ours`` and ``video/ours cpu`` (the same cameras'
+      frames as JPEGs) and ``video/segment`` (its best batch), likewise.
 
     Each ratio is taken within one repeat (the points measured back to back), then
     summarized over repeats as median, min and max.
@@ -399,6 +526,24 @@ def _cpu_ms_per_frame(result: PointResult) -> float:
 
 
 def _repeat_ratios(batch: Sequence[PointResult]) -> Iterator[tuple[tuple[str, int, str], float]]:
+    yield from _jpeg_ratios(batch)
+    yield from _video_ratios(batch)
+
+
+def _video_ratios(batch: Sequence[PointResult]) -> Iterator[tuple[tuple[str, int, str], float]]:
+    """Ratios of ``video`` to ``ours`` (the clip's frames as JPEGs) and to ``segment``."""
+    segment = best(r.throughput_fps for r in batch if r.mode == "segment")
+    ours = {r.cameras: r for r in batch if r.mode == "ours" and r.fps is None and r.shm == "none"}
+    for video in (r for r in batch if r.mode == "video" and r.fps is None):
+        key = (video.cameras, video.shm)
+        if video.cameras in ours:
+            jpeg = ours[video.cameras]
+            yield ("video/ours", *key), ratio(video.throughput_fps, jpeg.throughput_fps)
+            yield ("video/ours cpu", *key), ratio(_cpu_ms_per_frame(jpeg), _cpu_ms_per_frame(video))
+        yield ("video/segment", *key), ratio(video.throughput_fps, segment)
+
+
+def _jpeg_ratios(batch: Sequence[PointResult]) -> Iterator[tuple[tuple[str, int, str], float]]:
     bares = [r for r in batch if r.mode == "bare"]
     bare = best(r.throughput_fps for r in bares)
     bare_cpu = min((_cpu_ms_per_frame(r) for r in bares), default=float("nan"))
@@ -426,11 +571,13 @@ def write_report(report: BenchReport, out_dir: Path, plot: bool = True) -> str:
         render.write_plot(out_dir / "bench.png", report.results, title)
     render.write_csv(out_dir / "bench.csv", report.results)
     render.write_json(out_dir / "bench.json", asdict(report))
+    skipped = [f"{mode}: skipped: {reason}" for mode, reason in report.skipped.items()]
     return "\n\n".join(
         [
             render.results_table(report.results),
             render.model_stats_table([r for r in report.results if r.model_stats]),
             render.ratios_table(report.ratios),
+            *skipped,
         ]
     )
 
@@ -497,6 +644,8 @@ def config_from_options(options: dict[str, Any]) -> BenchConfig:
     unknown = set(modes) - set(BENCH_MODES)
     if unknown:
         raise ValueError(f"unknown modes {sorted(unknown)}; choose from {BENCH_MODES}")
+    if set(modes) & set(VIDEO_MODES) and options["input_data"] is not None:
+        raise ValueError("the video modes send a synthetic clip's frames; drop --input-data")
     return BenchConfig(
         url=options["url"],
         repository=options["repository"] or default_repository(),
@@ -523,6 +672,13 @@ def config_from_options(options: dict[str, Any]) -> BenchConfig:
         server_env=dict(map(_assignment, options["server_env"])),
         torch_threads=options["torch_threads"],
         plot=not options["no_plot"],
+        video=VideoClip(
+            size=parse_size(options["video_size"]),
+            frames=options["video_frames"],
+            gop=options["gop"],
+            codec=options["codec"],
+            segment_batches=_int_list(options["segment_batch"]),
+        ),
     )
 
 

@@ -77,7 +77,14 @@ def bench(
         "1280x720,1920x1080"
     ),
     seed: Annotated[int, typer.Option(help="Scene seed.")] = 0,
-    modes: Annotated[str, typer.Option(help="Subset of ours,naive,bare.")] = "ours,naive,bare",
+    modes: Annotated[
+        str,
+        typer.Option(
+            help="Subset of ours,naive,bare,video,segment. video: H.264/HEVC access units "
+            "to detect_video; segment: DALI's video decoder on GOP segments in process "
+            "(GPU: --bare-dali-device). With either, every mode uses the video clip's frames."
+        ),
+    ] = "ours,naive,bare",
     cameras: Annotated[str, typer.Option(help="Capacity sweep: camera counts.")] = "1,2,4,8",
     rate: Annotated[
         list[str] | None,
@@ -138,6 +145,15 @@ def bench(
     detector_onnx: Annotated[
         Path | None, typer.Option(help="Use this model.onnx as the detector.")
     ] = None,
+    video_size: Annotated[str, typer.Option(help="Video modes: the clip's WxH.")] = "1920x1080",
+    video_frames: Annotated[
+        int, typer.Option(help="Video modes: access units in the clip (whole GOPs).")
+    ] = 60,
+    gop: Annotated[int, typer.Option(help="Video modes: frames per keyframe interval.")] = 30,
+    codec: Annotated[str, typer.Option(help="Video modes: h264 or hevc.")] = "h264",
+    segment_batch: Annotated[
+        str, typer.Option(help="segment mode: GOP segments per decoder run.")
+    ] = "8",
     no_plot: Annotated[bool, typer.Option(help="Skip the PNG (no matplotlib needed).")] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every point as it is measured.")

@@ -1,5 +1,9 @@
 """Load generator: cameras sending encoded frames to the server, measured over a window.
 
+A camera sends JPEG frames (``ours``: to ``detect``), raw tensors (``naive``: to the
+``detector`` alone), or a clip's H.264/HEVC access units in order (``video``: one
+``detect_video`` sequence per camera, starting at the clip's keyframe and looping).
+
 Each camera is a thread with its own gRPC client and one request in flight. Without a
 frame rate it sends the next frame as soon as the previous answer arrives (capacity
 mode: a concurrency sweep never drops a frame); with one it sends on its own clock and,
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +34,7 @@ from camdet.perf.stats import latency_summary, model_stats_delta, process_tree_c
 
 logger = logging.getLogger(__name__)
 
-MODES = ("ours", "naive")
+MODES = ("ours", "naive", "video")
 """Pipelines a load point can drive through the server (see :mod:`camdet.perf.pipelines`)."""
 
 _MAX_ERRORS = 5  # distinct error messages kept per worker
@@ -41,13 +46,16 @@ class LoadPoint:
     """One measurement: which pipeline, how many cameras, how fast.
 
     Attributes:
-        mode: ``"ours"`` (JPEG to the ensemble) or ``"naive"`` (client preprocessing, the
-            detector alone, client NMS).
+        mode: ``"ours"`` (JPEG to the ensemble), ``"naive"`` (client preprocessing, the
+            detector alone, client NMS) or ``"video"`` (access units to ``detect_video``,
+            one sequence per camera; its frames are a clip's access units).
         cameras: Concurrent streams, each with at most one request in flight.
         fps: Frames per second of each camera; None sends back to back (capacity).
         processes: Worker processes the cameras are spread over (0: threads here).
-        shm: Input transport: ``"none"``, ``"system"`` or ``"cuda"`` shared memory.
+        shm: Input transport: ``"none"``, ``"system"`` or ``"cuda"`` shared memory
+            (``"none"`` only for video).
         torch_threads: torch intra-op threads of the clients (naive NMS); None: default.
+        codec: The clip's codec (video only).
     """
 
     mode: str
@@ -56,12 +64,19 @@ class LoadPoint:
     processes: int = 1
     shm: str = "none"
     torch_threads: int | None = None
+    codec: str = "h264"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.cameras < 1 or self.processes < 0 or (self.fps is not None and self.fps <= 0):
             raise ValueError(f"invalid load point {self}")
+        if self.mode == "video" and self.shm != "none":
+            raise ValueError("video cameras send their access units over gRPC (shm none)")
+
+    def first_frame(self, camera: int) -> int:
+        """Where camera ``camera`` starts in the frames: a video stream at its keyframe."""
+        return 0 if self.mode == "video" else camera
 
     @property
     def label(self) -> str:
@@ -87,6 +102,8 @@ class CameraLog:
         done: Answer time of each finished request.
         ok: Whether each request succeeded.
         dropped: Due times of frames skipped because the previous answer was late.
+        held: Answer times of video responses that carried no frame (the decoder kept
+            it for a later response); neither a frame nor a failure.
         cpu_s: CPU seconds the worker process used inside the window.
         errors: First distinct error messages.
     """
@@ -95,6 +112,7 @@ class CameraLog:
     done: list[float] = field(default_factory=list)
     ok: list[bool] = field(default_factory=list)
     dropped: list[float] = field(default_factory=list)
+    held: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -104,6 +122,7 @@ class CameraLog:
         self.done += other.done
         self.ok += other.ok
         self.dropped += other.dropped
+        self.held += other.held
         self.cpu_s += other.cpu_s
         self.errors += [e for e in other.errors if e not in self.errors][:_MAX_ERRORS]
 
@@ -114,7 +133,7 @@ class PointResult:
 
     Attributes:
         label: Human-readable name of the point.
-        mode: ``ours``, ``naive`` or ``bare``.
+        mode: ``ours``, ``naive``, ``video``, ``bare`` or ``segment``.
         cameras: Cameras (bare: frames per batch).
         fps: Per-camera frame rate, None for capacity mode.
         processes: Client worker processes.
@@ -122,6 +141,7 @@ class PointResult:
         completed: Successful requests answered inside the window.
         failed: Failed requests answered inside the window.
         dropped: Frames skipped inside the window (real-time mode only).
+        held: Video responses without a frame inside the window (see :class:`CameraLog`).
         duration_s: Length of the window.
         throughput_fps: Successful frames per second.
         latency: Latency summary of successful requests (see :func:`latency_summary`).
@@ -150,6 +170,7 @@ class PointResult:
     model_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     repeat: int = 0
+    held: int = 0
 
     def row(self) -> dict[str, Any]:
         """Flat dict for CSV: one column per scalar, per-model stats as ``model.stat``."""
@@ -171,11 +192,18 @@ def _request_function(
 ) -> tuple[Callable[[bytes], Any], Any, Any]:
     """One camera's ``detect(frame_bytes)``, and its transport and client to close after."""
     import tritonclient.grpc as grpcclient
-    from camdet.perf.pipelines import EnsembleClient, NaiveClient
+    from camdet.client.sequence import sequence_id
+    from camdet.perf.pipelines import EnsembleClient, NaiveClient, VideoClient
     from camdet.perf.transport import make_transport
 
     mode, shm, torch_threads = point.mode, point.shm, point.torch_threads
     client = grpcclient.InferenceServerClient(url)
+    if mode == "video":
+        # Unique per point and process: a sequence left by an earlier point (or run)
+        # must not swallow this camera's keyframe.
+        camera = f"bench/{os.getpid()}/{time.time_ns()}/{tag}"
+        video = VideoClient(client, sequence_id(camera), point.codec)
+        return video.detect, video, client  # closing it ends the sequence
     if mode == "ours":
         transport = make_transport(shm, client, tag, max(len(f) for f in frames))
         pipeline: Any = EnsembleClient(client, transport)
@@ -218,7 +246,11 @@ def _camera_loop(
             return
         sent = time.time()
         try:
-            detect(frames[index % len(frames)])
+            if detect(frames[index % len(frames)]) is None:  # a video decoder kept the frame
+                log.held.append(time.time())
+                index += 1
+                due += interval
+                continue
             ok = True
         except (InferenceServerException, ValueError) as exc:
             ok = False
@@ -258,7 +290,7 @@ def run_cameras(
     """
     setups = [_request_function(point, url, str(c), frames) for c in cameras]
     for (detect, _, _), camera in zip(setups, cameras, strict=True):
-        detect(frames[camera % len(frames)])  # connect and warm this camera's path
+        detect(frames[point.first_frame(camera)])  # connect and warm this camera's path
     if ready is not None:
         ready()
     t0 = start() if callable(start) else start
@@ -267,7 +299,16 @@ def run_cameras(
     threads = [
         threading.Thread(
             target=_camera_loop,
-            args=(detect, frames, c, point.fps, c / point.cameras, t0, stop, log),
+            args=(
+                detect,
+                frames,
+                point.first_frame(c),
+                point.fps,
+                c / point.cameras,
+                t0,
+                stop,
+                log,
+            ),
             daemon=True,
         )
         for (detect, _, _), c, log in zip(setups, cameras, logs, strict=True)
@@ -489,13 +530,26 @@ class BarePoint:
         return f"bare {self.preprocess} batch {self.batch}"
 
 
-def run_bare(frames: Sequence[bytes], loop: Any, window: Window) -> PointResult:
-    """Measure a bare in-process loop (:class:`camdet.perf.pipelines.BareLoop`).
+def run_bare(
+    frames: Sequence[bytes], loop: Any, window: Window, point: Any | None = None
+) -> PointResult:
+    """Measure a bare in-process loop, e.g. :class:`camdet.perf.pipelines.BareLoop`.
 
-    Frames go through back to back, ``loop.batch_size`` at a time, in this thread. The
-    window runs from the first batch boundary after the warm-up to the last one before
-    its end, so throughput and CPU time cover whole batches only. A frame's latency is
-    its batch's time.
+    Any loop with a ``batch_size`` and a ``detect_batch`` will do (the segment decoder's
+    too). Inputs go through back to back, ``loop.batch_size`` at a time, looping over
+    ``frames``, in this thread; throughput counts the frames each batch returns (a video
+    segment returns many). The window runs from the first batch boundary after the
+    warm-up to the last one before its end, so throughput and CPU time cover whole
+    batches only. A frame's latency is its batch's time.
+
+    Args:
+        frames: Encoded inputs (JPEGs, or video segments).
+        loop: The loop.
+        window: Warm-up and window lengths.
+        point: What to report it as; default: a :class:`BarePoint` of the loop.
+
+    Raises:
+        RuntimeError: If the window holds fewer than two batch boundaries.
     """
     batch = loop.batch_size
     t0 = time.time()
@@ -507,18 +561,19 @@ def run_bare(frames: Sequence[bytes], loop: Any, window: Window) -> PointResult:
         sent = time.time()
         if sent >= start:
             boundaries.append((sent, time.process_time()))
-        loop.detect_batch([frames[(index + i) % len(frames)] for i in range(batch)])
+        found = len(loop.detect_batch([frames[(index + i) % len(frames)] for i in range(batch)]))
         done = time.time()
-        log.sent += [sent] * batch
-        log.done += [done] * batch
-        log.ok += [True] * batch
+        log.sent += [sent] * found
+        log.done += [done] * found
+        log.ok += [True] * found
         index += batch
     if len(boundaries) < 2:
         raise RuntimeError(f"window of {window.duration_s} s is too short for one bare batch")
     (first, cpu_first), (last, cpu_last) = boundaries[0], boundaries[-1]
     log.cpu_s = cpu_last - cpu_first
     edges = WindowEdges(first, last + 1e-9, {}, {}, float("nan"))
-    return summarize(BarePoint(batch, getattr(loop, "preprocess_name", "opencv")), log, edges)
+    point = point or BarePoint(batch, getattr(loop, "preprocess_name", "opencv"))
+    return summarize(point, log, edges)
 
 
 def summarize(point: Any, log: CameraLog, edges: WindowEdges) -> PointResult:
@@ -533,6 +588,7 @@ def summarize(point: Any, log: CameraLog, edges: WindowEdges) -> PointResult:
     ok = np.asarray(log.ok, dtype=bool)
     inside = (done >= edges.start) & (done < edges.end)
     dropped = np.asarray(log.dropped, dtype=float)
+    held = np.asarray(log.held, dtype=float)
     completed = int((inside & ok).sum())
     duration = edges.end - edges.start
 
@@ -549,6 +605,7 @@ def summarize(point: Any, log: CameraLog, edges: WindowEdges) -> PointResult:
         completed=completed,
         failed=int((inside & ~ok).sum()),
         dropped=int(((dropped >= edges.start) & (dropped < edges.end)).sum()),
+        held=int(((held >= edges.start) & (held < edges.end)).sum()),
         duration_s=duration,
         throughput_fps=completed / duration,
         latency=latency_summary((done - sent)[inside & ok]),

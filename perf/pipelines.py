@@ -8,12 +8,17 @@
 - **bare**: no server at all; decode, the project's letterbox, a detector runner and the
   project's postprocessing in one in-process loop (:class:`BareLoop`).
 
+Compressed camera video has its own client: **video** sends each H.264/HEVC access unit
+undecoded to the ``detect_video`` ensemble, one Triton sequence per camera
+(:class:`VideoClient`), as ``camdet ingest`` does.
+
 All three use the same thresholds (the ``postprocess`` config defaults) and return
 :class:`FrameDetections`, so tests compare them frame by frame.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +27,21 @@ from typing import Any
 import cv2
 import numpy as np
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import ENSEMBLE, INPUT, parse_result, requested_outputs
+from camdet.client.detect import (
+    ENSEMBLE,
+    INPUT,
+    NO_FRAME,
+    VIDEO_ENSEMBLE,
+    Detection,
+    parse_result,
+    parse_video_result,
+    requested_outputs,
+    video_inputs,
+    video_outputs,
+)
 from camdet.perf.runners import DetectorRunner
 from camdet.perf.transport import GrpcTransport, InputTransport
-from tritonclient.utils import triton_to_np_dtype
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 DETECTOR = "detector"
 """The detector step model, which the naive pipeline calls directly."""
@@ -117,12 +133,73 @@ class EnsembleClient:
             tritonclient.utils.InferenceServerException: The server's error.
         """
         tensor = self.transport.tensor(INPUT, np.frombuffer(data, dtype=np.uint8)[None])
-        found = parse_result(self.client.infer(ENSEMBLE, [tensor], outputs=self.outputs))
-        return FrameDetections(
-            np.array([d.box for d in found], dtype=np.float32).reshape(-1, 4),
-            np.array([d.score for d in found], dtype=np.float32),
-            np.array([d.class_id for d in found], dtype=np.int64),
+        return as_arrays(parse_result(self.client.infer(ENSEMBLE, [tensor], outputs=self.outputs)))
+
+
+def as_arrays(found: Sequence[Detection]) -> FrameDetections:
+    """A response's detections as :class:`FrameDetections`."""
+    return FrameDetections(
+        np.array([d.box for d in found], dtype=np.float32).reshape(-1, 4),
+        np.array([d.score for d in found], dtype=np.float32),
+        np.array([d.class_id for d in found], dtype=np.int64),
+    )
+
+
+class VideoClient:
+    """video: one camera's access units, in decode order, as a ``detect_video`` sequence.
+
+    The first request starts the sequence (it must carry a keyframe); each frame id is
+    the camera's running request count, so it keeps increasing when the clip loops.
+    :meth:`close` ends the sequence, which frees the camera's decoder on the server.
+
+    Args:
+        client: gRPC client of the server.
+        correlation_id: The camera's sequence id, unique among the server's cameras.
+        codec: ``"h264"`` or ``"hevc"``.
+    """
+
+    def __init__(
+        self, client: grpcclient.InferenceServerClient, correlation_id: int, codec: str = "h264"
+    ) -> None:
+        self.client = client
+        self.correlation_id = correlation_id
+        self.codec = codec
+        self.outputs = video_outputs()
+        self._requests = 0
+        self._started = False
+
+    def detect(self, access_unit: bytes) -> FrameDetections | None:
+        """Send one access unit; the detections of the frame it returns, or None.
+
+        None means the decoder kept the frame for a later response (a camera with
+        B-frames); a B-frame-free stream gets each access unit's own frame back.
+
+        Raises:
+            tritonclient.utils.InferenceServerException: The server's error.
+        """
+        frame_pts, found = self._infer(access_unit, self._requests, end=False)
+        self._requests += 1
+        self._started = True
+        return None if frame_pts == NO_FRAME else as_arrays(found)
+
+    def close(self) -> None:
+        """End the sequence with an empty flush (its frames, if any, are not awaited)."""
+        if self._started:
+            with contextlib.suppress(InferenceServerException):  # idle expiry frees it too
+                self._infer(b"", NO_FRAME, end=True)
+            self._started = False
+
+    def _infer(self, data: bytes, pts: int, end: bool) -> tuple[int, list[Detection]]:
+        response = self.client.infer(
+            VIDEO_ENSEMBLE,
+            video_inputs(data, pts),
+            outputs=self.outputs,
+            sequence_id=self.correlation_id,
+            sequence_start=not self._started,
+            sequence_end=end,
+            parameters={"codec": self.codec},
         )
+        return parse_video_result(response)
 
 
 class NaiveClient:

@@ -110,6 +110,10 @@ def results_table(results: Sequence[PointResult]) -> str:
         ]
         for r in results
     ]
+    if any(r.held for r in results):  # video responses whose frame the decoder kept
+        header.append("held")
+        for row, r in zip(rows, results, strict=True):
+            row.append(str(r.held))
     return _table(header, rows)
 
 

@@ -22,10 +22,8 @@ need the GPU ("mixed") one: :func:`segment_decoder_available` says so before any
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,14 +31,7 @@ from typing import Any
 import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
-from camdet.perf.load import (
-    BarePoint,
-    CameraLog,
-    PointResult,
-    Window,
-    WindowEdges,
-    summarize,
-)
+from camdet.perf.load import BarePoint, PointResult, Window, run_bare
 from camdet.perf.pipelines import FrameDetections, postprocess_raw
 from camdet.perf.runners import DetectorRunner
 from nvidia.dali import pipeline_def
@@ -321,35 +312,13 @@ class SegmentPoint(BarePoint):
 
 
 def run_segment_bare(encoded: Sequence[bytes], loop: SegmentLoop, window: Window) -> PointResult:
-    """Measure a :class:`SegmentLoop` as :func:`camdet.perf.load.run_bare` measures a bare one.
+    """Measure a :class:`SegmentLoop` with :func:`camdet.perf.load.run_bare`.
 
     Segments go through back to back, ``loop.batch_size`` at a time, looping over
-    ``encoded``. Throughput counts decoded frames; each frame's latency is its batch's
-    time (its segment's, at batch 1). The window runs from the first batch boundary after
-    the warm-up to the last one before its end, so it covers whole batches only.
+    ``encoded``; throughput counts decoded frames, and each frame's latency is its batch's
+    time (its segment's, at batch 1).
 
     Raises:
         RuntimeError: If the window holds fewer than two batch boundaries.
     """
-    log = CameraLog()
-    boundaries: list[tuple[float, float]] = []  # (wall, cpu) at batch boundaries
-    t0 = time.time()
-    start, end = t0 + window.warmup_s, t0 + window.warmup_s + window.duration_s
-    for index in itertools.count(step=loop.batch_size):
-        sent = time.time()
-        if sent >= end:
-            break
-        if sent >= start:
-            boundaries.append((sent, time.process_time()))
-        batch = [encoded[(index + i) % len(encoded)] for i in range(loop.batch_size)]
-        frames = len(loop.detect_batch(batch))
-        done = time.time()
-        log.sent += [sent] * frames
-        log.done += [done] * frames
-        log.ok += [True] * frames
-    if len(boundaries) < 2:
-        raise RuntimeError(f"window of {window.duration_s} s is too short for one segment batch")
-    (first, cpu_first), (last, cpu_last) = boundaries[0], boundaries[-1]
-    log.cpu_s = cpu_last - cpu_first
-    edges = WindowEdges(first, last + 1e-9, {}, {}, float("nan"))
-    return summarize(SegmentPoint(loop.batch_size, loop.preprocess_name), log, edges)
+    return run_bare(encoded, loop, window, SegmentPoint(loop.batch_size, loop.preprocess_name))

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
-from camdet.perf.bench import BenchConfig, Tuning, run_bench, side_by_side_ratios, tuned_repository
+from camdet.perf.bench import (
+    BenchConfig,
+    Tuning,
+    VideoClip,
+    run_bench,
+    side_by_side_ratios,
+    tuned_repository,
+)
 from camdet.perf.frames import EncodedFrame, synthetic_frames
 from camdet.perf.input_data import (
     INPUT_DATA_SCHEMA,
@@ -259,7 +267,8 @@ def test_command_line_fills_every_setting(tmp_path) -> None:
         "--queue-delay-us", "detector=900", "--preferred-batch", "detector=2,4",
         "--param", "detector.intra_op_threads=1", "--param", "preprocess.num_threads=1",
         "--server-env", "OMP_NUM_THREADS=1", "--torch-threads", "1",
-        "--detector-onnx", "x.onnx", "--no-plot",
+        "--detector-onnx", "x.onnx", "--no-plot", "--video-size", "1280x720",
+        "--video-frames", "90", "--gop", "15", "--codec", "hevc", "--segment-batch", "4,16",
     ]  # fmt: skip
     # The real command line parses them (no bench runs): its options, by parameter name.
     context = typer.main.get_command(bench_app).make_context("camdet bench", argv)
@@ -285,6 +294,19 @@ def test_command_line_fills_every_setting(tmp_path) -> None:
         parameters={"detector": {"intra_op_threads": "1"}, "preprocess": {"num_threads": "1"}},
         detector_onnx=Path("x.onnx"),
     )
+    assert config.video == VideoClip((1280, 720), 90, 15, "hevc", (4, 16))
+
+
+def test_video_modes_refuse_input_data_and_partial_gops() -> None:
+    from camdet.perf.bench import config_from_options
+
+    with pytest.raises(ValueError, match="whole number of GOPs of 30"):
+        VideoClip(frames=45)
+    with pytest.raises(ValueError, match="codec must be h264 or hevc"):
+        VideoClip(codec="vp9")
+    options = {"modes": "video,ours", "input_data": Path("d.json")}
+    with pytest.raises(ValueError, match="drop --input-data"):
+        config_from_options(options)
 
 
 def test_camdet_bench_is_a_typer_command_with_help_on_every_option() -> None:
@@ -413,6 +435,72 @@ def test_bench_runs_every_mode_on_the_input_data_frames(server, repository, inpu
     assert "detect.queue_ms" in rows[0]
     assert json.loads((tmp_path / "bench.json").read_text())["ratios"] == report.ratios
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.server
+def test_video_client_gets_each_access_units_frame_with_its_objects(server) -> None:
+    from camdet.client.sequence import sequence_id
+    from camdet.perf.pipelines import VideoClient
+
+    from camdet.video_clips import scene_clip
+
+    images, units = scene_clip(5, 12, 640, 384, gop=6)
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        video = VideoClient(client, sequence_id(f"test-video-client-{time.time_ns()}"))
+        found = [video.detect(unit.data) for unit in units]
+        video.close()
+        # Ended: the same id starts a new sequence only with a keyframe again.
+        again = VideoClient(client, video.correlation_id)
+        assert again.detect(units[0].data) is not None
+        again.close()
+    assert all(f is not None for f in found)  # B-frame-free: every unit answers its frame
+    from torchvision.ops import box_iou
+
+    truths = matched = confident = 0
+    for detections, image in zip(found, images, strict=True):
+        boxes = torch.from_numpy(detections.boxes[detections.scores >= 0.5])
+        iou = box_iou(torch.from_numpy(image.boxes), boxes)
+        truths, confident = truths + len(image.boxes), confident + len(boxes)
+        matched += int((iou.max(dim=1).values >= 0.5).sum()) if len(boxes) else 0
+    assert matched >= 0.9 * truths and matched >= 0.9 * confident, (matched, truths, confident)
+
+
+@pytest.mark.server
+def test_bench_video_mode_runs_beside_the_clips_jpegs(server, repository, tmp_path) -> None:
+    config = BenchConfig(
+        url=server.grpc_url,
+        repository=repository,
+        out_dir=tmp_path,
+        modes=("video", "ours", "segment"),
+        cameras=(1, 2),
+        rates=((2, 3.0),),
+        window=Window(warmup_s=0.5, duration_s=2.0),
+        processes=0,
+        video=VideoClip(size=(640, 384), frames=12, gop=6),
+    )
+    report = run_bench(config)
+    labels = [r.label for r in report.results]
+    assert labels == [
+        "video 1 cam", "video 2 cam", "video 2 cam @ 3 fps",
+        "ours 1 cam", "ours 2 cam", "ours 2 cam @ 3 fps",
+    ]  # fmt: skip
+    for result in report.results:
+        assert result.completed > 0 and result.failed == 0 and result.held == 0, result
+    video = report.results[1]
+    assert {"detect_video", "preprocess_video"} <= set(video.model_stats)
+    assert video.model_stats["detect_video"]["requests"] == pytest.approx(video.completed, abs=2)
+    # The JPEG path sent the clip's own frames, as perf_analyzer input data.
+    assert report.config["frame_count"] == 12
+    # No "video/ours cpu": the CPU time of a server the bench did not start is unknown.
+    assert {(r["name"], r["cameras"]) for r in report.ratios} == {
+        ("video/ours", 1),
+        ("video/ours", 2),
+    }
+    # DALI's CPU video decoder cannot decode H.264: the segment mode says so and is skipped.
+    assert "GPU" in report.skipped["segment"]
+    from camdet.perf.bench import write_report
+
+    assert "segment: skipped: " in write_report(report, tmp_path, plot=False)
 
 
 @pytest.mark.server
