@@ -18,7 +18,7 @@ from video_fixtures import clip, huge_keyframe, send, send_interleaved
 
 from camdet.demo import match
 from camdet.repository import read_config, write_config
-from camdet.server import Ports, serve
+from camdet.server import Ports, has_cuda_gpu, serve
 from camdet.video_clips import EncodedUnit
 
 pytestmark = pytest.mark.server
@@ -154,8 +154,12 @@ def test_bad_video_fails_its_own_frames_and_resyncs(client) -> None:
     assert [int(r.as_numpy("frame_pts")[0, 0]) for r, _ in results[501]] == list(range(8))
     errors = [e.message() if e else None for _, e in results[502]]
     assert errors[:2] == [None, None] and errors[4:] == [None] * 4
-    assert "invalid video: corrupt access unit (" in errors[2]
-    assert errors[2].endswith("; waiting for the next keyframe")
+    if errors[2] is None:
+        # NVDEC decodes a slice cut short and does not report it (README); PyAV refuses.
+        assert has_cuda_gpu(), "a CPU decoder answered a truncated access unit"
+    else:
+        assert "invalid video: corrupt access unit (" in errors[2]
+        assert errors[2].endswith("; waiting for the next keyframe")
     assert "invalid video: waiting for the next keyframe after a corrupt access unit" in errors[
         3
     ] or ("invalid video: corrupt access unit (NAL unit 0 has no valid header)" in errors[3])
