@@ -45,6 +45,8 @@ def _served_repository(repository: Path | None) -> Path:
     path, why = find_repository(repository)
     console.print(f"model repository: {path} ({why})", markup=False)
     return path
+
+
 UrlOption = Annotated[
     str, typer.Option("--url", envvar="CAMDET_URL", help="Server gRPC endpoint host:port.")
 ]

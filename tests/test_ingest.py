@@ -226,9 +226,7 @@ def test_damaged_frames_are_answered_flagged_and_counted(server, tmp_path: Path)
         IngestOptions(mode=Mode.CAPACITY),  # every frame of the folder is sent
     )
     with BackgroundIngest(ingest) as running:
-        wait_until(
-            lambda: ingest.accounting.snapshot()["folder"].answered >= 3, 60, "3 answers"
-        )
+        wait_until(lambda: ingest.accounting.snapshot()["folder"].answered >= 3, 60, "3 answers")
         totals = running.stop()["folder"]
     first = sorted((r for r in results if r.frame.session == 0), key=lambda r: r.frame.position)
     assert [r.damaged for r in first[:3]] == [False, True, False]

@@ -83,7 +83,7 @@ input [ { name: "x", data_type: TYPE_UINT8, dims: [ -1 ] } ]
 output [ { name: "y", data_type: TYPE_UINT8, dims: [ -1 ] } ]
 """
 
-_BROKEN_MODEL = '''
+_BROKEN_MODEL = """
 from camdet.triton_models.common import guarded_execute
 
 
@@ -91,7 +91,7 @@ class TritonPythonModel:
     @guarded_execute
     def execute(self, requests):
         raise RuntimeError("disk /srv/secret/frames.db is gone")
-'''
+"""
 
 
 def test_a_server_fault_is_internal_in_one_line_and_its_traceback_is_logged(
