@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from camdet.constants import INPUT_SHAPE
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,7 +30,9 @@ def load_onnx_as_torch(path: Path, device: torch.device, half: bool) -> torch.nn
     return module.half() if half else module
 
 
-def load_detector(path: Path, device: torch.device, half: bool) -> torch.nn.Module:
+def load_detector(
+    path: Path, device: torch.device, half: bool, image_shape: tuple[int, int] = INPUT_SHAPE
+) -> torch.nn.Module:
     """The detector ONNX as a torch module, as fast as it can be made.
 
     onnx2torch renders a dynamic-batch export with shape arithmetic that reads tensors
@@ -36,9 +40,17 @@ def load_detector(path: Path, device: torch.device, half: bool) -> torch.nn.Modu
     camdet's own demo detector - proven by equal outputs on a probe batch, not assumed -
     its native module (graph-capturable) is used instead; any other YOLO export runs as
     converted.
+
+    Args:
+        path: The detector ONNX.
+        device: Where the module runs.
+        half: FP16 weights (FP32 otherwise).
+        image_shape: ``(height, width)`` the ONNX takes, pixels: the probe batch's size
+            (an export carries its anchor grid as constants, so it runs at its own size
+            only).
     """
     converted = load_onnx_as_torch(path, device, half)
-    native = _native_equivalent(converted, device, half)
+    native = _native_equivalent(converted, device, half, image_shape)
     if native is not None:
         logger.info("%s computes the same as camdet's demo detector: using its module", path)
         return native
@@ -47,7 +59,7 @@ def load_detector(path: Path, device: torch.device, half: bool) -> torch.nn.Modu
 
 @torch.inference_mode()
 def _native_equivalent(
-    converted: torch.nn.Module, device: torch.device, half: bool
+    converted: torch.nn.Module, device: torch.device, half: bool, image_shape: tuple[int, int]
 ) -> torch.nn.Module | None:
     """The demo detector's module if it reproduces ``converted`` on a probe batch, else None."""
     from camdet.detector.model import DEMO_WEIGHTS, load_weights
@@ -56,7 +68,7 @@ def _native_equivalent(
         return None
     native = load_weights(DEMO_WEIGHTS, device).fuse()
     native = native.half() if half else native
-    probe = torch.rand((2, 3, 640, 640), generator=torch.Generator().manual_seed(0)).to(
+    probe = torch.rand((2, 3, *image_shape), generator=torch.Generator().manual_seed(0)).to(
         device, native.head.parameters().__next__().dtype
     )
     expected, got = converted(probe), native(probe)

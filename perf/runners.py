@@ -52,6 +52,7 @@ class OnnxRuntimeRunner:
     Attributes:
         name: ``"onnxruntime"``.
         session: The ONNX Runtime session.
+        input_dtype: The ONNX's input float type (a batch is cast to it).
     """
 
     name = "onnxruntime"
@@ -72,14 +73,14 @@ class OnnxRuntimeRunner:
         )
         onnx_input = self.session.get_inputs()[0]
         self._input_name = onnx_input.name
-        self._input_dtype = _ORT_TYPES[onnx_input.type]
+        self.input_dtype = _ORT_TYPES[onnx_input.type]
         logger.info(
             "onnxruntime runner: %s, %d intra-op threads", onnx_path, options.intra_op_num_threads
         )
 
     def __call__(self, images: Any) -> np.ndarray:
         """Run one batch (the cast to the ONNX's own float type happens here)."""
-        batch = np.asarray(images).astype(self._input_dtype, copy=False)
+        batch = np.asarray(images).astype(self.input_dtype, copy=False)
         (raw,) = self.session.run(None, {self._input_name: batch})
         return raw
 
@@ -95,6 +96,8 @@ class TorchRunner:
     Attributes:
         name: ``"torch"``.
         device: Where the module runs.
+        dtype: Its float type (FP16 on a GPU, FP32 on the CPU).
+        image_shape: ``(height, width)`` of the captured input, pixels.
     """
 
     name = "torch"
@@ -102,10 +105,13 @@ class TorchRunner:
     """Captured batch sizes; a batch runs padded to the next one."""
 
     def __init__(self, onnx_path: Path, threads: int | None = None) -> None:
-        """Load the detector on the GPU if there is one (else the CPU), capture graphs."""
+        """Load the detector on the GPU if there is one (else the CPU), capture graphs.
+
+        The graphs take the image size the ONNX declares (a 640x384 export gets
+        ``[B, 3, 384, 640]``), ``CAMDET_INPUT_SIZE`` where its dimensions are dynamic.
+        """
         import torch
 
-        from camdet.geometry import INPUT_SIZE
         from camdet.torch_runner import GraphRunner, load_detector
 
         if threads is not None:
@@ -113,11 +119,18 @@ class TorchRunner:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         half = self.device.type == "cuda"
         self.dtype = torch.float16 if half else torch.float32
-        module = load_detector(Path(onnx_path), self.device, half)
+        self.image_shape = onnx_image_shape(Path(onnx_path))
+        module = load_detector(Path(onnx_path), self.device, half, self.image_shape)
         self._run = GraphRunner(
-            module, (3, INPUT_SIZE, INPUT_SIZE), list(self.BATCH_SIZES), self.dtype, self.device
+            module, (3, *self.image_shape), list(self.BATCH_SIZES), self.dtype, self.device
         )
-        logger.info("torch runner: %s on %s (%s)", onnx_path, self.device, self.dtype)
+        logger.info(
+            "torch runner: %s on %s (%s), input %s",
+            onnx_path,
+            self.device,
+            self.dtype,
+            self.image_shape,
+        )
 
     def __call__(self, images: Any) -> Any:
         """Run one batch; numpy or torch in, a torch tensor on the device out."""
@@ -125,6 +138,22 @@ class TorchRunner:
 
         batch = torch.as_tensor(images).to(self.device, self.dtype, non_blocking=True)
         return self._run(batch)
+
+
+def onnx_image_shape(onnx_path: Path) -> tuple[int, int]:
+    """``(height, width)`` of the ONNX's image input ``[B, 3, H, W]``, in pixels.
+
+    Dimensions the file leaves dynamic come from ``CAMDET_INPUT_SIZE``.
+    """
+    import onnx
+
+    from camdet.constants import INPUT_SHAPE
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    declared = [d.dim_value if d.HasField("dim_value") else 0 for d in dims][2:4]
+    height, width = (v or default for v, default in zip(declared, INPUT_SHAPE, strict=True))
+    return height, width
 
 
 RUNNERS: dict[str, RunnerFactory] = {"onnxruntime": OnnxRuntimeRunner, "torch": TorchRunner}

@@ -1,7 +1,8 @@
-"""mAP of the FP32, FP16 and INT8 conversions, and detector images/s, with ONNX Runtime (CPU).
+"""mAP of the FP32, FP16 and INT8 conversions (ONNX Runtime, CPU), and detector images/s.
 
     python -m camdet.detector.precision_eval accuracy model.onnx --frames 500 --out acc.json
     python -m camdet.detector.precision_eval speed a.onnx b.onnx --out speed.json
+    python -m camdet.detector.precision_eval speed a.onnx b.onnx --runner torch --batch 64
 
 ``accuracy`` converts the ONNX file as ``build_engine.py`` does (:mod:`camdet.engine.precision`:
 ModelOpt AutoCast for FP16, ModelOpt PTQ with explicit Q/DQ for INT8, calibrated on
@@ -12,7 +13,8 @@ held-out frames from ``default_rng([2, 12345, i])``: no frame is in both.
 
 ``speed`` runs the files on random input of their own shape, in ABBA order (A B B A ...)
 so drift of the machine hits every file alike, and reports images/s of the detector
-alone: no decode, letterbox or NMS.
+alone: no decode, letterbox or NMS. ``--runner torch`` runs them as the portable GPU
+server does (FP16, one CUDA graph per batch size; :class:`camdet.perf.runners.TorchRunner`).
 """
 
 from __future__ import annotations
@@ -75,51 +77,83 @@ def accuracy(
     }
 
 
-def speed(paths: list[Path], batch: int, rounds: int, threads: int | None) -> dict[str, object]:
-    """Images/s of each ONNX file with ONNX Runtime on the CPU, measured in ABBA order.
+def speed(
+    paths: list[Path], batch: int, rounds: int, threads: int | None, runner: str = "onnxruntime"
+) -> dict[str, object]:
+    """Images/s of each ONNX file, the detector alone, measured in ABBA order.
+
+    Args:
+        paths: ONNX files; each gets random input of its own image size.
+        batch: Images per run.
+        rounds: Timed runs per file (after one warm-up run each).
+        threads: CPU threads of the runner (None: its default).
+        runner: ``"onnxruntime"`` (CPU) or ``"torch"`` (FP16 CUDA graphs on a GPU, as the
+            portable GPU server runs the detector; FP32 on a CPU), or another name
+            registered with :func:`camdet.perf.runners.register_runner`.
 
     Returns:
         Per file: input shape, images/s (median of the rounds), per-round values.
     """
-    import onnxruntime as ort
+    from camdet.perf.runners import make_runner, onnx_image_shape
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    sessions, inputs = {}, {}
+    runners, inputs = {}, {}
     for path in paths:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        spec = session.get_inputs()[0]
-        dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
-        rng = np.random.default_rng(0)
-        inputs[path] = {spec.name: rng.random((batch, *spec.shape[1:]), dtype=np.float32)}
-        inputs[path][spec.name] = inputs[path][spec.name].astype(dtype)
-        sessions[path] = session
-        session.run(None, inputs[path])  # warm-up: allocations and kernel selection
+        runners[path] = make_runner(runner, path, threads)
+        images = np.random.default_rng(0).random((batch, 3, *onnx_image_shape(path)), np.float32)
+        inputs[path] = _on_runner_device(runners[path], images)
+        _wait(runners[path](inputs[path]))  # warm-up: allocations, kernels, CUDA graphs
     rates: dict[Path, list[float]] = {p: [] for p in paths}
     load_before = os.getloadavg()[0]  # a shared machine: the record says how busy it was
     for index in range(rounds):
         order = paths if index % 2 == 0 else paths[::-1]
         for path in order:
             start = time.perf_counter()
-            sessions[path].run(None, inputs[path])
+            _wait(runners[path](inputs[path]))
             rates[path].append(batch / (time.perf_counter() - start))
     return {
         "batch": batch,
         "rounds": rounds,
         "order": "ABBA",
+        "runner": runner,
+        "device": str(getattr(runners[paths[0]], "device", "cpu")),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "onnxruntime": ort.__version__,
+        "versions": _versions(runner),
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "files": {
             str(p): {
-                "input_shape": list(next(iter(inputs[p].values())).shape[1:]),
+                "input_shape": [3, *onnx_image_shape(p)],
                 "images_per_s": round(float(np.median(rates[p])), 2),
                 "rounds": [round(r, 2) for r in rates[p]],
             }
             for p in paths
         },
     }
+
+
+def _on_runner_device(runner: object, images: np.ndarray) -> object:
+    """The input where and as the runner computes, so the timed runs do not convert it."""
+    device = getattr(runner, "device", None)
+    if device is None:
+        return images.astype(getattr(runner, "input_dtype", images.dtype))
+    import torch
+
+    return torch.as_tensor(images).to(device, getattr(runner, "dtype", torch.float32))
+
+
+def _wait(output: object) -> None:
+    """Block until a GPU runner's (asynchronous) output is computed."""
+    device = getattr(output, "device", None)
+    if device is not None and getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _versions(runner: str) -> dict[str, str]:
+    from importlib import metadata
+
+    package = {"onnxruntime": "onnxruntime", "torch": "torch"}.get(runner)
+    return {package: metadata.version(package)} if package else {}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     spd.add_argument("--batch", type=int, default=8)
     spd.add_argument("--rounds", type=int, default=8)
     spd.add_argument("--threads", type=int, default=None)
+    spd.add_argument(
+        "--runner", default="onnxruntime", help="onnxruntime (CPU) or torch (FP16 on a GPU)"
+    )
     for command in (acc, spd):
         command.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args(argv)
@@ -152,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             args.onnx, args.workdir, args.frames, args.calibration_frames, args.batch, args.workers
         )
     else:
-        report = speed(args.onnx, args.batch, args.rounds, args.threads)
+        report = speed(args.onnx, args.batch, args.rounds, args.threads, args.runner)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

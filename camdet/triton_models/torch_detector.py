@@ -42,12 +42,13 @@ class TritonPythonModel:
             np.zeros(0, output_dtype(config, self.output_name))
         ).dtype
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        module = load_detector(path, self.device, half=dtype == torch.float16)
+        dims = tuple(int(d) for d in in_config["dims"])  # [3, H, W]
+        module = load_detector(path, self.device, dtype == torch.float16, (dims[1], dims[2]))
         batching = config.get("dynamic_batching", {})
         sizes = [int(s) for s in batching.get("preferred_batch_size", [])]
         self.runner = GraphRunner(
             module,
-            tuple(int(d) for d in in_config["dims"]),
+            dims,
             [*sizes, int(config["max_batch_size"])],
             dtype,
             self.device,
