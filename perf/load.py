@@ -196,6 +196,8 @@ def _request_function(
     from camdet.perf.pipelines import EnsembleClient, NaiveClient, VideoClient
     from camdet.perf.transport import make_transport
 
+    from camdet.constants import INPUT_HEIGHT, INPUT_WIDTH
+
     mode, shm, torch_threads = point.mode, point.shm, point.torch_threads
     client = grpcclient.InferenceServerClient(url)
     if mode == "video":
@@ -213,7 +215,7 @@ def _request_function(
 
             torch.set_num_threads(torch_threads)
         pipeline = NaiveClient(client)
-        image_bytes = 3 * 640 * 640 * pipeline.input_dtype.itemsize
+        image_bytes = 3 * INPUT_HEIGHT * INPUT_WIDTH * pipeline.input_dtype.itemsize
         pipeline.transport = transport = make_transport(shm, client, tag, image_bytes)
     return pipeline.detect, transport, client
 
