@@ -71,12 +71,15 @@ def _native_equivalent(
     probe = torch.rand((2, 3, *image_shape), generator=torch.Generator().manual_seed(0)).to(
         device, native.head.parameters().__next__().dtype
     )
-    expected, got = converted(probe), native(probe)
+    expected, got = converted(probe).float(), native(probe).float()
     if expected.shape != got.shape:
         return None
-    # Half precision rounds differently in the two graphs; boxes are in pixels.
-    tolerance = 0.5 if half else 1e-2
-    return native if torch.allclose(expected.float(), got.float(), atol=tolerance) else None
+    # Half precision rounds differently in the two graphs: boxes (rows 0-3) are in input
+    # pixels, class scores (rows 4-) in [0, 1] and held to a tolerance of their own.
+    box_tolerance, score_tolerance = (0.5, 0.05) if half else (1e-2, 1e-2)
+    same_boxes = torch.allclose(expected[:, :4], got[:, :4], atol=box_tolerance)
+    same_scores = torch.allclose(expected[:, 4:], got[:, 4:], atol=score_tolerance)
+    return native if same_boxes and same_scores else None
 
 
 class GraphRunner:
@@ -123,20 +126,23 @@ class GraphRunner:
                 self.module(static)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # On this instance's own stream: without one, torch.cuda.graph captures on the
+        # *current* device's stream, which is GPU 0 in a model instance on GPU 1.
+        with torch.cuda.graph(graph, stream=stream):
             self.outputs[size] = self.module(static)
         self.inputs[size], self.graphs[size] = static, graph
         logger.info("captured CUDA graph for batch %d", size)
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Run ``batch`` (``[n, *sample_shape]``, n <= the largest size); returns ``[n, ...]``."""
+        """Run ``batch`` (``[n, *sample_shape]``); returns ``[n, ...]``.
+
+        A batch above the largest captured size runs eagerly, as on the CPU.
+        """
         n = batch.shape[0]
-        if not self.graphs:
-            return self.module(batch)
         size = next((s for s in self.sizes if s >= n), None)
-        if size is None:
-            raise ValueError(f"batch of {n} exceeds the largest captured size {self.sizes[-1]}")
+        if not self.graphs or size is None:
+            return self.module(batch)
         self.inputs[size][:n].copy_(batch)
         self.graphs[size].replay()
         # The static output is overwritten by the next replay: hand out a copy.

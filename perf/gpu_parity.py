@@ -156,10 +156,12 @@ def onnx_cpu_detector(onnx: Path) -> Detector:
 
 def torch_gpu_detector(onnx: Path, half: bool) -> Detector:
     """The portable GPU server's detector (``camdet.torch_runner``) in FP16 or FP32."""
+    from camdet.perf.runners import onnx_image_shape
+
     from camdet.torch_runner import load_detector
 
     device = torch.device("cuda:0")
-    module = load_detector(onnx, device, half=half)
+    module = load_detector(onnx, device, half, onnx_image_shape(onnx))
     dtype = torch.float16 if half else torch.float32
 
     @torch.inference_mode()

@@ -79,7 +79,12 @@ class OnnxRuntimeRunner:
         )
 
     def __call__(self, images: Any) -> np.ndarray:
-        """Run one batch (the cast to the ONNX's own float type happens here)."""
+        """Run one batch (the cast to the ONNX's own float type happens here).
+
+        A torch tensor (a GPU preprocess's output) is copied to the host first.
+        """
+        if hasattr(images, "detach"):
+            images = images.detach().cpu().numpy()
         batch = np.asarray(images).astype(self.input_dtype, copy=False)
         (raw,) = self.session.run(None, {self._input_name: batch})
         return raw

@@ -37,6 +37,22 @@ def test_cuda_graphs_match_eager_fp16(onnx_path: Path) -> None:
     graphed = runner(images)
     assert graphed.shape[0] == 5
     torch.testing.assert_close(graphed, eager, atol=1e-2, rtol=1e-2)
+    beyond = torch.rand(9, 3, 640, 640, device=device).half()  # above the largest graph
+    with torch.inference_mode():
+        torch.testing.assert_close(runner(beyond), module(beyond), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_of_the_16_9_export(onnx_16_9: Path) -> None:
+    device = torch.device("cuda:0")
+    module = load_detector(onnx_16_9, device, half=True, image_shape=(384, 640))
+    runner = GraphRunner(module, (3, 384, 640), [1, 4], torch.float16, device)
+    assert sorted(runner.graphs) == [1, 4]
+    images = torch.rand(3, 3, 384, 640, device=device).half()
+    with torch.inference_mode():
+        eager = module(images)
+    torch.testing.assert_close(runner(images), eager, atol=1e-2, rtol=1e-2)
+    assert eager.shape == (3, 8, 5040)
 
 
 def test_demo_onnx_runs_as_the_native_module(onnx_path: Path) -> None:
@@ -139,3 +155,11 @@ def test_the_16_9_demo_export_runs_as_the_native_module(onnx_16_9: Path) -> None
     # Probed at its own size: at 640x640 the export's 5040-anchor constants cannot run.
     module = load_detector(onnx_16_9, torch.device("cpu"), half=False, image_shape=(384, 640))
     assert isinstance(module, Detector)
+
+
+def test_onnxruntime_runner_takes_torch_tensors(onnx_path: Path) -> None:
+    from camdet.perf.runners import OnnxRuntimeRunner
+
+    images = torch.rand(2, 3, 640, 640, generator=torch.Generator().manual_seed(1))
+    runner = OnnxRuntimeRunner(onnx_path, threads=1)
+    np.testing.assert_array_equal(runner(images), runner(images.numpy()))  # a GPU DALI's output

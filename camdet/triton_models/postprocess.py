@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
+from camdet.constants import INPUT_SHAPE
+from camdet.engine.contract import expected_anchors
 from camdet.postprocess import BatchDetections, Thresholds, postprocess_flat
 from camdet.triton_models.common import (
     DeviceStats,
@@ -59,20 +61,27 @@ class TritonPythonModel:
             dtype=np.object_,
         )
         self.dtypes = {n: output_dtype(config, n) for n in (BOXES, SCORES, CLASS_IDS, COUNT)}
+        raw = pb_utils.get_input_config_by_name(config, RAW)
+        self.raw_dtype = torch.from_numpy(
+            np.zeros(0, pb_utils.triton_string_to_numpy(raw["data_type"]))
+        ).dtype
         self.stats = DeviceStats(args["model_name"])
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Run the whole postprocess once on this instance's device.
+        """Run the whole postprocess once on this instance's device, as the detector feeds it.
 
         The first CUDA call of each kernel (and torchvision's NMS library load) costs far
-        more than a batch; pay it here, not on the first camera's first frame.
+        more than a batch; pay it here, not on the first camera's first frame: a head of
+        the served input size, in the config's dtype (CUDA loads kernels per dtype).
         """
         generator = torch.Generator().manual_seed(0)
-        head = torch.rand((1, 4 + len(self.labels), 64), generator=generator) * 320
+        anchors = expected_anchors(INPUT_SHAPE)
+        head = torch.rand((1, 4 + len(self.labels), anchors), generator=generator) * 320
         head[:, 4:] /= 320
         sizes = torch.tensor([[720, 1280]], dtype=torch.int32)
-        postprocess_flat(head.to(self.device), sizes.to(self.device), [self.defaults])
+        head = head.to(self.device, self.raw_dtype)
+        postprocess_flat(head, sizes.to(self.device), [self.defaults])
 
     @guarded_execute
     def execute(self, requests: list) -> list:

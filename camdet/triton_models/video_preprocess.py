@@ -7,6 +7,7 @@ A request the pool refuses fails alone; the others of the batch get their frames
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -176,10 +177,17 @@ def _read(request: Any) -> _Unit | VideoRequestError:
 
 
 def _has_nvdec() -> bool:
-    """Whether PyNvVideoCodec imports (it needs the driver's libnvcuvid to decode)."""
+    """Whether PyNvVideoCodec imports and the driver's NVDEC library loads.
+
+    A container started without the ``video`` driver capability has the package but no
+    ``libnvcuvid``: its cameras then decode with PyAV instead of failing every batch.
+    """
     try:
         import PyNvVideoCodec  # noqa: F401
-    except ImportError:
+
+        ctypes.CDLL("libnvcuvid.so.1")
+    except (ImportError, OSError) as error:
+        pb_utils.Logger.log_warn(f"preprocess_video: no NVDEC ({error}); decoding with PyAV")
         return False
     return True
 
