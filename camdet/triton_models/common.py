@@ -108,10 +108,19 @@ def checked_parameters(request: pb_utils.InferenceRequest) -> dict[str, Any]:
 
 
 def instance_device(args: dict[str, str]) -> int | None:
-    """CUDA device id of this instance, or None for a CPU instance."""
-    if args.get("model_instance_kind") == "GPU":
-        return int(args["model_instance_device_id"])
-    return None
+    """CUDA device id of this instance, or None for a CPU instance.
+
+    A GPU instance's stub process also makes it torch's current device: code that uses
+    "the current device" (stream capture, DLPack hand-offs, libraries' default streams)
+    then works on the instance's GPU rather than on GPU 0.
+    """
+    if args.get("model_instance_kind") != "GPU":
+        return None
+    device_id = int(args["model_instance_device_id"])
+    import torch
+
+    torch.cuda.set_device(device_id)
+    return device_id
 
 
 def join_on(tensors: list, device: object) -> object:
