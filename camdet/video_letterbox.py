@@ -29,8 +29,9 @@ def frames_pipeline(frames_device: str = "cpu"):
         frames_device: Where the fed frames live: ``"cpu"`` or ``"gpu"``.
 
     Returns:
-        ``preprocessed_image`` ``[3, 640, 640]`` FP16 and ``original_size`` ``[2]`` INT32
-        (height, width in pixels of the decoded frame), as :func:`letterbox` returns them.
+        ``preprocessed_image`` ``[3, INPUT_HEIGHT, INPUT_WIDTH]`` FP16 and ``original_size``
+        ``[2]`` INT32 (height, width in pixels of the decoded frame), as :func:`letterbox`
+        returns them.
     """
     frames = fn.external_source(
         name=FRAMES, dtype=types.UINT8, ndim=3, layout="HWC", device=frames_device
@@ -66,8 +67,9 @@ class VideoLetterbox:
         """Letterbox frames (``[H, W, 3]`` uint8 RGB each, sizes may differ).
 
         Returns:
-            ``[N, 3, 640, 640]`` FP16 and ``[N, 2]`` INT32 (height, width): numpy arrays
-            for CPU output, torch CUDA tensors for GPU output; owned by the caller.
+            ``[N, 3, INPUT_HEIGHT, INPUT_WIDTH]`` FP16 and ``[N, 2]`` INT32 (height, width):
+            numpy arrays for CPU output, torch CUDA tensors for GPU output; owned by the
+            caller.
         """
         self.pipe.feed_input(FRAMES, frames)
         image, size = self.pipe.run()
