@@ -455,9 +455,11 @@ def _run_mode(
 ) -> list[PointResult]:
     results = []
     if mode in ("bare", "segment"):
-        from camdet.perf.segment import SegmentPoint  # DALI: imported only when needed
+        kind: Any = BarePoint
+        if mode == "segment":
+            from camdet.perf.segment import SegmentPoint  # imports DALI: only when needed
 
-        kind = SegmentPoint if mode == "segment" else BarePoint
+            kind = SegmentPoint
         for loop in loops:
             point = kind(loop.batch_size, loop.preprocess_name)
             results.append(replace(run_bare(frames, loop, config.window, point), repeat=repeat))
