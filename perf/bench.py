@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 from camdet.perf.frames import DEFAULT_SIZES, parse_size, synthetic_frames
 from camdet.perf.load import (
-    BarePoint,
     LoadPoint,
     PointResult,
     ServerProbe,
@@ -455,14 +454,13 @@ def _run_mode(
 ) -> list[PointResult]:
     results = []
     if mode in ("bare", "segment"):
-        kind: Any = BarePoint
+        measure = run_bare
         if mode == "segment":
-            from camdet.perf.segment import SegmentPoint  # imports DALI: only when needed
+            from camdet.perf.segment import run_segment_bare  # imports DALI: only when needed
 
-            kind = SegmentPoint
+            measure = run_segment_bare
         for loop in loops:
-            point = kind(loop.batch_size, loop.preprocess_name)
-            results.append(replace(run_bare(frames, loop, config.window, point), repeat=repeat))
+            results.append(replace(measure(frames, loop, config.window), repeat=repeat))
             _log_point(results[-1])
         return results
     for point in server_points(config, mode):

@@ -247,21 +247,21 @@ def _camera_loop(
         if time.time() >= stop:
             return
         sent = time.time()
+        held = False
         try:
-            if detect(frames[index % len(frames)]) is None:  # a video decoder kept the frame
-                log.held.append(time.time())
-                index += 1
-                due += interval
-                continue
+            held = detect(frames[index % len(frames)]) is None  # a video decoder kept it
             ok = True
         except (InferenceServerException, ValueError) as exc:
             ok = False
             message = str(exc)[:300]
             if message not in log.errors and len(log.errors) < _MAX_ERRORS:
                 log.errors.append(message)
-        log.sent.append(sent)
-        log.done.append(time.time())
-        log.ok.append(ok)
+        if held:
+            log.held.append(time.time())
+        else:
+            log.sent.append(sent)
+            log.done.append(time.time())
+            log.ok.append(ok)
         index += 1
         due += interval
 

@@ -97,9 +97,10 @@ def speed(
     from camdet.perf.runners import make_runner, onnx_image_shape
 
     runners, inputs = {}, {}
+    shapes = {path: (3, *onnx_image_shape(path)) for path in paths}
     for path in paths:
         runners[path] = make_runner(runner, path, threads)
-        images = np.random.default_rng(0).random((batch, 3, *onnx_image_shape(path)), np.float32)
+        images = np.random.default_rng(0).random((batch, *shapes[path]), np.float32)
         inputs[path] = _on_runner_device(runners[path], images)
         _wait(runners[path](inputs[path]))  # warm-up: allocations, kernels, CUDA graphs
     rates: dict[Path, list[float]] = {p: [] for p in paths}
@@ -121,7 +122,7 @@ def speed(
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "files": {
             str(p): {
-                "input_shape": [3, *onnx_image_shape(p)],
+                "input_shape": list(shapes[p]),
                 "images_per_s": round(float(np.median(rates[p])), 2),
                 "rounds": [round(r, 2) for r in rates[p]],
             }
