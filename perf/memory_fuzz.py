@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs, valid_frames
-from camdet.perf.rss import TreeRss, tree_rss
+from camdet.perf.rss import TreeRss, tree_gpu_mb, tree_rss
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class FuzzReport:
         after: RSS after the fuzz and the idle period.
         alive: Whether valid frames were still answered at the end.
         errors: Failures of valid frames, during the fuzz or in the final check.
+        gpu_before_mb: GPU memory of the server's processes after warm-up, MiB (None
+            without a GPU).
+        gpu_after_mb: The same after the fuzz and the idle period.
     """
 
     inputs: int
@@ -58,6 +61,8 @@ class FuzzReport:
     after: TreeRss
     alive: bool
     errors: list[str] = field(default_factory=list)
+    gpu_before_mb: float | None = None
+    gpu_after_mb: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -147,7 +152,7 @@ def run_fuzz(
     frames = valid_frames(seed=seed)
     warm_up(url, frames, warmup_rounds, threads)
     time.sleep(min(idle_s, 5.0))
-    before = tree_rss(server_pid)
+    before, gpu_before = tree_rss(server_pid), tree_gpu_mb(server_pid)
     peak = [before.total_mb]
     done = threading.Event()
 
@@ -163,7 +168,7 @@ def run_fuzz(
     done.set()
     watcher.join()
     time.sleep(idle_s)
-    after = tree_rss(server_pid)
+    after, gpu_after = tree_rss(server_pid), tree_gpu_mb(server_pid)
     check_answered, check_failed, check_errors = _run_threads(
         url, iter([FuzzInput("valid", f) for f in frames]), 1, 300.0
     )
@@ -177,6 +182,8 @@ def run_fuzz(
         after=after,
         alive=not check_failed and check_answered["valid"] == len(frames),
         errors=errors + check_errors,
+        gpu_before_mb=gpu_before,
+        gpu_after_mb=gpu_after,
     )
 
 
@@ -214,6 +221,11 @@ def print_report(report: FuzzReport) -> None:
         f"anonymous RSS after warm-up {before.anon_mb:.0f} MiB, after fuzz + idle "
         f"{after.anon_mb:.0f} MiB: ratio {report.ratio:.3f}"
     )
+    if report.gpu_before_mb and report.gpu_after_mb is not None:
+        print(
+            f"GPU memory after warm-up {report.gpu_before_mb:.0f} MiB, after fuzz + idle "
+            f"{report.gpu_after_mb:.0f} MiB: ratio {report.gpu_after_mb / report.gpu_before_mb:.3f}"
+        )
     print(f"  {'process':32s} {'RSS MiB':>17s} {'anonymous MiB':>19s}")
     for label in sorted(report.moved()):
         rss = (before.processes.get(label, 0.0), after.processes.get(label, 0.0))

@@ -93,3 +93,23 @@ def client_rss(server_pid: int | None) -> TreeRss:
     """RSS of this process and its descendants, minus the server's tree if it is one."""
     server = {p.pid for p in tree_processes(server_pid)} if server_pid is not None else set()
     return rss_of(p for p in tree_processes(psutil.Process().pid) if p.pid not in server)
+
+
+def tree_gpu_mb(pid: int) -> float | None:
+    """GPU memory held by process ``pid`` and its descendants, MiB (None: no nvidia-smi).
+
+    Read from ``nvidia-smi --query-compute-apps``: device memory each process allocated
+    (CUDA context, pools, decoder buffers), which RSS does not show.
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
+    result = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+    if result.returncode != 0:
+        return None
+    pids = {p.pid for p in tree_processes(pid)}
+    used = (line.split(",") for line in result.stdout.strip().splitlines() if "," in line)
+    return sum(float(mb) for app, mb in used if int(app) in pids)

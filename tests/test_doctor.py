@@ -57,6 +57,23 @@ def test_gpu_checks_are_skipped_with_the_reason_on_a_cpu_machine() -> None:
     assert "--url" in checks["server"]["fix"]
 
 
+@pytest.mark.gpu
+def test_gpu_checks_decode_on_the_gpu_machine() -> None:
+    """On a GPU machine the GPU checks decode real frames (JPEG on the hardware decoder of
+    an H100/A100-class GPU, an H.264 clip on NVDEC) instead of reading names."""
+    _, report = doctor()
+    checks = by_name(report)
+    assert checks["gpu"]["status"] == "pass", checks["gpu"]
+    jpeg = checks["nvjpeg-hw"]
+    assert jpeg["status"] in ("pass", "warn") and "frames/s" in jpeg["detail"], jpeg
+    if any(model in checks["gpu"]["detail"] for model in ("H100", "H200", "A100")):
+        assert jpeg["status"] == "pass" and "hardware JPEG decoder in use" in jpeg["detail"]
+    nvdec = checks["nvdec"]
+    assert nvdec["status"] == "pass", nvdec
+    assert "decoded 8 of 8 H.264 frames" in nvdec["detail"]
+    assert checks["contracts"]["status"] == "pass", checks["contracts"]
+
+
 def test_broken_repository_fails_with_the_problem(repository: Path, tmp_path: Path) -> None:
     broken = tmp_path / "repo"
     for config in repository.glob("*/config.pbtxt"):
