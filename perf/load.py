@@ -74,9 +74,13 @@ class LoadPoint:
         if self.mode == "video" and self.shm != "none":
             raise ValueError("video cameras send their access units over gRPC (shm none)")
 
-    def first_frame(self, camera: int) -> int:
-        """Where camera ``camera`` starts in the frames: a video stream at its keyframe."""
-        return 0 if self.mode == "video" else camera
+    def first_frame(self, camera: int, num_frames: int) -> int:
+        """Where camera ``camera`` starts in ``num_frames`` frames.
+
+        A video stream starts at its keyframe; a JPEG camera at its own frame, wrapping
+        around (cameras outnumber frames at scale).
+        """
+        return 0 if self.mode == "video" else camera % num_frames
 
     @property
     def label(self) -> str:
@@ -292,7 +296,8 @@ def run_cameras(
     """
     setups = [_request_function(point, url, str(c), frames) for c in cameras]
     for (detect, _, _), camera in zip(setups, cameras, strict=True):
-        detect(frames[point.first_frame(camera)])  # connect and warm this camera's path
+        # Connect and warm this camera's path.
+        detect(frames[point.first_frame(camera, len(frames))])
     if ready is not None:
         ready()
     t0 = start() if callable(start) else start
@@ -304,7 +309,7 @@ def run_cameras(
             args=(
                 detect,
                 frames,
-                point.first_frame(c),
+                point.first_frame(c, len(frames)),
                 point.fps,
                 c / point.cameras,
                 t0,

@@ -503,13 +503,18 @@ def test_bench_video_mode_runs_beside_the_clips_jpegs(server, repository, tmp_pa
     assert "segment: skipped: " in write_report(report, tmp_path, plot=False)
 
 
+def test_cameras_start_at_their_own_frame_and_wrap_when_they_outnumber_frames() -> None:
+    assert [LoadPoint("ours", cameras=5).first_frame(c, 2) for c in range(5)] == [0, 1, 0, 1, 0]
+    assert LoadPoint("video", cameras=5).first_frame(3, 2) == 0  # a stream starts at its keyframe
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("mode", ["ours", "naive"])
 def test_cameras_in_several_processes_over_system_shared_memory(server, frames, mode) -> None:
     point = LoadPoint(mode, cameras=3, processes=2, shm="system", torch_threads=1)
     result = run_point(
         server.grpc_url,
-        [f.data for f in frames],
+        [f.data for f in frames[:2]],  # more cameras than frames, as at 256 cameras
         point,
         Window(warmup_s=0.5, duration_s=2.0),
         ServerProbe(server.grpc_url, server.process.pid),
