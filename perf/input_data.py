@@ -120,6 +120,7 @@ def reference_steps(runner: DetectorRunner | None) -> dict[str, StepFunction]:
     Args:
         runner: Runs the detector; without one the ``postprocess`` inputs cannot be made.
     """
+    import torch
     from camdet.perf.pipelines import letterbox_frame
 
     def preprocess(encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +133,8 @@ def reference_steps(runner: DetectorRunner | None) -> dict[str, StepFunction]:
         "preprocess": preprocess,
     }
     if runner is not None:
-        steps["detector"] = lambda images: (np.asarray(runner(images[None]))[0],)
+        # The torch runner answers with a CUDA tensor on a GPU machine: copy it to the host.
+        steps["detector"] = lambda images: (torch.as_tensor(runner(images[None]))[0].cpu().numpy(),)
     return steps
 
 

@@ -114,6 +114,23 @@ def test_step_input_data_is_the_reference_of_each_step(input_data, frames, onnx)
     assert original.tolist() == [frames[0].height, frames[0].width] == list(size)
 
 
+def test_postprocess_input_data_from_the_torch_runner(
+    frames, repository, onnx, input_data, tmp_path
+) -> None:
+    """The torch runner answers with a (CUDA, on a GPU) tensor; the written detections
+    are ONNX Runtime's within FP16 rounding."""
+    written = write_input_data(
+        tmp_path, frames[:1], repository, make_runner("torch", onnx), max_tensor_frames=1
+    )
+
+    def raw(path: Path) -> np.ndarray:
+        content = json.loads(path.read_text())["data"][0]["raw_detections"]["content"]["b64"]
+        return np.frombuffer(base64.b64decode(content), dtype="<f2").astype(np.float32)
+
+    expected = raw(input_data["postprocess"])
+    np.testing.assert_allclose(raw(written["postprocess"]), expected, rtol=1e-2, atol=0.1)
+
+
 def test_torch_runner_computes_what_onnxruntime_computes(frames, onnx) -> None:
     images = np.stack([letterbox_frame(f.data)[0] for f in frames[:3]])
     expected = make_runner("onnxruntime", onnx)(images)
