@@ -10,10 +10,15 @@ and ``detect_video`` answers (H.264/HEVC pass-through), after their frames are r
   decimation) advance the motion model by the gap in the camera's frame positions, so
   tracks coast through them and keep their ids for up to ``max_age`` frames.
 - A new camera session (reconnect, next pass of a looping file) ends every track: the
-  objects may have moved anywhere meanwhile. Ids keep counting up, never reused.
+  objects may have moved anywhere meanwhile. Ids keep counting up, never reused, so a
+  track is keyed by ``(camera, track_id)`` for the whole client run.
+- A late answer from an older session (frames still in flight at the reconnect, or at
+  the end of a looping file's pass) gets no ids and changes no track and no count: its
+  tracks have ended, and taking it as a restart would end the current session's too.
 - An answer that arrives after a later frame's is labelled from the current tracks
   without changing them (the tracker only moves forward in time).
-- With a count line, tracks crossing it are counted per camera and direction.
+- With a count line, tracks crossing it are counted per camera and direction; the side
+  of a track is forgotten when the tracker ends it (after ``max_age`` frames unseen).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from itertools import count
 
 import numpy as np
+from camdet.client.detect import Detection
+from camdet.client.reader import CapturedFrame
 from camdet.client.sinks import Result
 
 from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings
@@ -36,6 +43,32 @@ class _CameraTracks:
     session: int | None = None
     newest_index: int = -1  # capture index of the newest frame tracked
     position: int | None = None  # its position in the session, for the time step
+
+    def track(self, frame: CapturedFrame, detections: list[Detection]) -> np.ndarray:
+        """``[N]`` int64 track ids of one answered frame's detections, NO_TRACK where none."""
+        boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+        if self.session is not None and frame.session < self.session:
+            # Its tracks ended at the reconnect; the current session's must not.
+            return np.full(len(boxes), NO_TRACK, dtype=np.int64)
+        if frame.session != self.session:
+            self._restart(frame.session)
+        if frame.index < self.newest_index:
+            return self.tracker.label(boxes)
+        step = 1 if self.position is None else frame.position - self.position
+        scores = np.array([d.score for d in detections], dtype=np.float64)
+        class_ids = np.array([d.class_id for d in detections], dtype=np.int64)
+        ids = self.tracker.update(boxes, scores, class_ids, max(step, 1))
+        self.newest_index, self.position = frame.index, frame.position
+        if self.counter is not None:
+            self.counter.update(ids, boxes)
+            self.counter.retain(t.track_id for t in self.tracker.tracks if t.confirmed)
+        return ids
+
+    def _restart(self, session: int) -> None:
+        self.tracker.reset()
+        if self.counter is not None:
+            self.counter.forget()
+        self.session, self.newest_index, self.position = session, -1, None
 
 
 @dataclass
@@ -53,30 +86,17 @@ class Tracking:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def apply(self, result: Result) -> Result:
-        """The answered frame with a ``track_id`` on each detection (None: no track yet).
+        """The answered frame with a ``track_id`` on each detection (None: no track).
 
+        None: not (yet) a confirmed track, or an answer from an older camera session.
         Call once per answered frame, in answer order (the event loop does).
         """
-        frame = result.frame
-        camera = self._camera(frame.camera_id)
-        detections = result.detections
-        boxes = np.array([d.box for d in detections], dtype=np.float64).reshape(-1, 4)
+        camera = self._camera(result.frame.camera_id)
         with self._lock:
-            if frame.session != camera.session:
-                self._restart(camera, frame.session)
-            if frame.index < camera.newest_index:
-                ids = camera.tracker.label(boxes)
-            else:
-                step = 1 if camera.position is None else frame.position - camera.position
-                scores = np.array([d.score for d in detections], dtype=np.float64)
-                class_ids = np.array([d.class_id for d in detections], dtype=np.int64)
-                ids = camera.tracker.update(boxes, scores, class_ids, max(step, 1))
-                camera.newest_index, camera.position = frame.index, frame.position
-                if camera.counter is not None:
-                    camera.counter.update(ids, boxes)
+            ids = camera.track(result.frame, result.detections)
         tracked = [
             replace(d, track_id=None if i == NO_TRACK else int(i))
-            for d, i in zip(detections, ids, strict=True)
+            for d, i in zip(result.detections, ids, strict=True)
         ]
         return replace(result, detections=tracked)
 
@@ -98,10 +118,3 @@ class Tracking:
                 counter = None if self.count_line is None else LineCounter(self.count_line)
                 camera = self._cameras[camera_id] = _CameraTracks(tracker, counter)
             return camera
-
-    @staticmethod
-    def _restart(camera: _CameraTracks, session: int) -> None:
-        camera.tracker.reset()
-        if camera.counter is not None:
-            camera.counter.forget()
-        camera.session, camera.newest_index, camera.position = session, -1, None

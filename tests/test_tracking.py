@@ -81,15 +81,18 @@ def test_track_coasts_through_a_gap_and_ends_after_max_age() -> None:
     assert tracker.update((box + 60 * velocity)[None], [0.9], [2]).tolist() == [NO_TRACK]
 
 
-def test_count_line_counts_direction_once_despite_jitter() -> None:
+def test_count_line_counts_each_direction_once_despite_jitter() -> None:
     line = CountLine.parse("100,0,100,200")
     counter = LineCounter(line)
-    # Moving right across a top-to-bottom line: onto its right-hand side? Going from
-    # (100, 0) to (100, 200) in image coordinates, the right-hand side is x < 100.
-    path = [80, 95, 99, 101, 99.5, 100.5, 105, 130]
-    events = [counter.update(np.array([7]), np.array([[x - 5, 50, x + 5, 60]])) for x in path]
+    # Going from (100, 0) to (100, 200) in image coordinates, the right-hand side ("in")
+    # is x < 100: moving right crosses "out", moving back left crosses "in". Both times
+    # the box jitters on the line (within the margin, and just beyond it).
+    there = [80, 95, 99, 101, 99.5, 100.5, 105, 130]
+    back = [130, 103, 101, 99, 100.5, 99.5, 97, 60]
+    events = [counter.update(np.array([7]), np.array([[x - 5, 50, x + 5, 60]])) for x in there]
     assert [e for e in events if e] == [[(7, "out")]]
-    counter.update(np.array([7]), np.array([[60, 50, 70, 60]]))
+    events = [counter.update(np.array([7]), np.array([[x - 5, 50, x + 5, 60]])) for x in back]
+    assert [e for e in events if e] == [[(7, "in")]]
     assert dict(counter.counts) == {"out": 1, "in": 1}
     # Crossing the infinite line beyond the segment's end does not count.
     counter.update(np.array([8]), np.array([[80, 300, 90, 310]]))
@@ -143,14 +146,70 @@ def ids_of(result: Result) -> list[int | None]:
     return [d.track_id for d in result.detections]
 
 
+def across(x: float) -> list[list[float]]:
+    """A 40 px wide box centred on column x, rows 10-30 (within the test lines' extent)."""
+    return [[x - 20, 10.0, x + 20, 30.0]]
+
+
 def test_client_stage_restarts_on_new_session_and_never_reuses_ids() -> None:
     tracking = Tracking(count_line=CountLine(50, 0, 50, 100))
-    box = [[10.0, 10.0, 30.0, 30.0]]
-    assert ids_of(tracking.apply(answer(0, box))) == [1]
-    assert ids_of(tracking.apply(answer(1, [[12.0, 10.0, 32.0, 30.0]]))) == [1]
-    # Reconnect: session 1. The same place holds a new track, with a new id.
-    assert ids_of(tracking.apply(answer(2, box, session=1, position=0))) == [2]
+    assert ids_of(tracking.apply(answer(0, across(20)))) == [1]
+    assert ids_of(tracking.apply(answer(1, across(22)))) == [1]
+    # Reconnect: session 1 sees an object on the line's other side. Tracks restart, so
+    # it is a new track with a new id, and left-in-session-0 to right-in-session-1 is no
+    # crossing.
+    assert ids_of(tracking.apply(answer(2, across(80), session=1, position=0))) == [2]
+    assert ids_of(tracking.apply(answer(3, across(78), session=1, position=1))) == [2]
     assert tracking.crossings() == {"cam": {"in": 0, "out": 0}}
+    # Within session 1, going back across is counted.
+    for position, x in enumerate((70, 60, 50, 40, 30), start=2):
+        assert ids_of(
+            tracking.apply(answer(2 + position, across(x), session=1, position=position))
+        ) == [2]
+    assert tracking.crossings() == {"cam": {"in": 1, "out": 0}}
+
+
+def test_client_stage_ignores_late_answers_of_an_older_session() -> None:
+    tracking = Tracking(count_line=CountLine(50, 0, 50, 100))
+    assert ids_of(tracking.apply(answer(0, across(20)))) == [1]
+    assert ids_of(tracking.apply(answer(1, across(22)))) == [1]
+    assert ids_of(tracking.apply(answer(3, across(30), session=1, position=0))) == [2]
+    assert ids_of(tracking.apply(answer(4, across(40), session=1, position=1))) == [2]
+    # Session 0's answer for frame 2, in flight at the reconnect, arrives now, with the
+    # object past the line: no ids, no restart, no crossing.
+    late = tracking.apply(answer(2, across(70) + across(22), session=0, position=2))
+    assert ids_of(late) == [None, None]
+    assert tracking.crossings() == {"cam": {"in": 0, "out": 0}}
+    # Session 1 goes on with the same track (no id burned) and its crossing, begun
+    # before the late answer, counts once.
+    for position, x in enumerate((50, 60, 70), start=2):
+        assert ids_of(
+            tracking.apply(answer(3 + position, across(x), session=1, position=position))
+        ) == [2]
+    assert tracking.crossings() == {"cam": {"in": 0, "out": 1}}
+    # The next session's first track takes the next id.
+    assert ids_of(tracking.apply(answer(8, across(20), session=2, position=0))) == [3]
+    assert tracking.crossings() == {"cam": {"in": 0, "out": 1}}
+
+
+def test_count_line_forgets_ended_tracks_and_still_counts() -> None:
+    tracking = Tracking(count_line=CountLine(50, 0, 50, 400))
+    lanes, objects, path = 4, 2_000, (30.0, 38, 46, 54, 62, 70)
+    remembered, seen = [], set()
+    for frame in range(objects // lanes * len(path)):
+        # Lane k runs one object after another across the line, rightwards ("out") in
+        # lanes 0 and 1, leftwards ("in") in lanes 2 and 3; each track lives 6 frames.
+        boxes = []
+        for lane in range(lanes):
+            x = path[frame % len(path)] if lane < 2 else path[-1 - frame % len(path)]
+            boxes.append([x - 10, 100.0 * lane + 10, x + 10, 100.0 * lane + 30])
+        seen.update(ids_of(tracking.apply(answer(frame, boxes))))
+        remembered.append(len(tracking._cameras["cam"].counter))
+    assert seen - {None} == set(range(1, objects + 1))  # one id per object, none burned
+    assert tracking.crossings() == {"cam": {"in": objects // 2, "out": objects // 2}}
+    # An ended track's side is dropped: the tracker keeps a track max_age (30) frames
+    # after its last detection, so each lane holds at most 30 / 6 + 1 tracks.
+    assert max(remembered) <= lanes * 6, max(remembered)
 
 
 def test_client_stage_bridges_failover_gaps_and_labels_late_answers() -> None:

@@ -11,6 +11,7 @@ from ``(x1, y1)`` to ``(x2, y2)`` in image coordinates (y down), ``out`` the opp
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,10 +128,20 @@ class LineCounter:
                 crossings.append((int(track_id), direction))
         return crossings
 
-    def forget(self, track_ids: set[int] | None = None) -> None:
-        """Drop remembered sides (all, e.g. on a new camera session, or some tracks)."""
-        if track_ids is None:
-            self._sides.clear()
-        else:
-            for track_id in track_ids:
-                self._sides.pop(track_id, None)
+    def retain(self, track_ids: Iterable[int]) -> None:
+        """Forget the sides of every track but these (the tracker's live ones).
+
+        Call after each update with the ids of the tracks the tracker still holds: a track
+        that ended never comes back (ids are not reused), so its side is dead weight, and a
+        long-running camera would otherwise keep one entry per track it ever saw.
+        """
+        alive = set(track_ids)
+        self._sides = {t: side for t, side in self._sides.items() if t in alive}
+
+    def forget(self) -> None:
+        """Forget every remembered side (a new camera session: all tracks ended)."""
+        self._sides.clear()
+
+    def __len__(self) -> int:
+        """Number of tracks whose side is remembered."""
+        return len(self._sides)
