@@ -13,14 +13,12 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from camdet.jpeg_headers import JpegHeaderError, read_headers
+
 JPEG_SOI = b"\xff\xd8"
 JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_IEND = b"IEND\xaeB`\x82"
-# Start-of-frame markers carry the dimensions; C4 (DHT), C8 (JPG) and CC (DAC) do not.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-# Markers without a length field.
-_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
 # Encoders and cameras may pad after the end marker; look for it this far from the end.
 _TRAILER_SLACK = 64
 
@@ -80,30 +78,14 @@ def check_encoded_image(data: bytes, max_pixels: int, max_side: int) -> ImageInf
 
 
 def _jpeg_info(data: bytes) -> ImageInfo:
-    """Walk the JPEG marker segments up to the start-of-frame and check the trailer."""
+    """Check the trailer and the headers a decoder reads (:mod:`camdet.jpeg_headers`)."""
     if JPEG_EOI not in data[-_TRAILER_SLACK:]:
         raise ImageCheckError(f"truncated JPEG: no end-of-image marker ({len(data)} bytes)")
-    pos = len(JPEG_SOI)
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise ImageCheckError(f"corrupt JPEG: expected a marker at byte {pos}")
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            pos += 1
-            continue
-        if marker in _JPEG_STANDALONE:
-            pos += 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        if marker in _JPEG_SOF:
-            if pos + 9 > len(data):
-                break
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return ImageInfo("jpeg", height, width)
-        if marker in (0xDA, 0xD9):  # scan data or end before any frame header
-            break
-        pos += 2 + length
-    raise ImageCheckError("corrupt JPEG: no frame header (SOF) before the image data")
+    try:
+        headers = read_headers(data)
+    except JpegHeaderError as error:
+        raise ImageCheckError(f"corrupt JPEG: {error}") from None
+    return ImageInfo("jpeg", headers.height, headers.width)
 
 
 def _png_info(data: bytes) -> ImageInfo:
@@ -128,6 +110,8 @@ def _check_png_chunks(data: bytes) -> None:
     while pos + 12 <= len(data):
         length, kind = struct.unpack(">I4s", view[pos : pos + 8])
         name = kind.decode("latin-1")
+        if not kind.isalpha():  # chunk types are four ASCII letters; decoders refuse others
+            raise ImageCheckError(f"corrupt PNG: invalid chunk type {kind!r} at byte {pos}")
         end = pos + 12 + length
         if end > len(data):
             raise ImageCheckError(f"truncated PNG: chunk {name} at byte {pos} runs past the end")

@@ -21,7 +21,7 @@ from camdet.scenes import render_frame
 pytestmark = pytest.mark.server
 
 HUGE = "1" + "0" * 30  # the 31-digit value that once failed every frame of its batch
-KNOWN = "(known: codec, confidence_threshold, iou_threshold, max_detections)"
+KNOWN = "(known: confidence_threshold, iou_threshold, max_detections)"
 # Each bad parameter and the exact reason its request gets.
 BAD_PARAMETERS = [
     ({"max_detections": HUGE}, f"max_detections must be an integer, got str '{HUGE}'"),
@@ -36,7 +36,7 @@ BAD_PARAMETERS = [
     ({"confidence_threshold": True}, "confidence_threshold must be a number, got bool True"),
     ({"iou_threshold": 0}, "iou_threshold must be in (0, 1], got 0"),
     ({"iou_threshold": -math.inf}, "iou_threshold must be a finite number, got -inf"),
-    ({"codec": 5}, "codec must be a string, got int 5"),
+    ({"codec": "h264"}, f"unknown request parameter 'codec' {KNOWN}"),  # detect_video's
     ({"confidence_treshold": 0.5}, f"unknown request parameter 'confidence_treshold' {KNOWN}"),
 ]  # fmt: skip
 
@@ -175,15 +175,31 @@ def test_every_refusal_gives_a_reason_in_words(client, valid_frames) -> None:
         assert_client_error(error, reason)
 
 
-def test_undecodable_jpeg_says_why_without_dali_source(client, valid_frames) -> None:
+def test_undecodable_jpeg_is_refused_alone_with_a_reason(client, valid_frames) -> None:
+    """validate refuses a Huffman table the decoder would refuse; should such a frame
+    reach the portable preprocess anyway, it fails alone, in words, not DALI's source."""
     jpeg = valid_frames[1]
     dht = jpeg.index(b"\xff\xc4")
     broken = jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]  # an undecodable Huffman table
     ((result, error),) = send_all(client, [(broken, None)])
-    assert result is None and error.status() == "StatusCode.INVALID_ARGUMENT"
-    message = error.message()
+    assert result is None
+    reason = f"invalid image: corrupt JPEG: Huffman table at byte {dht} claims 4080 codes"
+    assert_client_error(error, reason)
+    answers: queue.Queue = queue.Queue()
+    for index, data in enumerate([valid_frames[0], broken, valid_frames[2]]):
+        tensor = grpcclient.InferInput("encoded_image", [1, len(data)], "UINT8")
+        tensor.set_data_from_numpy(np.frombuffer(data, np.uint8)[None])
+        client.async_infer(
+            "preprocess",
+            [tensor],
+            callback=lambda result, error, i=index: answers.put((i, result, error)),
+        )
+    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=60) for _ in range(3)))
+    assert got[0][1] is None and got[2][1] is None  # its batch-mates are answered
+    message = got[1][1].message()
+    assert got[1][1].status() == "StatusCode.INVALID_ARGUMENT"
     assert message.startswith(
-        "in ensemble 'detect', cannot decode image: the JPEG image data is corrupt or uses "
+        "cannot decode image: the JPEG image data is corrupt or uses "
         "a feature the decoder does not support ("
     ), message
     assert "fn.decoders" not in message and "#" not in message and "\n" not in message
