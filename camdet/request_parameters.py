@@ -70,6 +70,10 @@ STRING_PARAMETERS: frozenset[str] = frozenset({"codec"})
 """``detect_video``'s codec (its value is checked by :mod:`camdet.decoder_pool`)."""
 
 KNOWN_PARAMETERS: tuple[str, ...] = tuple(sorted({*NUMBER_PARAMETERS, *STRING_PARAMETERS}))
+"""Every parameter of ``detect_video`` (whose steps see all of them)."""
+
+IMAGE_PARAMETERS: tuple[str, ...] = tuple(sorted(NUMBER_PARAMETERS))
+"""The parameters of ``detect``: ``codec`` means nothing to a JPEG/PNG frame."""
 
 
 def _shown(value: Any) -> str:
@@ -107,11 +111,14 @@ def check_number(name: str, value: Any) -> float | int:
     return int(value) if accepted.integer else value
 
 
-def check_request_parameters(params: dict[str, Any]) -> dict[str, Any]:
+def check_request_parameters(
+    params: dict[str, Any], known: tuple[str, ...] = KNOWN_PARAMETERS
+) -> dict[str, Any]:
     """Check every parameter of one request.
 
     Args:
         params: The request's parameters (:func:`camdet.triton_models.common.request_parameters`).
+        known: The names this ensemble takes (:data:`IMAGE_PARAMETERS` for ``detect``).
 
     Returns:
         The parameters, numbers converted (``max_detections`` an ``int``).
@@ -121,6 +128,10 @@ def check_request_parameters(params: dict[str, Any]) -> dict[str, Any]:
     """
     checked: dict[str, Any] = {}
     for name, value in sorted(params.items()):
+        if name not in known:
+            raise RequestParameterError(
+                f"unknown request parameter {_shown(name)} (known: {', '.join(known)})"
+            )
         if name in NUMBER_PARAMETERS:
             checked[name] = check_number(name, value)
         elif name in STRING_PARAMETERS:
@@ -129,8 +140,4 @@ def check_request_parameters(params: dict[str, Any]) -> dict[str, Any]:
                     f"{name} must be a string, got {type(value).__name__} {_shown(value)}"
                 )
             checked[name] = value
-        else:
-            raise RequestParameterError(
-                f"unknown request parameter {_shown(name)} (known: {', '.join(KNOWN_PARAMETERS)})"
-            )
     return checked

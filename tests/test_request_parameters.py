@@ -10,14 +10,30 @@ import pytest
 from test_request_errors import BAD_PARAMETERS, lose_interval, rst_jpeg
 
 from camdet.jpeg_damage import find_damage
-from camdet.request_parameters import RequestParameterError, check_request_parameters
+from camdet.request_parameters import (
+    IMAGE_PARAMETERS,
+    RequestParameterError,
+    check_request_parameters,
+)
 
 
 @pytest.mark.parametrize(("params", "reason"), BAD_PARAMETERS, ids=lambda v: str(v)[:40])
 def test_each_bad_parameter_is_refused_with_its_reason(params: dict, reason: str) -> None:
     with pytest.raises(RequestParameterError) as info:
-        check_request_parameters(params)
+        check_request_parameters(params, IMAGE_PARAMETERS)
     assert str(info.value) == reason
+
+
+def test_detect_video_also_takes_a_codec_string() -> None:
+    assert check_request_parameters({"codec": "hevc"}) == {"codec": "hevc"}
+    with pytest.raises(RequestParameterError, match=r"^codec must be a string, got int 5$"):
+        check_request_parameters({"codec": 5})
+    with pytest.raises(RequestParameterError) as info:
+        check_request_parameters({"kodec": "h264"})
+    assert str(info.value) == (
+        "unknown request parameter 'kodec' "
+        "(known: codec, confidence_threshold, iou_threshold, max_detections)"
+    )
 
 
 def test_valid_parameters_come_back_typed() -> None:

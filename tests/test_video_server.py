@@ -170,6 +170,31 @@ def test_bad_video_fails_its_own_frames_and_resyncs(client) -> None:
     assert late_errors[3:] == [None] * 4  # other[4] is the next keyframe
 
 
+def test_bad_parameters_fail_their_own_video_frame_only(client) -> None:
+    """Checked before decoding, next to other cameras' frames batched with them."""
+    streams = {700 + c: clip(70 + c, 4, 320, 240, gop=2)[1] for c in range(3)}
+    bad = {
+        701: {1: {"max_detections": 1e30}},  # a P-frame: the next unit is a keyframe
+        702: {0: {"codec": 5}, 2: {"confidence_treshold": 0.5}},
+    }
+    results = send_interleaved(client, streams, bad)
+    errors = {c: [e.message() if e else None for _, e in answers] for c, answers in results.items()}
+    assert errors[700] == [None] * 4
+    assert errors[701][0] is None and errors[701][2:] == [None, None]
+    assert errors[701][1].endswith(
+        "bad request parameters: max_detections must be in [0, 30000], got 1e+30"
+    )
+    assert errors[702][0].endswith("bad request parameters: codec must be a string, got int 5")
+    assert errors[702][2].endswith(
+        "bad request parameters: unknown request parameter 'confidence_treshold' "
+        "(known: codec, confidence_threshold, iou_threshold, max_detections)"
+    )
+    for camera, answers in results.items():
+        for (_, error), message in zip(answers, errors[camera], strict=True):
+            if message is not None:
+                assert error.status() == "StatusCode.INVALID_ARGUMENT" and "\n" not in message
+
+
 def test_refused_streams_have_clear_errors(client) -> None:
     _, units = clip(61, 1, 320, 240)
     text = error_text(lambda: send(client, 601, units[0].data, 0, start=True, codec="vp9"))

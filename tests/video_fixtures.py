@@ -77,12 +77,16 @@ def send(
 
 
 def send_interleaved(
-    client: grpcclient.InferenceServerClient, streams: dict[int, list[EncodedUnit]]
+    client: grpcclient.InferenceServerClient,
+    streams: dict[int, list[EncodedUnit]],
+    parameters: dict[int, dict[int, dict]] | None = None,
 ) -> dict[int, list]:
     """Send the cameras' access units round by round, each round all at once.
 
     Every camera has one request in flight per round (a sequence is ordered), so a
     round's requests reach the model together and are batched across cameras.
+    ``parameters[camera][index]`` are request parameters for that access unit (the
+    first one of each camera also carries its codec).
 
     Returns:
         Per camera, ``(result, error)`` per access unit, in order.
@@ -102,9 +106,17 @@ def send_interleaved(
                 sequence_id=camera,
                 sequence_start=index == 0,
                 sequence_end=index == len(units) - 1,
-                parameters={"codec": "h264"} if index == 0 else None,
+                parameters=_unit_parameters(parameters, camera, index),
             )
         got = dict((c, (r, e)) for c, r, e in (answers.get(timeout=120) for _ in active))
         for camera in active:
             results[camera].append(got[camera])
     return results
+
+
+def _unit_parameters(
+    parameters: dict[int, dict[int, dict]] | None, camera: int, index: int
+) -> dict | None:
+    given = ((parameters or {}).get(camera) or {}).get(index, {})
+    merged = {"codec": "h264", **given} if index == 0 else given
+    return merged or None

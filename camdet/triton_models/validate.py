@@ -13,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from camdet.image_check import ImageCheckError, check_encoded_image
 from camdet.jpeg_damage import find_damage
-from camdet.request_parameters import RequestParameterError
+from camdet.request_parameters import IMAGE_PARAMETERS, RequestParameterError
 from camdet.triton_models.common import (
     checked_parameters,
     error_response,
@@ -54,7 +54,7 @@ class TritonPythonModel:
 
     def _check(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
         try:
-            checked_parameters(request)
+            checked_parameters(request, IMAGE_PARAMETERS)
         except RequestParameterError as exc:
             return error_response(f"bad request parameters: {exc}")
         frames = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()

@@ -20,14 +20,15 @@ import triton_python_backend_utils as pb_utils
 
 from camdet.constants import PAD_VALUE, PIXEL_SCALE
 from camdet.decoder_pool import DecoderPool, PoolLimits, VideoRequestError
+from camdet.request_parameters import RequestParameterError
 from camdet.triton_models.common import (
+    checked_parameters,
     error_response,
     guarded_execute,
     instance_device,
     load_config,
     output_dtype,
     parameter,
-    request_parameters,
 )
 from camdet.video_decoders import DecodedFrame, NvDecoder, PyAVDecoder
 from camdet.video_letterbox import VideoLetterbox
@@ -170,7 +171,11 @@ def _read(request: Any) -> _Unit | VideoRequestError:
     pts = pb_utils.get_input_tensor_by_name(request, PTS).as_numpy()
     if chunk.shape[0] != 1:
         return VideoRequestError(f"one access unit per request, got a batch of {chunk.shape[0]}")
-    codec = request_parameters(request).get("codec")
+    try:
+        # All of them, here: a bad threshold found only by postprocess would cost a decode.
+        codec = checked_parameters(request).get("codec")
+    except RequestParameterError as exc:
+        return VideoRequestError(f"bad request parameters: {exc}")
     return _Unit(
         request.correlation_id(), request.flags(), codec, chunk[0], int(pts.reshape(-1)[0])
     )
