@@ -141,8 +141,8 @@ def test_server_waits_for_the_engine_and_serves_its_plan(compose: dict) -> None:
     assert f"--model-repository={MODEL_REPOSITORY}" in server["command"]
     # Triton's TensorRT backend loads <repository>/detector/<version>/model.plan.
     assert server["volumes"] == [f"plans:{MODEL_REPOSITORY}/detector/1:ro"]
-    assert {port.split(":")[1] for port in server["ports"]} == {"8000", "8001", "8002"}
-    assert server["ports"] == ["8000:8000", "8001:8001", "8002:8002"]
+    # Cameras reach gRPC; HTTP (plaintext) and metrics are published on loopback only.
+    assert server["ports"] == ["127.0.0.1:8000:8000", "8001:8001", "127.0.0.1:8002:8002"]
     assert set(compose["volumes"]) == {"plans", "tensorrt-cache"}
 
 
