@@ -212,8 +212,9 @@ def test_admin_grpc_apis_need_the_header_inference_does_not(
         assert client.is_model_ready("detect")
 
 
-def _http_status(url: str, headers: dict[str, str] | None = None) -> int:
-    request = urllib.request.Request(url, headers=headers or {})
+def _http_status(url: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> int:
+    """Status of a GET (a POST with ``body``) to ``url``."""
+    request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10.0) as response:
             return response.status
@@ -233,5 +234,9 @@ def test_admin_http_apis_need_the_header_health_does_not(guarded: TritonServer) 
     for url in guarded_urls:
         assert _http_status(url) == 403, url
         assert _http_status(url, {HEADER_KEY: SECRET}) == 200, url
+    # model-repository: the index lists the models (POST, as Triton's API has it).
+    index = f"{base}/repository/index"
+    assert _http_status(index, body=b"{}") == 403
+    assert _http_status(index, {HEADER_KEY: SECRET}, body=b"{}") == 200
     assert _http_status(f"{base}/health/ready") == 200
     assert _http_status(f"{base}/models/detect") == 200
