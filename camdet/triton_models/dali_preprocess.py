@@ -15,7 +15,6 @@ batch whole unless the config sets ``max_batch_pixels``.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from nvidia.dali.tensors import TensorCPU, TensorGPU
 
 from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.decode_budget import DEFAULT_MAX_BATCH_PIXELS, claimed_pixels, plan
+from camdet.decode_errors import decode_failure
 from camdet.heap import give_back_heap
 from camdet.triton_models.common import (
     DeviceStats,
@@ -101,7 +101,7 @@ class TritonPythonModel:
             outputs = self._run(list(frames))
         except RuntimeError as exc:
             self._ensure_usable()
-            return error_response(_decode_failure(frames, exc))
+            return error_response(decode_failure(frames[0][:4].tobytes(), exc))
         return pb_utils.InferenceResponse(self._tensors(outputs))
 
     def _ensure_usable(self) -> None:
@@ -164,34 +164,3 @@ def _join(parts: list, inverse: np.ndarray) -> np.ndarray | torch.Tensor:
         joined = torch.cat(parts)
         return joined[torch.as_tensor(inverse, device=joined.device)]
     return np.concatenate(parts)[inverse]
-
-
-_NO_REASON = re.compile(r"Failed to decode sample #\d+ ?:?$")
-_CODEC_STATUS = re.compile(r"nvImageCodec failure: '#(\d+)'")
-
-
-def _decode_failure(frames: np.ndarray, exc: Exception) -> str:
-    """A one-line refusal of frames that passed ``validate`` but did not decode.
-
-    DALI's message quotes the pipeline's source line and, for nvImageCodec, ends in a bare
-    status number or in nothing at all; the client gets words instead.
-    """
-    kind = "PNG" if frames[0][:4].tobytes() == b"\x89PNG" else "JPEG"
-    return (
-        f"cannot decode image: the {kind} image data is corrupt or uses a feature the "
-        f"decoder does not support ({_dali_error_summary(exc)})"
-    )
-
-
-def _dali_error_summary(exc: Exception) -> str:
-    """The decoder's reason inside a DALI error, without DALI's source quotes."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Critical error", "Current pipeline"))]
-    # "images = fn.decoders.image(...) encountered: <reason>": keep the reason only.
-    reason = (useful[-1] if useful else str(exc)).rpartition("encountered:")[2].strip()
-    status = _CODEC_STATUS.search(reason)
-    if status:
-        return f"nvImageCodec status {status.group(1)}"
-    if not reason or _NO_REASON.search(reason):
-        return "the decoder gave no reason"
-    return reason
