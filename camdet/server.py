@@ -170,11 +170,15 @@ def check_stub_numpy(python_bin: Path) -> str:
     Raises:
         ServerError: If numpy is missing or its major version is not 1.
     """
+    # The stub's embedded interpreter finds packages through the .pth of stub_python only
+    # (PYTHONPATH does not come first there), so the probe must not see PYTHONPATH either.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     probe = subprocess.run(
         [str(python_bin / "python3"), "-c", "import numpy; print(numpy.__version__)"],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     version = probe.stdout.strip()
     if probe.returncode != 0 or not version:

@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 from camdet.demo import match
 from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes import render_frame
-from camdet.server import Ports, ServerError, serve
+from camdet.server import Ports, ServerError, has_cuda_gpu, serve
 
 pytestmark = pytest.mark.server
 
@@ -168,13 +168,14 @@ def test_every_step_reports_its_devices_per_batch(client, server) -> None:
     assert all(error is None for _, error in results)
     after = server.step_batches()
     grew = {key: n - before.get(key, 0) for key, n in after.items() if n > before.get(key, 0)}
-    # On this CPU machine every step computes on the host; frames are batched, so each
-    # step ran between 1 and 6 batches for the 6 frames.
+    # Frames are batched, so each step ran between 1 and 6 batches for the 6 frames.
     for model in ("preprocess", "detector", "postprocess"):
         batches = [n for (m, _, _), n in grew.items() if m == model]
         assert 1 <= sum(batches) <= 6, (model, grew)
     devices = {pair.split(":", 1)[1] for _, *sides in grew for s in sides for pair in s.split(",")}
-    assert devices == {"cpu"}, grew
+    # On a CPU machine every step computes on the host; on a GPU machine the encoded frames
+    # arrive on the host and preprocess hands GPU tensors on.
+    assert devices == ({"cpu", "cuda:0"} if has_cuda_gpu() else {"cpu"}), grew
     # ... and how long each phase of execute() took (reading inputs, computing, answering).
     metrics = urllib.request.urlopen(f"http://localhost:{server.ports.metrics}/metrics").read()
     seconds = {
