@@ -88,6 +88,8 @@ class DoctorOptions:
         bench_s: Length of the smoke benchmark against ``url``, seconds (0: none).
         tls: Use TLS to the server.
         root_certificates: PEM CA certificates for TLS.
+        private_key: PEM client key, for a server that asks for client certificates.
+        certificate_chain: PEM client certificate chain, with ``private_key``.
     """
 
     repository: Path
@@ -95,6 +97,8 @@ class DoctorOptions:
     bench_s: float = 10.0
     tls: bool = False
     root_certificates: Path | None = None
+    private_key: Path | None = None
+    certificate_chain: Path | None = None
 
 
 def run_checks(options: DoctorOptions) -> list[Check]:

@@ -49,6 +49,14 @@ def doctor(
     root_certificates: Annotated[
         Path | None, typer.Option(help="PEM CA certificates for --tls.", exists=True)
     ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(help="PEM client key, for a mutual-TLS server (--tls).", exists=True),
+    ] = None,
+    certificate_chain: Annotated[
+        Path | None,
+        typer.Option(help="PEM client certificate chain for --private-key.", exists=True),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object on stdout (for scripts).")
     ] = False,
@@ -62,7 +70,9 @@ def doctor(
     skip, and what to do about it.
     """
     path = find_repository(repository)[0]  # no line printed: --json owns stdout
-    options = DoctorOptions(path, url, bench_seconds, tls, root_certificates)
+    options = DoctorOptions(
+        path, url, bench_seconds, tls, root_certificates, private_key, certificate_chain
+    )
     checks = run_checks(options)
     code = exit_code(checks)
     if as_json:

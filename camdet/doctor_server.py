@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -35,11 +36,16 @@ def server_checks(
 
 def _client(options: DoctorOptions) -> grpcclient.InferenceServerClient:
     assert options.url is not None
-    roots = options.root_certificates
+
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
     return grpcclient.InferenceServerClient(
         options.url,
         ssl=options.tls,
-        root_certificates=None if roots is None else str(roots),
+        root_certificates=text(options.root_certificates),
+        private_key=text(options.private_key),
+        certificate_chain=text(options.certificate_chain),
     )
 
 

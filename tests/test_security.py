@@ -185,6 +185,26 @@ def test_camdet_ingest_streams_over_mutual_tls(
     assert {r["server"] for r in records} == {f"grpcs://{guarded.grpc_url}"}
 
 
+def test_doctor_checks_a_mutual_tls_server(guarded: TritonServer, pki: Pki) -> None:
+    from typer.testing import CliRunner
+
+    from camdet.cli import app
+
+    tls = ["--tls", "--root-certificates", str(pki.ca)]
+    client = ["--private-key", str(pki.client_key), "--certificate-chain", str(pki.client_cert)]
+    base = ["doctor", "--json", "--url", guarded.grpc_url, "--bench-seconds", "1"]
+
+    def server_check(*args: str) -> dict:
+        result = CliRunner().invoke(app, [*base, *args])
+        return {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+    checks = server_check(*tls, *client)
+    assert checks["server"]["status"] == "pass", checks["server"]
+    assert checks["benchmark"]["status"] == "pass" and "0 failed" in checks["benchmark"]["detail"]
+    # Without a client certificate the server refuses the handshake.
+    assert server_check(*tls)["server"]["status"] == "fail"
+
+
 def test_admin_grpc_apis_need_the_header_inference_does_not(
     guarded: TritonServer, pki: Pki
 ) -> None:
