@@ -1,7 +1,9 @@
 """Tracks end to end: a synthetic clip -> ingest client -> real tritonserver -> track ids.
 
 Both ways a camera reaches the server are tracked: H.264 access units passed through to
-``detect_video``, and frames decoded on the client and sent as JPEGs to ``detect``. The ids
+``detect_video``, and frames decoded on the client and sent as JPEGs to ``detect``. The clip
+is a tracking scene (a pillar, designed crossings: :mod:`camdet.scenes.events`) and holds at
+least one occlusion by the pillar and one crossing, checked on its ground truth. The ids
 are scored with motmetrics against the clip's exact MOT ground truth, and the count line's
 crossings against the crossings of the ground-truth tracks.
 """
@@ -16,24 +18,34 @@ from camdet.client.config import CameraConfig
 from camdet.client.sinks import CallbackSink, Result
 from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
 
-from camdet.scenes import mot_path, write_clip
+from camdet.scenes import TrackingEvents, mot_path, write_clip
 from camdet.scenes.mot import TrackTruth, read_mot
 from camdet.tracking.bytetrack import NO_TRACK
-from camdet.tracking.evaluate import FrameDetections, accumulate, score
+from camdet.tracking.evaluate import FrameDetections, accumulate, scene_events, score
 from camdet.tracking.lines import CountLine, LineCounter
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 WIDTH, HEIGHT, FPS, FRAMES = 640, 360, 30, 60  # 2 s at 30 fps: a short CI clip
-MIN_IDF1 = 0.8  # the full measurement (model card) is >= 0.9 on 1080p clips; CI: 2 s
+SEED = 15_201  # CI's seed before tracking scenes; its 2 s hold a pillar pass and a crossing
+# Measured on this clip: IDF1 0.994-0.997, the 15-frame pillar pass bridged on both paths;
+# the JPEG path (q80) swaps two ids for two frames at the designed crossing (frame 30), which
+# motmetrics counts as 2 switches. Losing the pillar object's id would score 0.942, so the
+# bound catches that. The 1080p measurement with a pillar (model card) is far lower: there
+# ByteTrack gives a new id after most pillar passes.
+MIN_IDF1 = 0.95
+MAX_SWITCHES = 2
 LINE = CountLine(WIDTH / 2, 0, WIDTH / 2, HEIGHT)
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[TrackTruth]]:
     path = tmp_path_factory.mktemp("tracking") / "tracks.mp4"
-    write_clip(path, 15_201, FRAMES, WIDTH, HEIGHT, FPS, num_objects=(6, 8))
-    return path, read_mot(mot_path(path), FRAMES)
+    write_clip(path, SEED, FRAMES, WIDTH, HEIGHT, FPS, num_objects=(6, 8), events=TrackingEvents())
+    truths = read_mot(mot_path(path), FRAMES)
+    events = scene_events(truths)
+    assert events["occlusions_by_occluders"] >= 1 and events["crossings"] >= 1, events
+    return path, truths
 
 
 def stream(server, path: Path, decode_on_client: bool) -> list[Result]:
@@ -74,4 +86,4 @@ def test_track_ids_match_ground_truth_identities(server, clip, decode_on_client:
         ids.append(np.array(track_ids, dtype=np.int64))
     scores = score([accumulate(truths, detections, ids)], 0.0)
     assert scores.idf1 >= MIN_IDF1, scores
-    assert scores.id_switches <= 1, scores
+    assert scores.id_switches <= MAX_SWITCHES, scores

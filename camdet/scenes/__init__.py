@@ -21,6 +21,10 @@ Conventions used everywhere in this package:
   and at least :data:`MIN_UNOCCLUDED_FRACTION` of that in-frame part not hidden by objects
   drawn over it. Static frames resample placements that break this; sequences hide an
   object for the frames in which it breaks it.
+* Tracking scenes (a :class:`SceneSequence` with :class:`TrackingEvents`) add pillars
+  drawn over every object; a pillar clips a box like the frame edge does, an object less
+  than half seen is not labelled (MOT rows with ``conf`` 0, not scored), and objects pass
+  behind pillars and cross each other by construction (:mod:`~camdet.scenes.events`).
 * Object colours are random but keep :data:`MIN_COLOR_DISTANCE` from what lies under them
   in the output image, so no labelled object is invisible.
 * COCO category ids are class indices + 1 (:func:`class_id_to_category_id`); COCO image
@@ -37,7 +41,8 @@ The package holds one idea per module: :mod:`~camdet.scenes.frame` (classes, rul
 (coverage, occupancy), :mod:`~camdet.scenes.camera` (camera model, colours),
 :mod:`~camdet.scenes.background`, :mod:`~camdet.scenes.static` (independent frames),
 :mod:`~camdet.scenes.motion` and :mod:`~camdet.scenes.sequence` (moving objects with
-identities), :mod:`~camdet.scenes.jpeg`, and the ground-truth writers
+identities), :mod:`~camdet.scenes.events` (occluders and crossings for tracking),
+:mod:`~camdet.scenes.jpeg`, and the ground-truth writers
 :mod:`~camdet.scenes.coco`, :mod:`~camdet.scenes.mot` (MOTChallenge tracks) and
 :mod:`~camdet.scenes.clips` (H.264 clips). Everything public is importable from
 ``camdet.scenes`` itself.
@@ -66,6 +71,12 @@ from camdet.scenes.coco import (
     to_coco,
     write_image_dataset,
 )
+from camdet.scenes.events import (
+    Occluders,
+    TrackingEvents,
+    sample_occluders,
+    steer_objects,
+)
 from camdet.scenes.frame import (
     BOX,
     CATEGORY_ID_OFFSET,
@@ -80,6 +91,7 @@ from camdet.scenes.frame import (
     STAR,
     TRIANGLE,
     Frame,
+    HiddenObjects,
     SceneObject,
 )
 from camdet.scenes.jpeg import (
@@ -138,12 +150,15 @@ __all__ = [
     "CameraLook",
     "Exposure",
     "Frame",
+    "HiddenObjects",
     "Motion",
     "MovingObject",
+    "Occluders",
     "Occupancy",
     "Raster",
     "SceneObject",
     "SceneSequence",
+    "TrackingEvents",
     "add_sensor_noise",
     "apply_sensor",
     "blend",
@@ -172,7 +187,9 @@ __all__ = [
     "sample_camera_look",
     "sample_motion",
     "sample_moving_object",
+    "sample_occluders",
     "size_range",
+    "steer_objects",
     "to_coco",
     "unit_shape",
     "write_clip",

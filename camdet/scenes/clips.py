@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from camdet.scenes.coco import _CocoWriter, _write_json
+from camdet.scenes.events import TrackingEvents
 from camdet.scenes.mot import TrackTruth, truth_of, write_mot
 from camdet.scenes.sequence import SceneSequence
 
@@ -31,6 +32,7 @@ def write_clip(
     fps: int = 30,
     *,
     num_objects: int | tuple[int, int] = (2, 10),
+    events: TrackingEvents | None = None,
     keyframe_interval: int | None = None,
     crf: int = 20,
 ) -> Path:
@@ -50,6 +52,8 @@ def write_clip(
         height: Frame height in pixels (even, >= 32).
         fps: Frame rate in frames per second.
         num_objects: Objects in the sequence, or an inclusive ``(min, max)`` range.
+        events: Occluders and crossings to build into the scene (tracking clips), or
+            None for a plain sequence.
         keyframe_interval: Frames between keyframes; defaults to ``fps`` (one per second).
         crf: x264 constant rate factor (lower is better quality).
 
@@ -66,7 +70,7 @@ def write_clip(
         raise ValueError(f"yuv420p needs an even frame size, got {width}x{height}")
     if num_frames < 1 or fps < 1:
         raise ValueError(f"num_frames and fps must be >= 1, got {num_frames} and {fps}")
-    sequence = SceneSequence(seed, width, height, num_objects)
+    sequence = SceneSequence(seed, width, height, num_objects, events)
     gop = keyframe_interval or fps
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = _CocoWriter()

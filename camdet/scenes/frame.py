@@ -37,6 +37,28 @@ sequences, whose objects must stand out anywhere they move, get the best of many
 (rarely under 60)."""
 
 
+@dataclass(frozen=True)
+class HiddenObjects:
+    """Objects drawn in a frame but too hidden by occluders to be labelled (not scored).
+
+    Only scenes with occluders (:mod:`camdet.scenes.events`) have them; they are the MOT
+    rows with ``conf`` 0, which evaluation ignores.
+
+    Attributes:
+        boxes: ``[M, 4]`` float32 ``x1, y1, x2, y2`` in frame pixels: the box clipped to the
+            frame and to the occluders as a labelled box is (unchanged where nothing shows).
+        class_ids: ``[M]`` int64 indices into :data:`CLASSES`.
+        track_ids: ``[M]`` int64 identities (see :attr:`Frame.track_ids`).
+        visibility: ``[M]`` float32 share of each object's in-frame area no occluder
+            hides, below what the label rule needs.
+    """
+
+    boxes: np.ndarray
+    class_ids: np.ndarray
+    track_ids: np.ndarray
+    visibility: np.ndarray
+
+
 @dataclass
 class Frame:
     """One rendered camera frame and its exact ground truth.
@@ -50,6 +72,12 @@ class Frame:
             :class:`SceneSequence`, or its draw index for :func:`render_frame`.
         polygons: ``N`` float64 ``[K, 2]`` arrays, the drawn shapes as ``(x, y)`` vertices
             in the same coordinates as ``boxes`` (not clipped to the frame).
+        visibility: ``[N]`` float32 share of each object's in-frame area that no occluder
+            hides, or None where the scene has no occluders (all 1).
+        hidden: Objects drawn behind occluders but not labelled, or None where the scene
+            has no occluders.
+        occluders: ``[K, 4]`` float32 ``x1, y1, x2, y2`` of the occluders drawn over the
+            objects, in frame pixels (regions where nothing is scored), or None.
     """
 
     image: np.ndarray
@@ -57,6 +85,9 @@ class Frame:
     class_ids: np.ndarray
     track_ids: np.ndarray | None = None
     polygons: tuple[np.ndarray, ...] = ()
+    visibility: np.ndarray | None = None
+    hidden: HiddenObjects | None = None
+    occluders: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

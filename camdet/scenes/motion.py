@@ -144,6 +144,7 @@ def sample_moving_object(
     height: int,
     avoid: np.ndarray,
     develop: Callable[[np.ndarray], np.ndarray] | None = None,
+    largest: float | None = None,
 ) -> MovingObject:
     """Draw a random moving object for a sequence.
 
@@ -153,14 +154,17 @@ def sample_moving_object(
         height: Frame height in pixels.
         avoid: ``[M, 3]`` output RGB colours the object's colour must stand out from.
         develop: Maps scene colours to output colours (see :func:`pick_color`).
+        largest: Most the object may ever extend along x, at any angle and zoom, in
+            pixels (default: no cap beyond :func:`size_range`).
 
     Returns:
         The object.
     """
     class_id = int(rng.integers(len(CLASSES)))
     zoom = float(rng.uniform(0.0, 0.12))
-    smallest, largest = size_range(width, height)
-    size = _log_uniform(rng, smallest / (1 - zoom), largest / (1 + zoom))
+    smallest, most = size_range(width, height)
+    top = most if largest is None else min(max(largest, smallest), most)
+    size = _log_uniform(rng, smallest / (1 - zoom), top / (1 + zoom))
     limit = _ASPECT_LIMITS[class_id]
     shape = unit_shape(rng, class_id, _log_uniform(rng, 1 / limit, limit), size)
     spins = class_id in _ROTATING
@@ -170,6 +174,9 @@ def sample_moving_object(
         reach = np.full(2, float(np.linalg.norm(shape, axis=1).max()))
     else:
         reach = np.abs(shape).max(axis=0)
+    if largest is not None:
+        fit = min(1.0, largest / (2 * float(reach[0]) * (1 + zoom)))
+        shape, reach = shape * fit, reach * fit
     return MovingObject(
         class_id=class_id,
         color=pick_color(rng, avoid, develop),

@@ -1,16 +1,24 @@
 """Tracking quality of the real detector plus ByteTrack on rendered clips, with motmetrics.
 
-    python -m camdet.tracking.evaluate                      # 1920x1080, 30 fps, 3 clips
+    python -m camdet.tracking.evaluate                      # 1920x1080, 30 fps, 3 x 20 s
     python -m camdet.tracking.evaluate --seconds 4 --width 640 --height 360 --clips 1
+    python -m camdet.tracking.evaluate --plain              # no pillar, no designed crossings
+    python -m camdet.tracking.evaluate --detections d.npz --set match_iou=0.05
 
-Each clip is a :class:`~camdet.scenes.SceneSequence` (its own seed, 6 to 10 objects that
-cross and hide each other). Every frame is rendered at full size, JPEG-compressed as a
-camera sends it, letterboxed, run through ``model.onnx`` with onnxruntime (as the portable
-server runs it) and decoded by :func:`camdet.postprocess.postprocess` at the serving
-defaults (confidence 0.25, IoU 0.7). The detections go through one
-:class:`~camdet.tracking.bytetrack.ByteTracker` per clip, and ``motmetrics`` scores the ids
-against the ground truth (:mod:`camdet.scenes.mot`), a match needing IoU >= 0.5: IDF1,
-MOTA, identity switches per 1,000 object-frames, and the tracker's own CPU time per frame.
+Each clip is a :class:`~camdet.scenes.SceneSequence` with its own seed and 6 to 10 objects,
+by default a tracking scene (:class:`~camdet.scenes.TrackingEvents`: a pillar the objects
+pass behind, pairs that meet head-on), with ``--plain`` a plain one. Every frame is rendered
+at full size, JPEG-compressed as a camera sends it, letterboxed, run through ``model.onnx``
+with onnxruntime (as the portable server runs it) and decoded by
+:func:`camdet.postprocess.postprocess` at the serving defaults (confidence 0.25, IoU 0.7).
+The detections go through one :class:`~camdet.tracking.bytetrack.ByteTracker` per clip, and
+``motmetrics`` scores the ids against the ground truth (:mod:`camdet.scenes.mot`), a match
+needing IoU >= 0.5: IDF1, MOTA, identity switches per 1,000 object-frames, and the
+tracker's own CPU time per frame;
+boxes on objects hidden behind the pillar, or on the pillar, are not scored (MOT ``conf`` 0
+rows, :func:`accumulate`). The report also counts the clips' occlusions and crossings
+(:func:`scene_events`). ``--detections`` keeps the detector's output, so that tracker
+settings (``--set``) can be compared on the same boxes without running the detector again.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import motmetrics as mm
@@ -31,8 +39,8 @@ import torch
 from camdet.geometry import letterbox_image
 from camdet.postprocess import postprocess
 from camdet.repository import PRODUCTION_REPOSITORY
-from camdet.scenes import SceneSequence, decode_jpeg, encode_jpeg
-from camdet.scenes.mot import TrackTruth, truth_of
+from camdet.scenes import SceneSequence, TrackingEvents, decode_jpeg, encode_jpeg
+from camdet.scenes.mot import TrackTruth, sequence_truth, truth_of
 from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings, box_iou
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,10 @@ DEFAULT_ONNX = PRODUCTION_REPOSITORY / "detector" / "1" / "model.onnx"
 MATCH_IOU = 0.5
 """Least IoU of a tracked box with a ground-truth box to count as the same object."""
 CLIP_SEED_BASE = 15_000  # clip i uses seed CLIP_SEED_BASE + i: disjoint from tests' seeds
+DEFAULT_EVENTS = TrackingEvents()
+"""Occluders and crossings of the evaluation clips (one pillar, a crossing every 2 s)."""
+IGNORE_COVER = 0.5
+"""Least share of a tracked box inside an ignored (``conf`` 0) box for it to be ignored."""
 
 
 @dataclass(frozen=True)
@@ -152,15 +164,40 @@ def accumulate(
     detections: Sequence[FrameDetections],
     ids: Sequence[np.ndarray],
 ) -> mm.MOTAccumulator:
-    """The motmetrics events of one clip: tracked boxes against the ground truth, per frame."""
+    """The motmetrics events of one clip: tracked boxes against the ground truth, per frame.
+
+    Objects too hidden behind occluders to be scored (:attr:`TrackTruth.hidden`) and the
+    occluders themselves (:attr:`TrackTruth.occluders`) are ignored as MOTChallenge ignores
+    its ``conf`` 0 rows: a tracked box that matches no scored box (IoU < :data:`MATCH_IOU`)
+    but lies mostly (:data:`IGNORE_COVER`) inside a hidden object's or an occluder's box is
+    dropped, neither a hit nor a false positive.
+    """
     accumulator = mm.MOTAccumulator(auto_id=True)
     for truth, found, track_ids in zip(truths, detections, ids, strict=True):
-        tracked = track_ids != NO_TRACK
+        tracked = (track_ids != NO_TRACK) & ~_ignored(truth, found.boxes)
         distances = mm.distances.iou_matrix(
             _xywh(truth.boxes), _xywh(found.boxes[tracked]), max_iou=1.0 - MATCH_IOU
         )
         accumulator.update(truth.ids.tolist(), track_ids[tracked].tolist(), distances)
     return accumulator
+
+
+def _ignored(truth: TrackTruth, boxes: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: boxes on objects that are not scored (see :func:`accumulate`)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    regions = [r.reshape(-1, 4) for r in (truth.occluders,) if r is not None]
+    if truth.hidden is not None:
+        regions.append(truth.hidden.boxes)
+    hidden = np.concatenate(regions).astype(np.float64) if regions else np.empty((0, 4))
+    if len(hidden) == 0 or len(boxes) == 0:
+        return np.zeros(len(boxes), dtype=bool)
+    top_left = np.maximum(boxes[:, None, :2], hidden[None, :, :2])
+    bottom_right = np.minimum(boxes[:, None, 2:], hidden[None, :, 2:])
+    inside = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area = np.maximum(np.prod(boxes[:, 2:] - boxes[:, :2], axis=1), 1e-9)
+    covered = (inside / area[:, None]).max(axis=1) >= IGNORE_COVER
+    matched = (box_iou(boxes, truth.boxes) >= MATCH_IOU).any(axis=1)
+    return covered & ~matched
 
 
 def score(accumulators: Sequence[mm.MOTAccumulator], tracker_cpu_s: float) -> TrackScores:
@@ -185,55 +222,239 @@ def score(accumulators: Sequence[mm.MOTAccumulator], tracker_cpu_s: float) -> Tr
     )
 
 
-def scene_events(truths: Sequence[TrackTruth]) -> dict[str, int]:
-    """How hard a clip is: occlusion gaps and crossings in its ground truth.
+def _overlaps_another(truth: TrackTruth, row: int) -> bool:
+    """Whether a scored box intersects any other scored box of its frame."""
+    overlap = box_iou(truth.boxes[row : row + 1], truth.boxes)[0] > 0
+    overlap[row] = False
+    return bool(overlap.any())
+
+
+def _hidden_ids(truth: TrackTruth) -> set[int]:
+    return set(truth.hidden.ids.tolist()) if truth.hidden is not None else set()
+
+
+def occlusion_events(truths: Sequence[TrackTruth]) -> dict[str, int]:
+    """Occlusions in a clip's ground truth.
+
+    An *occlusion* is a gap: an object scored in frame ``f1``, not scored in frames
+    ``f1 + 1 .. f2 - 1`` (at least one), scored again in ``f2``. It is one *by an
+    occluder* if a pillar hides it in at least one frame of the gap (it has a ``conf`` 0
+    row there, :attr:`TrackTruth.hidden`), else one *by an object* if its box overlaps
+    another object's box in both ``f1`` and ``f2`` (it went behind an object in front and
+    came out). Other gaps (the object left the frame, or was truncated too much at its
+    edge) are not occlusions.
 
     Returns:
-        ``occlusions``: times an object disappeared and came back later;
-        ``crossings``: pairs of objects whose boxes overlapped in some frame.
+        ``occlusions`` (both kinds), ``occlusions_by_occluders``, ``occlusions_by_objects``,
+        ``longest_behind_occluder_frames`` (most frames of one gap in which a pillar hides
+        the object: what :class:`~camdet.scenes.TrackingEvents` bounds) and
+        ``longest_occlusion_frames`` (the longest gap of either kind, which may join a
+        pillar and an object in front, frames).
     """
-    last_seen: dict[int, int] = {}
-    occlusions = 0
-    pairs: set[tuple[int, int]] = set()
+    last: dict[int, int] = {}
+    by_occluders = by_objects = longest_behind = longest = 0
     for index, truth in enumerate(truths):
-        for track_id in truth.ids.tolist():
-            if track_id in last_seen and last_seen[track_id] < index - 1:
-                occlusions += 1
-            last_seen[track_id] = index
+        for row, track_id in enumerate(truth.ids.tolist()):
+            previous = last.get(track_id)
+            last[track_id] = index
+            if previous is None or previous == index - 1:
+                continue
+            gap = range(previous + 1, index)
+            behind = sum(track_id in _hidden_ids(truths[f]) for f in gap)
+            if behind:
+                by_occluders += 1
+                longest_behind = max(longest_behind, behind)
+            elif _overlaps_another(truths[previous], _row_of(truths[previous], track_id)) and (
+                _overlaps_another(truth, row)
+            ):
+                by_objects += 1
+            else:
+                continue
+            longest = max(longest, len(gap))
+    return {
+        "occlusions": by_occluders + by_objects,
+        "occlusions_by_occluders": by_occluders,
+        "occlusions_by_objects": by_objects,
+        "longest_behind_occluder_frames": longest_behind,
+        "longest_occlusion_frames": longest,
+    }
+
+
+def _row_of(truth: TrackTruth, track_id: int) -> int:
+    return int(np.flatnonzero(truth.ids == track_id)[0])
+
+
+def crossing_events(truths: Sequence[TrackTruth]) -> int:
+    """Crossings in a clip's ground truth.
+
+    A *crossing* is two objects swapping order while they overlap: between two frames in
+    which both are scored (consecutive, or with frames between in which one of them is
+    hidden), the order of their box centres flips along x or along y (or both: one
+    crossing), and their boxes overlap in both frames.
+
+    Returns:
+        The number of crossings.
+    """
+    last: dict[tuple[int, int], tuple[np.ndarray, bool]] = {}
+    crossings = 0
+    for truth in truths:
+        centers = (truth.boxes[:, :2] + truth.boxes[:, 2:]) / 2
         overlap = box_iou(truth.boxes, truth.boxes) > 0
-        for a, b in zip(*np.nonzero(np.triu(overlap, 1)), strict=True):
-            pairs.add((int(truth.ids[a]), int(truth.ids[b])))
-    return {"occlusions": occlusions, "crossings": len(pairs)}
+        ids = truth.ids.tolist()
+        for a in range(len(ids)):
+            for b in range(a + 1, len(ids)):
+                key = (ids[a], ids[b]) if ids[a] < ids[b] else (ids[b], ids[a])
+                order = np.sign(centers[a] - centers[b]) * (1 if ids[a] < ids[b] else -1)
+                before = last.get(key)
+                if before is not None and before[1] and overlap[a, b]:
+                    crossings += int(np.any(order * before[0] < 0))
+                last[key] = (order, bool(overlap[a, b]))
+    return crossings
+
+
+def scene_events(truths: Sequence[TrackTruth]) -> dict[str, int]:
+    """How hard a clip is, from its ground truth.
+
+    Returns:
+        The counts of :func:`occlusion_events` plus ``crossings`` (:func:`crossing_events`).
+    """
+    return {**occlusion_events(truths), "crossings": crossing_events(truths)}
+
+
+def _add_events(total: dict[str, int], clip: dict[str, int]) -> None:
+    for key, value in clip.items():
+        merge = max if key.startswith("longest") else int.__add__
+        total[key] = merge(total.get(key, 0), value)
 
 
 def evaluate(
-    clips: int, seconds: float, width: int, height: int, fps: int, onnx: Path
+    clips: int,
+    seconds: float,
+    width: int,
+    height: int,
+    fps: int,
+    onnx: Path,
+    events: TrackingEvents | None = DEFAULT_EVENTS,
+    settings: TrackerSettings | None = None,
+    detections_path: Path | None = None,
 ) -> dict[str, object]:
-    """Detect, track and score ``clips`` clips; the report as a dict."""
-    detect = onnx_detector(onnx)
+    """Detect, track and score ``clips`` clips; the report as a dict.
+
+    Args:
+        clips: Clips (seeds ``CLIP_SEED_BASE``, ``CLIP_SEED_BASE + 1``, ...).
+        seconds: Length of each clip.
+        width: Frame width, pixels.
+        height: Frame height, pixels.
+        fps: Frames per second.
+        onnx: The detector.
+        events: Occluders and crossings built into the scenes, or None for plain ones.
+        settings: Tracker thresholds (default: ByteTrack's published ones).
+        detections_path: An ``.npz`` of the detections: read if it exists (the detector
+            is not run), else written, so that tracker settings can be compared on the
+            same detections.
+
+    Raises:
+        ValueError: If ``detections_path`` holds detections of other clips.
+    """
+    settings = settings or TrackerSettings()
     num_frames = round(seconds * fps)
-    accumulators, cpu, events = [], 0.0, {"occlusions": 0, "crossings": 0}
+    sequences = [
+        SceneSequence(CLIP_SEED_BASE + clip, width, height, (6, 10), events)
+        for clip in range(clips)
+    ]
     start = time.perf_counter()
-    for clip in range(clips):
-        sequence = SceneSequence(CLIP_SEED_BASE + clip, width, height, (6, 10))
-        truths, detections = detect_clip(sequence, num_frames, detect)
-        ids, clip_cpu = track_clip(detections)
+    cached = detections_path is not None and detections_path.exists()
+    if cached:
+        all_detections = load_detections(detections_path)
+        if [len(frames) for frames in all_detections] != [num_frames] * clips:
+            raise ValueError(f"{detections_path} holds other clips than {clips} x {num_frames}")
+        all_truths = [sequence_truth(sequence, num_frames) for sequence in sequences]
+    else:
+        detect = onnx_detector(onnx)
+        all_truths, all_detections = [], []
+        for clip, sequence in enumerate(sequences):
+            truths, detections = detect_clip(sequence, num_frames, detect)
+            all_truths.append(truths)
+            all_detections.append(detections)
+            logger.info(
+                "clip %d of %d detected (%.0f s)", clip + 1, clips, time.perf_counter() - start
+            )
+        if detections_path is not None:
+            save_detections(detections_path, all_detections)
+    accumulators, cpu, totals = [], 0.0, {}
+    for truths, detections in zip(all_truths, all_detections, strict=True):
+        ids, clip_cpu = track_clip(detections, settings)
         accumulators.append(accumulate(truths, detections, ids))
         cpu += clip_cpu
-        for key, value in scene_events(truths).items():
-            events[key] += value
-        logger.info("clip %d of %d done (%.0f s)", clip + 1, clips, time.perf_counter() - start)
-    scores = score(accumulators, cpu)
+        _add_events(totals, scene_events(truths))
     return {
         "clips": clips,
         "size": f"{width}x{height}",
         "fps": fps,
         "seconds_per_clip": seconds,
-        "scene_events": events,
-        "scores": asdict(scores),
-        "settings": asdict(TrackerSettings()),
+        "events": asdict(events) if events is not None else None,
+        "scene_events": totals,
+        "scores": asdict(score(accumulators, cpu)),
+        "per_clip": per_clip_scores(accumulators),
+        "settings": asdict(settings),
+        "detections_read_from": str(detections_path) if cached else None,
         "wall_s": round(time.perf_counter() - start, 1),
     }
+
+
+def per_clip_scores(accumulators: Sequence[mm.MOTAccumulator]) -> list[dict[str, float]]:
+    """IDF1, identity switches and object-frames of each clip."""
+    return [
+        {
+            "idf1": clip.idf1,
+            "id_switches": clip.id_switches,
+            "object_frames": clip.object_frames,
+        }
+        for clip in (score([accumulator], 0.0) for accumulator in accumulators)
+    ]
+
+
+def save_detections(path: Path, clips: Sequence[Sequence[FrameDetections]]) -> None:
+    """Write every clip's detections to one ``.npz`` (see :func:`load_detections`)."""
+    arrays: dict[str, np.ndarray] = {}
+    for clip, frames in enumerate(clips):
+        arrays[f"clip{clip}_counts"] = np.array([len(f.boxes) for f in frames], dtype=np.int64)
+        for field in ("boxes", "scores", "class_ids"):
+            parts = [getattr(f, field) for f in frames]
+            arrays[f"clip{clip}_{field}"] = np.concatenate(parts) if parts else np.empty(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def load_detections(path: Path) -> list[list[FrameDetections]]:
+    """Read detections written by :func:`save_detections`, per clip and frame."""
+    data = np.load(path)
+    clips = []
+    for clip in range(sum(1 for key in data.files if key.endswith("_counts"))):
+        ends = np.cumsum(data[f"clip{clip}_counts"])
+        split = {
+            field: np.split(data[f"clip{clip}_{field}"], ends[:-1])
+            for field in ("boxes", "scores", "class_ids")
+        }
+        clips.append(
+            [
+                FrameDetections(b.reshape(-1, 4), s, c)
+                for b, s, c in zip(split["boxes"], split["scores"], split["class_ids"], strict=True)
+            ]
+        )
+    return clips
+
+
+def _settings(pairs: Sequence[str]) -> TrackerSettings:
+    """TrackerSettings from ``name=value`` strings (the rest at their defaults)."""
+    kinds = {field.name: field.type for field in fields(TrackerSettings)}
+    values: dict[str, float | int] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in kinds:
+            raise SystemExit(f"unknown tracker setting {name!r}; known: {', '.join(kinds)}")
+        values[name] = int(value) if kinds[name] in (int, "int") else float(value)
+    return TrackerSettings(**values)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -246,9 +467,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=int, default=30, help="frames per second")
     parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help="detector ONNX file")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument(
+        "--occluders", type=int, default=DEFAULT_EVENTS.occluders, help="pillars per scene"
+    )
+    parser.add_argument(
+        "--crossing-every",
+        type=int,
+        default=DEFAULT_EVENTS.crossing_every,
+        help="frames between designed crossings",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="plain scenes: no occluders, no designed crossings"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a TrackerSettings field, e.g. --set match_iou=0.1 (repeatable)",
+    )
+    parser.add_argument(
+        "--detections",
+        type=Path,
+        help="detections .npz: read if it exists (no detector run), else written",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = evaluate(args.clips, args.seconds, args.width, args.height, args.fps, args.onnx)
+    events = None
+    if not args.plain:
+        events = replace(
+            DEFAULT_EVENTS, occluders=args.occluders, crossing_every=args.crossing_every
+        )
+    report = evaluate(
+        args.clips,
+        args.seconds,
+        args.width,
+        args.height,
+        args.fps,
+        args.onnx,
+        events,
+        _settings(args.set),
+        args.detections,
+    )
     text = json.dumps(report, indent=2)
     if args.out is not None:
         args.out.write_text(text + "\n")
