@@ -88,6 +88,24 @@ class BoxKalman:
         self.mean = self.mean + gain @ (measurement - self._H @ self.mean)
         self.covariance = self.covariance - gain @ projected @ gain.T
 
+    def hold_size(self) -> None:
+        """Stop the box's aspect and height from changing (velocities 0) while unseen."""
+        self.mean[6:8] = 0.0
+
+    def reobserve(self, before: np.ndarray | None, box: np.ndarray, gap: int) -> None:
+        """Correct with ``box`` after a gap, velocity re-estimated from the observations.
+
+        Args:
+            before: ``[4]`` the last box observed before the gap (None: plain update).
+            box: ``[4]`` the box observed now, ``x1, y1, x2, y2`` pixels.
+            gap: Frames between the two observations (>= 1).
+        """
+        self.update(box)
+        if before is not None and gap > 0:
+            # Only the centre's velocity: the boxes' sizes are clipped at the occluder.
+            then, now = xyxy_to_xyah(before)[0], xyxy_to_xyah(box)[0]
+            self.mean[4:6] = (now[:2] - then[:2]) / gap
+
     @property
     def box(self) -> np.ndarray:
         """``[4]`` predicted or corrected ``x1, y1, x2, y2``, pixels."""
