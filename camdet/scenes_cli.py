@@ -102,9 +102,17 @@ def clips(
     size: Annotated[str, typer.Option(help="Frame size WIDTHxHEIGHT (even numbers).")] = "1280x720",
     fps: Annotated[int, typer.Option(min=1, help="Frame rate; also the keyframe interval.")] = 30,
     seed: Annotated[int, typer.Option(help="Seed of the first clip; clip k uses seed + k.")] = 0,
+    tracking: Annotated[
+        bool,
+        typer.Option(
+            help="Tracking scenes: a pillar objects pass behind and designed head-on "
+            "crossings (the occlusions and crossings of `python -m camdet.tracking.evaluate`)."
+        ),
+    ] = False,
 ) -> None:
     """Write H.264 clips of moving objects, each with COCO boxes and MOT track ids per frame."""
     width, height = parse_size(size)
+    events = scenes.TrackingEvents() if tracking else None
     table = Table(title="Synthetic clips")
     for column in ("clip", "seed", "frames", "objects", "annotations"):
         table.add_column(column)
@@ -112,7 +120,9 @@ def clips(
     for index in range(num_clips):
         clip_path = out_dir / f"clip_{index:03d}.mp4"
         try:
-            json_path = scenes.write_clip(clip_path, seed + index, frames, width, height, fps)
+            json_path = scenes.write_clip(
+                clip_path, seed + index, frames, width, height, fps, events=events
+            )
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
         counts = _class_counts(json_path)

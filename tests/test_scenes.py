@@ -375,6 +375,14 @@ def test_cli_images_and_clips(tmp_path: Path) -> None:
         "clip_001.mot.txt",
         "clip_001.mp4",
     ]
+    # --tracking: the pillar is in the MOT file as id 0, conf 0, in every frame.
+    tracking = ["clips", str(tmp_path / "tracking"), "--frames", "4", "--size", "320x180"]
+    result = runner.invoke(app, [*tracking, "--tracking"])
+    assert result.exit_code == 0, result.output
+    rows = [r.split(",") for r in (tmp_path / "tracking" / "clip_000.mot.txt").read_text().split()]
+    assert sorted(int(r[0]) for r in rows if r[1] == "0" and float(r[6]) == 0) == [1, 2, 3, 4]
+    plain = (tmp_path / "clips" / "clip_000.mot.txt").read_text().split()
+    assert all(r.split(",")[1] != "0" for r in plain)
     result = runner.invoke(app, ["clips", str(tmp_path / "bad"), "--size", "161x120"])
     assert result.exit_code == 2
     assert "even frame size" in result.output
