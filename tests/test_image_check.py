@@ -139,3 +139,13 @@ def test_progressive_grey_and_motion_jpeg_headers_are_accepted() -> None:
         assert check_encoded_image(data, **LIMITS).width == 128
         (images, _) = run_batch(dali_pipeline(), [np.frombuffer(data, np.uint8)])
         assert np.array(images.as_tensor()).shape[0] == 1
+
+
+def test_no_fuzz_frame_that_validate_passes_is_refused_by_the_decoder() -> None:
+    """The short CI version of ``python -m camdet.perf.decoder_refusals``."""
+    from camdet.perf.decoder_refusals import REFUSED_BY_DECODER, REFUSED_BY_VALIDATE, classify
+    from camdet.perf.fuzz_inputs import fuzz_inputs
+
+    outcomes = classify(fuzz_inputs(400, seed=7))
+    assert not {kind for kind, outcome in outcomes if outcome == REFUSED_BY_DECODER}, outcomes
+    assert outcomes["huffman", REFUSED_BY_VALIDATE] > 0, outcomes
