@@ -25,10 +25,11 @@ import re
 import struct
 from dataclasses import dataclass
 
+from camdet.jpeg_headers import JpegHeaderError, segments
+
 _SOF_WITH_HUFFMAN = frozenset({0xC0, 0xC1})
 """Baseline and extended sequential frames: one scan holds the whole image."""
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
 _RST0, _RST7, _EOI = 0xD0, 0xD7, 0xD9
 _SCAN_MARKER = re.compile(rb"\xff[^\x00\xff]")
 """A marker inside entropy-coded data (``FF 00`` is a stuffed byte, ``FF FF`` fill)."""
@@ -89,25 +90,19 @@ def _missing_intervals(layout: _Layout, restarts: int) -> str | None:
 
 
 def _read_layout(data: bytes) -> _Layout | None:
-    """Walk the header segments up to the first scan (None if they do not parse)."""
-    pos, restart, frame = 2, 0, None
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF or marker in _STANDALONE:
-            pos += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        segment = data[pos + 4 : pos + 2 + length]
-        if marker == 0xDD and len(segment) >= 2:
-            (restart,) = struct.unpack(">H", segment[:2])
-        elif marker in _SOF:
-            frame = (marker, segment)
-        elif marker == 0xDA:
-            mcus = _scan_mcus(frame, segment[0]) if frame and segment else None
-            return _Layout(pos + 2 + length, restart, mcus)
-        pos += 2 + length
+    """Read the header segments up to the first scan (None if they do not parse)."""
+    restart, frame = 0, None
+    try:
+        for marker, pos, segment in segments(data):
+            if marker == 0xDD and len(segment) >= 2:
+                (restart,) = struct.unpack(">H", segment[:2])
+            elif marker in _SOF:
+                frame = (marker, segment)
+            elif marker == 0xDA:
+                mcus = _scan_mcus(frame, segment[0]) if frame and segment else None
+                return _Layout(pos + 4 + len(segment), restart, mcus)
+    except JpegHeaderError:
+        return None
     return None
 
 

@@ -65,7 +65,7 @@ def read_headers(data: bytes) -> JpegHeaders:
     """
     headers = JpegHeaders()
     readers = {0xC4: _read_dht, 0xDB: _read_dqt, 0xDA: _check_scan}
-    for marker, pos, segment in _segments(data):
+    for marker, pos, segment in segments(data):
         if marker == 0xCC:
             raise JpegHeaderError(f"arithmetic-coding conditioning (DAC) at byte {pos}")
         if marker in SUPPORTED_PROCESSES or marker in _OTHER_SOF:
@@ -77,8 +77,15 @@ def read_headers(data: bytes) -> JpegHeaders:
     raise JpegHeaderError("no image data (SOS) after the headers")
 
 
-def _segments(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """``(marker, byte offset, payload)`` of each segment up to and including the SOS."""
+def segments(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """``(marker, byte offset, payload)`` of each segment up to and including the SOS.
+
+    The image data starts right after the SOS's payload, at ``offset + 4 + len(payload)``.
+
+    Raises:
+        JpegHeaderError: Where a marker should start and none does, at an end marker
+            before any image data, or at a segment length that cannot be.
+    """
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
