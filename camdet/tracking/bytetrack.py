@@ -36,13 +36,13 @@ class TrackerSettings:
         low_match_iou: Least IoU of a weak detection with a predicted track box.
         confirm_iou: Least IoU that confirms a new track in its second frame.
         max_age: Frames a track survives unmatched (occlusions, missed detections).
-        recover_distance: Largest distance, in widths of the track's box, between a lost
-            track's predicted centre and a confident detection of its class that takes
-            it back (0: no recovery). An object coming out from behind an occluder shows
-            first as a sliver cut at the occluder's edge, while its track, whose speed
-            was underestimated from the boxes clipped on the way in, predicts a whole
-            box about one width behind: IoU alone starts a new id (camdet's pillar
-            scenes: IDF1 0.38; MODEL_CARD.md, Tracking).
+        recover_distance: Largest distance, in sizes (larger sides) of the track's box,
+            between a lost track's predicted centre and a confident detection of about
+            its size that takes it back (0: no recovery). An object coming out from
+            behind an occluder shows first as a sliver cut at the occluder's edge, while
+            its track, whose speed was underestimated from the boxes clipped on the way
+            in, predicts a whole box about one width behind: IoU alone starts a new id
+            (camdet's pillar scenes: IDF1 0.38; MODEL_CARD.md, Tracking).
         direction_weight: Weight of the velocity-direction cost in IoU matching
             (:func:`direction_cost`; OC-SORT's 0.2), 0 for IoU alone.
         shape_weight: Weight of the aspect-ratio cost in IoU matching
@@ -123,6 +123,11 @@ _NEVER = 1e6
 """Cost of a pair that must not be matched."""
 
 
+def _centres(boxes: np.ndarray) -> np.ndarray:
+    """``[N, 2]`` centres of ``[N, 4]`` ``x1, y1, x2, y2`` boxes, pixels."""
+    return (boxes[:, :2] + boxes[:, 2:]) / 2
+
+
 def direction_cost(tracks: list[Track], boxes: np.ndarray, weight: float) -> np.ndarray:
     """OC-SORT's velocity-direction consistency as a matching cost.
 
@@ -139,13 +144,13 @@ def direction_cost(tracks: list[Track], boxes: np.ndarray, weight: float) -> np.
         ``[N, M]`` costs in ``[0, weight]``; 0 for tracks without an observation or speed.
     """
     cost = np.zeros((len(tracks), len(boxes)))
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    centres = _centres(boxes)
     for row, track in enumerate(tracks):
         velocity = track.kalman.mean[4:6]
         speed = float(np.linalg.norm(velocity))
         if track.observed is None or speed < 1.0:
             continue
-        step = centres - (track.observed[:2] + track.observed[2:]) / 2
+        step = centres - _centres(track.observed[None])[0]
         norms = np.maximum(np.linalg.norm(step, axis=1), 1e-9)
         cosine = step @ velocity / (norms * speed)
         cost[row] = weight * (1.0 - cosine) / 2.0
@@ -240,7 +245,7 @@ class ByteTracker:
         # Tracks lost for two frames or more (behind something) may take back a confident
         # detection near them that no track matched, before it starts a new track.
         lost = [t for t in left if t.last_seen < self.frame - max(int(dt), 1)]
-        self._recover(lost, high[ids[high] == NO_TRACK], boxes, class_ids, ids)
+        self._recover(lost, high[ids[high] == NO_TRACK], boxes, ids)
         for track in self.tracks:
             if track.last_seen != self.frame:
                 # Unseen, its box keeps its size: the shrinking of a box clipped by an
@@ -287,14 +292,13 @@ class ByteTracker:
         lost: list[Track],
         candidates: np.ndarray,
         boxes: np.ndarray,
-        class_ids: np.ndarray,
         ids: np.ndarray,
     ) -> None:
         """Give unmatched tracks back the confident detections of their size near them.
 
-        Pairs are matched one to one by centre distance over the track's box width, up
-        to :attr:`TrackerSettings.recover_distance`. A recovered track's velocity is
-        re-estimated from its last observation before the gap and this one (OC-SORT's
+        Pairs are matched one to one by centre distance over the track's box size (its
+        larger side), up to :attr:`TrackerSettings.recover_distance`. A recovered track's
+        velocity is re-estimated from its last observation before the gap and this one (OC-SORT's
         observation-centric re-update), since the coasting estimate is what drifted.
         """
         limit = self.settings.recover_distance
@@ -302,8 +306,7 @@ class ByteTracker:
             return
         predicted = np.array([t.kalman.box for t in lost])
         found = boxes[candidates]
-        centre = lambda b: (b[:, :2] + b[:, 2:]) / 2  # noqa: E731
-        distance = np.linalg.norm(centre(predicted)[:, None] - centre(found)[None], axis=2)
+        distance = np.linalg.norm(_centres(predicted)[:, None] - _centres(found)[None], axis=2)
         # The boxes' larger sides: a width shrinks while an occluder clips it, the height not.
         sizes = np.maximum(np.max(predicted[:, 2:] - predicted[:, :2], axis=1), 1.0)
         found_sizes = np.max(found[:, 2:] - found[:, :2], axis=1)
