@@ -23,26 +23,32 @@ from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs
 
 from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.image_check import ImageCheckError, check_encoded_image
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.repository import PRODUCTION_REPOSITORY, read_config
 
-VALIDATE_LIMITS = {"max_pixels": 16_777_216, "max_side": 8192}
-"""``validate``'s defaults (model_repository/validate/config.pbtxt)."""
+VALIDATE_CONFIG = PRODUCTION_REPOSITORY / "validate" / "config.pbtxt"
 
 REFUSED_BY_VALIDATE = "refused by validate"
 DECODED = "decoded"
 REFUSED_BY_DECODER = "refused by the decoder"
 
 
+def validate_limits() -> dict[str, int]:
+    """``max_pixels`` and ``max_side`` as the production ``validate`` config sets them."""
+    parameters = read_config(VALIDATE_CONFIG).parameters
+    return {key: int(parameters[key].string_value) for key in ("max_pixels", "max_side")}
+
+
 def classify(items: Iterable[FuzzInput], device_id: int | None = None) -> Counter:
     """``{(kind, outcome): count}`` of the inputs (request-parameter inputs skipped)."""
     module = load_pipeline_module(PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py")
     pipe = build_pipeline(module, batch_size=1, num_threads=1, device_id=device_id)
+    limits = validate_limits()
     outcomes: Counter = Counter()
     for item in items:
         if item.parameters is not None:
             continue
         try:
-            check_encoded_image(item.data, **VALIDATE_LIMITS)
+            check_encoded_image(item.data, **limits)
         except ImageCheckError:
             outcomes[item.kind, REFUSED_BY_VALIDATE] += 1
             continue

@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import encode
+from test_image_check import dali_pipeline
 
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
+from camdet.dali_runner import run_batch
 from camdet.decode_errors import dali_error_summary, decode_failure
-from camdet.repository import PRODUCTION_REPOSITORY
 
 
 def dali_refusal(data: bytes) -> RuntimeError:
     """DALI's own exception for ``data`` through the production pipeline on the CPU."""
-    module = load_pipeline_module(PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py")
-    pipe = build_pipeline(module, batch_size=1, num_threads=1, device_id=None)
     with pytest.raises(RuntimeError) as info:
-        run_batch(pipe, [np.frombuffer(data, np.uint8)])
+        run_batch(dali_pipeline(), [np.frombuffer(data, np.uint8)])
     return info.value
 
 
