@@ -4,6 +4,10 @@ Everything here is plain torch on whatever device the inputs live, so the Triton
 ``postprocess`` model runs it on the GPU in production and on the CPU in portable mode,
 and a whole batch goes through one ``torchvision.ops.batched_nms`` call.
 
+Each detection also gets the mean colour of its box's centre, read from the letterboxed
+input (:func:`box_colors`): the appearance cue the per-camera tracker uses to tell objects
+apart when motion alone cannot (an object coming out from behind an occluder).
+
 The head layout is ultralytics' YOLOv8/YOLO11 export: ``[B, 4 + nc, N]`` with rows
 cx, cy, w, h in letterboxed input pixels, then one score per class (already sigmoid).
 Semantics follow ultralytics' ``non_max_suppression`` with ``agnostic=False`` and
@@ -16,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import nms
+from torchvision.ops import nms, roi_align
 
 from camdet.geometry import INPUT_SHAPE, Size, scale_boxes_to_original
 from camdet.request_parameters import MAX_DETECTIONS_LIMIT, check_number
@@ -26,6 +30,11 @@ DEFAULT_IOU: float = 0.7
 DEFAULT_MAX_DETECTIONS: int = 300
 MAX_NMS_CANDIDATES: int = MAX_DETECTIONS_LIMIT
 """Per-frame cap on boxes entering NMS (ultralytics' ``max_nms``), bounding NMS time."""
+COLOR_REGION: float = 0.5
+"""Share of a box's width and height, around its centre, that :func:`box_colors` averages:
+mostly the object itself even for a star or a person, little of the background."""
+COLOR_SAMPLES: int = 8
+"""Bilinear samples per side of that region (64 in all)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,39 @@ class Detections:
         boxes: ``[n, 4]`` float32 xyxy in original frame pixels, clipped to the frame.
         scores: ``[n]`` float32 class scores, descending.
         class_ids: ``[n]`` int64 class indices.
+        colors: ``[n, 3]`` float32 mean RGB in ``[0, 1]`` of each box's centre
+            (:func:`box_colors`), or None when the input images were not given.
     """
 
     boxes: torch.Tensor
     scores: torch.Tensor
     class_ids: torch.Tensor
+    colors: torch.Tensor | None = None
+
+
+def box_colors(
+    images: torch.Tensor, frame_index: torch.Tensor, boxes: torch.Tensor
+) -> torch.Tensor:
+    """Mean colour of the central part of each box, an appearance cue for tracking.
+
+    ``torchvision.ops.roi_align`` with one output cell averages
+    :data:`COLOR_SAMPLES` squared bilinear samples of the central :data:`COLOR_REGION` of
+    each box, on the images' device and in their dtype (no float32 copy of the batch).
+
+    Args:
+        images: ``[B, 3, H, W]`` letterboxed detector input, RGB in ``[0, 1]``.
+        frame_index: ``[M]`` integer frame of each box in ``images``.
+        boxes: ``[M, 4]`` xyxy in the same letterboxed input pixels.
+
+    Returns:
+        ``[M, 3]`` float32 mean RGB in ``[0, 1]``.
+    """
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) * (COLOR_REGION / 2)
+    rois = torch.cat((frame_index[:, None].to(boxes.dtype), centres - half, centres + half), 1)
+    rois = rois.to(images.device, images.dtype)
+    mean = roi_align(images, rois, 1, spatial_scale=1.0, sampling_ratio=COLOR_SAMPLES, aligned=True)
+    return mean.reshape(-1, 3).float()
 
 
 def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -180,6 +217,7 @@ def postprocess(
     iou_threshold: float = DEFAULT_IOU,
     max_detections: int = DEFAULT_MAX_DETECTIONS,
     size: Size = INPUT_SHAPE,
+    images: torch.Tensor | None = None,
 ) -> list[Detections]:
     """Turn a batch of YOLO head outputs into per-frame detections, one setting for all.
 
@@ -190,12 +228,13 @@ def postprocess(
         iou_threshold: NMS IoU threshold.
         max_detections: Most detections per frame.
         size: Detector input ``(height, width)`` in pixels (``CAMDET_INPUT_SIZE``).
+        images: ``[B, 3, H, W]`` the detector's input, for the boxes' colours; or None.
 
     Returns:
         One :class:`Detections` per frame, on ``raw``'s device.
     """
     thresholds = Thresholds(conf_threshold, iou_threshold, max_detections)
-    return postprocess_batch(raw, original_sizes, [thresholds] * raw.shape[0], size)
+    return postprocess_flat(raw, original_sizes, [thresholds] * raw.shape[0], size, images).frames()
 
 
 @dataclass(frozen=True)
@@ -207,17 +246,22 @@ class BatchDetections:
         scores: ``[M]`` float32, descending within each frame.
         class_ids: ``[M]`` int64.
         counts: Detections per frame (sums to M).
+        colors: ``[M, 3]`` float32 mean RGB of each box's centre, or None.
     """
 
     boxes: torch.Tensor
     scores: torch.Tensor
     class_ids: torch.Tensor
     counts: list[int]
+    colors: torch.Tensor | None = None
 
     def frames(self) -> list[Detections]:
         """Split into one :class:`Detections` per frame (views, no copies)."""
-        parts = (t.split(self.counts) for t in (self.boxes, self.scores, self.class_ids))
-        return [Detections(b, s, c) for b, s, c in zip(*parts, strict=True)]
+        parts = [t.split(self.counts) for t in (self.boxes, self.scores, self.class_ids)]
+        colors = (
+            self.colors.split(self.counts) if self.colors is not None else [None] * len(parts[0])
+        )
+        return [Detections(*row) for row in zip(*parts, colors, strict=True)]
 
 
 def postprocess_batch(
@@ -245,8 +289,12 @@ def postprocess_flat(
     original_sizes: torch.Tensor,
     thresholds: list[Thresholds],
     size: Size = INPUT_SHAPE,
+    images: torch.Tensor | None = None,
 ) -> BatchDetections:
     """Like :func:`postprocess_batch`, but the detections stay in flat batch tensors.
+
+    ``images`` (``[B, 3, H, W]``, the detector's letterboxed input) adds the boxes'
+    colours (:func:`box_colors`).
 
     Raises:
         ValueError: If shapes disagree or the head has no class rows.
@@ -254,6 +302,8 @@ def postprocess_flat(
     batch, rows, _ = raw.shape
     if rows < 5:
         raise ValueError(f"head output must have 4 + nc >= 5 rows, got {rows}")
+    if images is not None and images.shape[0] != batch:
+        raise ValueError(f"batch of {batch} with {images.shape[0]} images")
     if original_sizes.shape[0] != batch or len(thresholds) != batch:
         raise ValueError(
             f"batch of {batch} with {original_sizes.shape[0]} sizes "
@@ -276,7 +326,8 @@ def postprocess_flat(
     keep = keep[rank < max_det[frame_index[keep]]]
 
     frame_index = frame_index[keep]
+    colors = None if images is None else box_colors(images, frame_index, boxes[keep])
     sizes = original_sizes.to(device).reshape(batch, 2)[frame_index]
     boxes = scale_boxes_to_original(boxes[keep], sizes, size)
     counts = torch.bincount(frame_index, minlength=batch).tolist()
-    return BatchDetections(boxes, scores[keep], class_ids[keep], counts)
+    return BatchDetections(boxes, scores[keep], class_ids[keep], counts, colors)

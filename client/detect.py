@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 
 ENSEMBLE = "detect"
 INPUT = "encoded_image"
-OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections", "damaged")
+OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections", "damaged", "colors")
 VIDEO_ENSEMBLE = "detect_video"
 VIDEO_INPUT = "video_chunk"
 PTS_INPUT = "pts"
@@ -46,6 +46,9 @@ class Detection:
         track_id: Id of the object's track in its camera, stable while the object is
             followed (see :mod:`camdet.client.tracks`); None: tracking off, or no
             confirmed track yet (an object's first frame, a weak detection).
+        color: Mean (R, G, B) in [0, 1] of the box's centre, the tracker's appearance
+            cue; None from a server without the ``colors`` output. Not in
+            :meth:`as_dict`.
     """
 
     box: tuple[float, float, float, float]
@@ -53,6 +56,7 @@ class Detection:
     class_id: int
     label: str
     track_id: int | None = None
+    color: tuple[float, float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (box rounded to 0.1 px, score to 1e-4; ``track_id`` if any)."""
@@ -136,14 +140,18 @@ def parse_result(result: grpcclient.InferResult) -> list[Detection]:
     scores = result.as_numpy("scores").reshape(-1)[:count]
     class_ids = result.as_numpy("class_ids").reshape(-1)[:count]
     labels = result.as_numpy("labels").reshape(-1)[:count]
+    colors = result.as_numpy("colors")
+    # Absent when the request did not ask for it: the tracker then goes by motion alone.
+    colors = [None] * count if colors is None else colors.reshape(-1, 3)[:count]
     return [
         Detection(
             tuple(map(float, b)),
             float(s),
             int(c),
             lbl.decode() if isinstance(lbl, bytes) else str(lbl),
+            color=None if k is None else tuple(map(float, k)),
         )
-        for b, s, c, lbl in zip(boxes, scores, class_ids, labels, strict=True)
+        for b, s, c, lbl, k in zip(boxes, scores, class_ids, labels, colors, strict=True)
     ]
 
 

@@ -12,7 +12,8 @@ Every tensor here is ``{"content": {"b64": ...}, "shape": [...]}``:
 - ``detect``, ``validate``, ``preprocess``: the JPEG bytes (UINT8, shape ``[bytes]``);
 - ``detector``: the letterboxed FP16 ``[3, 640, 640]`` of those frames (the project's
   OpenCV reference letterbox);
-- ``postprocess``: the detector's FP16 head output on them and the INT32 original size.
+- ``postprocess``: the detector's FP16 head output on them, the INT32 original size and
+  the letterboxed frame (for the boxes' colours).
 
 The step inputs are produced by walking the ensemble's ``input_map``/``output_map`` with a
 reference implementation of each step, and every document is checked against the JSON

@@ -55,11 +55,14 @@ class FrameDetections:
         boxes: ``[n, 4]`` float32 xyxy in original frame pixels.
         scores: ``[n]`` float32, descending.
         class_ids: ``[n]`` int64.
+        colors: ``[n, 3]`` float32 mean RGB of each box's centre (the server's
+            ``colors`` output), or None.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    colors: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -89,12 +92,16 @@ def letterbox_frame(data: bytes) -> tuple[np.ndarray, tuple[int, int]]:
     return to_model_input(letterbox_image(image)), (image.shape[0], image.shape[1])
 
 
-def postprocess_raw(raw: object, sizes: Sequence[tuple[int, int]]) -> list[FrameDetections]:
+def postprocess_raw(
+    raw: object, sizes: Sequence[tuple[int, int]], images: object = None
+) -> list[FrameDetections]:
     """The project's postprocessing (decode, NMS, back to original pixels) on the client.
 
     Args:
         raw: ``[B, 4 + nc, A]`` head output (numpy or torch).
         sizes: ``(height, width)`` of each original frame, pixels.
+        images: ``[B, 3, H, W]`` the detector's input (numpy or torch), for the boxes'
+            colours as the server's ``postprocess`` reads them; None: no colours.
 
     Returns:
         One :class:`FrameDetections` per frame, with the server's default thresholds.
@@ -105,12 +112,17 @@ def postprocess_raw(raw: object, sizes: Sequence[tuple[int, int]]) -> list[Frame
 
     # Responses are read-only numpy views: copy rather than alias them into torch.
     raw = raw if isinstance(raw, torch.Tensor) else torch.tensor(np.asarray(raw))
-    frames = postprocess(raw, torch.tensor(list(sizes), dtype=torch.int32))
+    if images is not None and not isinstance(images, torch.Tensor):
+        images = torch.from_numpy(np.asarray(images))
+    if images is not None:
+        images = images.to(raw.device)
+    frames = postprocess(raw, torch.tensor(list(sizes), dtype=torch.int32), images=images)
     return [
         FrameDetections(
             f.boxes.cpu().numpy(),
             f.scores.cpu().numpy(),
             f.class_ids.cpu().numpy().astype(np.int64),
+            None if f.colors is None else f.colors.cpu().numpy(),
         )
         for f in frames
     ]
@@ -138,10 +150,14 @@ class EnsembleClient:
 
 def as_arrays(found: Sequence[Detection]) -> FrameDetections:
     """A response's detections as :class:`FrameDetections`."""
+    colors = None
+    if all(d.color is not None for d in found):
+        colors = np.array([d.color for d in found], dtype=np.float32).reshape(-1, 3)
     return FrameDetections(
         np.array([d.box for d in found], dtype=np.float32).reshape(-1, 4),
         np.array([d.score for d in found], dtype=np.float32),
         np.array([d.class_id for d in found], dtype=np.int64),
+        colors,
     )
 
 
@@ -224,7 +240,7 @@ class NaiveClient:
         image, size = letterbox_frame(data)
         tensor = self.transport.tensor(self.input_name, image[None].astype(self.input_dtype))
         result = self.client.infer(DETECTOR, [tensor], outputs=self.outputs)
-        return postprocess_raw(result.as_numpy(self.output_name), [size])[0]
+        return postprocess_raw(result.as_numpy(self.output_name), [size], image[None])[0]
 
 
 Preprocess = Callable[[Sequence[bytes]], tuple[Any, list[tuple[int, int]]]]
@@ -289,7 +305,7 @@ class BareLoop:
     def detect_batch(self, frames: Sequence[bytes]) -> list[FrameDetections]:
         """Run one batch of encoded frames through the whole pipeline."""
         images, sizes = self.preprocess(frames)
-        return postprocess_raw(self.runner(images), sizes)
+        return postprocess_raw(self.runner(images), sizes, images)
 
     def detect(self, frames: Sequence[bytes]) -> list[FrameDetections]:
         """Run any number of frames, ``batch_size`` at a time, in order."""

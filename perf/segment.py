@@ -288,7 +288,8 @@ class SegmentLoop:
         found: list[FrameDetections] = []
         for start in range(0, len(sizes), self.detector_batch):
             stop = start + self.detector_batch
-            found += postprocess_raw(self.runner(images[start:stop]), sizes[start:stop])
+            part = images[start:stop]
+            found += postprocess_raw(self.runner(part), sizes[start:stop], part)
         return found
 
     def detect(self, encoded: Sequence[bytes]) -> list[FrameDetections]:

@@ -67,8 +67,8 @@ def test_256_cameras_at_once_no_request_fails_and_tensors_stay_on_the_gpu(server
         "preprocess": ("encoded_image:cpu", "original_size:cpu,preprocessed_image:cuda:0"),
         "detector": ("images:cuda:0", "output0:cuda:0"),
         "postprocess": (
-            "original_size:cpu,raw_detections:cuda:0",
-            "boxes:cpu,class_ids:cpu,labels:cpu,scores:cpu",
+            "original_size:cpu,preprocessed_image:cuda:0,raw_detections:cuda:0",
+            "boxes:cpu,class_ids:cpu,colors:cpu,labels:cpu,scores:cpu",
         ),
     }
     for (model, inputs, outputs), batches in grew.items():

@@ -124,3 +124,25 @@ def test_placeholder_frame_of_size_zero_gets_no_detections() -> None:
     empty, full = postprocess(raw, sizes)
     assert len(empty.scores) == 0
     assert len(full.scores) > 0 and torch.isfinite(full.boxes).all()
+
+
+def test_each_box_gets_the_mean_colour_of_its_centre() -> None:
+    """The tracker's appearance cue: a box's centre half, from the letterboxed images."""
+    images = torch.full((2, 3, 640, 640), 114 / 255, dtype=torch.float16)
+    images[0, :, 100:200, 100:300] = torch.tensor([0.9, 0.1, 0.2])[:, None, None]
+    # Frame 1: a ring of red around a blue centre; only the centre half counts.
+    images[1, :, 300:400, 300:400] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
+    images[1, :, 325:375, 325:375] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]
+    raw = torch.zeros(2, 4 + NC, 2)
+    raw[0, :5, 0] = torch.tensor([200.0, 150.0, 200.0, 100.0, 0.9])  # the box of frame 0's
+    raw[1, :5, 0] = torch.tensor([350.0, 350.0, 100.0, 100.0, 0.9])  # the ring's box
+    sizes = torch.tensor([[640, 640], [640, 640]])
+    first, second = postprocess(raw, sizes, images=images)
+    # FP16 images, averaged in FP16 (as on the server): within 0.01.
+    torch.testing.assert_close(first.colors, torch.tensor([[0.9, 0.1, 0.2]]), atol=1e-2, rtol=0)
+    torch.testing.assert_close(second.colors, torch.tensor([[0.0, 0.0, 1.0]]), atol=1e-2, rtol=0)
+    assert first.colors.dtype == torch.float32
+    # Without the images there are no colours.
+    assert postprocess(raw, sizes)[0].colors is None
+    with pytest.raises(ValueError, match="batch of 2 with 1 images"):
+        postprocess(raw, sizes, images=images[:1])

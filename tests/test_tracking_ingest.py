@@ -81,6 +81,8 @@ def test_track_ids_match_ground_truth_identities(server, clip, decode_on_client:
         boxes = np.array([d.box for d in found], dtype=np.float32).reshape(-1, 4)
         scores = np.array([d.score for d in found], dtype=np.float32)
         classes = np.array([d.class_id for d in found], dtype=np.int64)
+        # The server reads each box's colour on both paths: the tracker's appearance cue.
+        assert all(d.color is not None and 0 <= min(d.color) <= max(d.color) <= 1 for d in found)
         detections.append(FrameDetections(boxes, scores, classes))
         track_ids = [NO_TRACK if d.track_id is None else d.track_id for d in found]
         ids.append(np.array(track_ids, dtype=np.int64))

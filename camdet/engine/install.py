@@ -5,8 +5,9 @@ dynamic batch, one output ``[B, 4 + nc, N]`` with ``nc`` = the number of labels;
 exports, YOLOv5's layout and a transposed head are refused by name). Then, in a scratch
 copy of the repository's configs, the ONNX tensors get the config's names
 (``images``/``output0``, which the ensembles map), the labels file is written one class a
-line, and the dims of ``detector``, ``preprocess`` and ``preprocess_video`` are set from
-the input size setting (``CAMDET_INPUT_SIZE``) and the class count. Only when the contract
+line, and the dims of ``detector``, ``preprocess``, ``preprocess_video`` and
+``postprocess`` (its image input) are set from the input size setting
+(``CAMDET_INPUT_SIZE``) and the class count. Only when the contract
 checks pass there (:func:`camdet.engine.onnx_checks.validate_inputs` and the ensembles'
 maps) are the files moved into the repository, each by an atomic rename.
 """
@@ -33,8 +34,9 @@ from camdet.engine.onnx_checks import validate_inputs
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MODELS = ("preprocess", "preprocess_video")
-"""Models whose ``preprocessed_image`` output is the detector's input."""
+IMAGE_MODELS = ("preprocess", "preprocess_video", "postprocess")
+"""Models with a ``preprocessed_image`` tensor of the detector's input size: the
+preprocessors' output, and ``postprocess``'s input (it reads the boxes' colours there)."""
 
 _IMAGE_DIMS_RE = re.compile(r"dims:\s*\[\s*3\s*,\s*\d+\s*,\s*\d+\s*\]")
 _HEAD_DIMS_RE = re.compile(r"dims:\s*\[\s*\d+\s*,\s*\d+\s*\]")

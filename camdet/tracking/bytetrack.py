@@ -7,6 +7,12 @@ object scores low, and dropping it would break its track); tracks unmatched for
 :attr:`TrackerSettings.max_age` frames end. A new object is confirmed, and gets its id,
 when it is matched again in the next frame, so one-frame false positives use no id.
 Assignment is the linear assignment problem, solved by ``lap.lapjv``.
+
+Where detections carry colours (the mean RGB of each box's centre, which the
+``postprocess`` model reads from the letterboxed frame on the GPU:
+:func:`camdet.postprocess.box_colors`), each track keeps a smoothed colour, as
+DeepSORT-style trackers keep an appearance embedding: it weighs in IoU matching, and a lost
+track takes back only a detection of its colour. Without colours, motion alone decides.
 """
 
 from __future__ import annotations
@@ -42,13 +48,26 @@ class TrackerSettings:
             behind an occluder shows first as a sliver cut at the occluder's edge, while
             its track, whose speed was underestimated from the boxes clipped on the way
             in, predicts a whole box about one width behind: IoU alone starts a new id
-            (camdet's pillar scenes: IDF1 0.38; MODEL_CARD.md, Tracking).
+            (camdet's pillar scenes: IDF1 0.38; MODEL_CARD.md, Tracking). Distance and
+            size are measured against the largest box of the track's last
+            :attr:`size_memory` observations, not its clipped box on the way in.
+        recover_size_ratio: Least ratio of a recovered detection's size to that largest
+            box (up to 2): an object coming out shows first as a sliver.
+        size_memory: Observations of a track whose largest box is its size in recovery.
         direction_weight: Weight of the velocity-direction cost in IoU matching
             (:func:`direction_cost`; OC-SORT's 0.2), 0 for IoU alone.
         shape_weight: Weight of the aspect-ratio cost in IoU matching
             (:func:`shape_cost`): where one object hides another at a crossing, the one
             detection left matches the track of its own shape (pillar scenes: 1.08 ->
             0.65 switches per 1,000 object-frames), 0 for IoU alone.
+        color_gate: Largest distance between a track's colour and a detection's, RGB in
+            ``[0, 1]`` (Euclidean), for a lost track to take the detection back; also
+            the distance at which the colour cost is full. Lighting shifts an object's
+            colour by up to about 0.15; different objects of the scenes differ by 0.3 or
+            more (MODEL_CARD.md, Tracking).
+        color_weight: Weight of the colour cost in IoU matching (:func:`color_cost`).
+        color_momentum: Share of a track's colour kept at each observation (the
+            exponential moving average of JDE/FairMOT's appearance embeddings).
     """
 
     high_score: float = 0.5
@@ -59,8 +78,13 @@ class TrackerSettings:
     confirm_iou: float = 0.3
     max_age: int = 30
     recover_distance: float = 3.0
+    recover_size_ratio: float = 0.3
+    size_memory: int = 30
     direction_weight: float = 0.2
     shape_weight: float = 0.3
+    color_gate: float = 0.25
+    color_weight: float = 0.5
+    color_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_score <= self.high_score <= 1:
@@ -69,6 +93,14 @@ class TrackerSettings:
             raise ValueError(f"max_age must be >= 0, got {self.max_age}")
         if self.recover_distance < 0:
             raise ValueError(f"recover_distance must be >= 0, got {self.recover_distance}")
+        if not 0 < self.recover_size_ratio <= 1:
+            raise ValueError(f"recover_size_ratio must be in (0, 1], got {self.recover_size_ratio}")
+        if self.size_memory < 1:
+            raise ValueError(f"size_memory must be >= 1, got {self.size_memory}")
+        if self.color_gate <= 0:
+            raise ValueError(f"color_gate must be > 0, got {self.color_gate}")
+        if not 0 <= self.color_momentum < 1:
+            raise ValueError(f"color_momentum must be in [0, 1), got {self.color_momentum}")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -176,6 +208,45 @@ def shape_cost(tracks: list[Track], boxes: np.ndarray, weight: float) -> np.ndar
     return weight * np.minimum(np.abs(np.log(found[None, :] / aspect[:, None])), 1.0)
 
 
+def color_distance(tracks: list[Track], colors: np.ndarray | None) -> np.ndarray | None:
+    """Euclidean distances between the tracks' colours and the detections'.
+
+    Args:
+        tracks: The tracks (their smoothed colour).
+        colors: ``[M, 3]`` detection colours, RGB in ``[0, 1]``, or None.
+
+    Returns:
+        ``[N, M]`` distances in ``[0, sqrt(3)]``, 0 for a track without a colour yet;
+        None without detection colours.
+    """
+    if colors is None:
+        return None
+    distance = np.zeros((len(tracks), len(colors)))
+    for row, track in enumerate(tracks):
+        if track.color is not None:
+            distance[row] = np.linalg.norm(colors - track.color, axis=1)
+    return distance
+
+
+def color_cost(tracks: list[Track], colors: np.ndarray, gate: float, weight: float) -> np.ndarray:
+    """A detection's colour unlike a track's as a matching cost.
+
+    Where two objects cross, IoU and motion leave the ids to chance for a frame or two; the
+    colours tell the objects apart.
+
+    Args:
+        tracks: The tracks (their smoothed colour).
+        colors: ``[M, 3]`` detection colours, RGB in ``[0, 1]``.
+        gate: Colour distance at which the cost is full.
+        weight: The full cost.
+
+    Returns:
+        ``[N, M]`` costs in ``[0, weight]``: ``weight * min(distance / gate, 1)``.
+    """
+    distance = color_distance(tracks, colors)
+    return weight * np.minimum(distance / gate, 1.0)
+
+
 @dataclass
 class Track:
     """One tracked object.
@@ -186,6 +257,8 @@ class Track:
         track_id: Its id, or :data:`NO_TRACK` until confirmed.
         last_seen: Tracker frame of its latest detection.
         observed: ``[4]`` its latest detection box, pixels (None until the first).
+        sides: Larger sides of its latest detection boxes, pixels, newest last.
+        color: ``[3]`` its smoothed colour, RGB in ``[0, 1]`` (None: no colour seen).
     """
 
     kalman: BoxKalman
@@ -193,11 +266,45 @@ class Track:
     track_id: int = NO_TRACK
     last_seen: int = 0
     observed: np.ndarray | None = None
+    sides: list[float] = field(default_factory=list)
+    color: np.ndarray | None = None
+
+    def observe(self, box: np.ndarray, color: np.ndarray | None, settings: TrackerSettings) -> None:
+        """Remember a detection's box (and its colour, smoothed) as the latest observation."""
+        self.observed = box.copy()
+        side = float(np.max(box[2:] - box[:2]))
+        self.sides = [*self.sides[len(self.sides) + 1 - settings.size_memory :], side]
+        if color is not None:
+            seen = np.asarray(color, dtype=np.float64)
+            keep = settings.color_momentum
+            self.color = seen if self.color is None else keep * self.color + (1 - keep) * seen
+
+    @property
+    def full_side(self) -> float:
+        """Largest side of its recent detection boxes (before an occluder clipped them)."""
+        return max(self.sides, default=0.0)
 
     @property
     def confirmed(self) -> bool:
         """Whether the track has an id."""
         return self.track_id != NO_TRACK
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """One frame's detections as :meth:`ByteTracker.update` received them."""
+
+    boxes: np.ndarray  # [N, 4] float64 x1, y1, x2, y2, pixels
+    class_ids: np.ndarray  # [N] class indices
+    colors: np.ndarray | None  # [N, 3] RGB in [0, 1], or None
+
+    def colors_of(self, indices: np.ndarray) -> np.ndarray | None:
+        """``[K, 3]`` colours of some detections, or None."""
+        return None if self.colors is None else self.colors[indices]
+
+    def color(self, index: int) -> np.ndarray | None:
+        """``[3]`` colour of one detection, or None."""
+        return None if self.colors is None else self.colors[index]
 
 
 @dataclass
@@ -215,7 +322,12 @@ class ByteTracker:
     frame: int = 0
 
     def update(
-        self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, dt: int = 1
+        self,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        class_ids: np.ndarray,
+        dt: int = 1,
+        colors: np.ndarray | None = None,
     ) -> np.ndarray:
         """Advance by ``dt`` frames and associate one frame's detections.
 
@@ -224,12 +336,17 @@ class ByteTracker:
             scores: ``[N]`` confidences in ``[0, 1]``.
             class_ids: ``[N]`` class indices.
             dt: Frames since the previous update (>= 1; more when frames were skipped).
+            colors: ``[N, 3]`` mean RGB in ``[0, 1]`` of each box's centre, or None
+                (motion alone; a server without the ``colors`` output).
 
         Returns:
             ``[N]`` int64 track id of each detection, :data:`NO_TRACK` where none.
         """
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        frame = _Frame(
+            boxes, class_ids, None if colors is None else np.asarray(colors).reshape(-1, 3)
+        )
         first = self.frame == 0
         self.frame += max(int(dt), 1)
         for track in self.tracks:
@@ -239,13 +356,13 @@ class ByteTracker:
         high = np.flatnonzero(strong)
         low = np.flatnonzero((scores >= self.settings.low_score) & ~strong)
         confirmed = [t for t in self.tracks if t.confirmed]
-        left = self._associate(confirmed, high, boxes, class_ids, ids, self.settings.match_iou)
+        left = self._associate(confirmed, high, frame, ids, self.settings.match_iou)
         recent = [t for t in left if t.last_seen == self.frame - max(int(dt), 1)]
-        self._associate(recent, low, boxes, class_ids, ids, self.settings.low_match_iou)
+        self._associate(recent, low, frame, ids, self.settings.low_match_iou)
         # Tracks lost for two frames or more (behind something) may take back a confident
         # detection near them that no track matched, before it starts a new track.
         lost = [t for t in left if t.last_seen < self.frame - max(int(dt), 1)]
-        self._recover(lost, high[ids[high] == NO_TRACK], boxes, ids)
+        self._recover(lost, high[ids[high] == NO_TRACK], frame, ids)
         for track in self.tracks:
             if track.last_seen != self.frame:
                 # Unseen, its box keeps its size: the shrinking of a box clipped by an
@@ -254,10 +371,10 @@ class ByteTracker:
         fresh = [t for t in self.tracks if not t.confirmed]
         unused = high[ids[high] == NO_TRACK]
         unconfirmed_left = self._associate(
-            fresh, unused, boxes, class_ids, ids, self.settings.confirm_iou, confirm=True
+            fresh, unused, frame, ids, self.settings.confirm_iou, confirm=True
         )
         self.tracks = [t for t in self.tracks if t not in unconfirmed_left]
-        self._start(boxes, scores, class_ids, ids, first)
+        self._start(frame, scores, ids, first)
         self.tracks = [t for t in self.tracks if self.frame - t.last_seen <= self.settings.max_age]
         return ids
 
@@ -265,22 +382,24 @@ class ByteTracker:
         self,
         tracks: list[Track],
         candidates: np.ndarray,
-        boxes: np.ndarray,
-        class_ids: np.ndarray,
+        frame: _Frame,
         ids: np.ndarray,
         min_iou: float,
         confirm: bool = False,
     ) -> list[Track]:
         """Match tracks to the candidate detections, update them; return the unmatched."""
-        found = boxes[candidates]
-        extra = direction_cost(tracks, found, self.settings.direction_weight)
-        extra = extra + shape_cost(tracks, found, self.settings.shape_weight)
+        found, settings = frame.boxes[candidates], self.settings
+        extra = direction_cost(tracks, found, settings.direction_weight)
+        extra = extra + shape_cost(tracks, found, settings.shape_weight)
+        colors = frame.colors_of(candidates)
+        if colors is not None:
+            extra = extra + color_cost(tracks, colors, settings.color_gate, settings.color_weight)
         pairs = match(np.array([t.kalman.box for t in tracks]), found, min_iou, extra)
         for t, d in pairs:
             track, index = tracks[t], int(candidates[d])
-            track.kalman.update(boxes[index])
-            track.class_id, track.last_seen = int(class_ids[index]), self.frame
-            track.observed = boxes[index].copy()
+            track.kalman.update(frame.boxes[index])
+            track.class_id, track.last_seen = int(frame.class_ids[index]), self.frame
+            track.observe(frame.boxes[index], frame.color(index), settings)
             if confirm:
                 track.track_id = next(self.ids)
             ids[index] = track.track_id
@@ -291,31 +410,40 @@ class ByteTracker:
         self,
         lost: list[Track],
         candidates: np.ndarray,
-        boxes: np.ndarray,
+        frame: _Frame,
         ids: np.ndarray,
     ) -> None:
         """Give unmatched tracks back the confident detections of their size near them.
 
-        Pairs are matched one to one by centre distance over the track's box size (its
-        larger side), up to :attr:`TrackerSettings.recover_distance`. A recovered track's
-        velocity is re-estimated from its last observation before the gap and this one (OC-SORT's
-        observation-centric re-update), since the coasting estimate is what drifted.
+        Pairs are matched one to one by centre distance over the track's size (the larger
+        side of its largest recent box), up to :attr:`TrackerSettings.recover_distance`,
+        and, with colours, only within :attr:`TrackerSettings.color_gate` of the track's
+        colour. A recovered track's velocity is re-estimated from its last observation
+        before the gap and this one (OC-SORT's observation-centric re-update), since the
+        coasting estimate is what drifted.
         """
-        limit = self.settings.recover_distance
+        limit, settings = self.settings.recover_distance, self.settings
         if not lost or len(candidates) == 0 or limit <= 0:
             return
         predicted = np.array([t.kalman.box for t in lost])
-        found = boxes[candidates]
+        found = frame.boxes[candidates]
         distance = np.linalg.norm(_centres(predicted)[:, None] - _centres(found)[None], axis=2)
-        # The boxes' larger sides: a width shrinks while an occluder clips it, the height not.
-        sizes = np.maximum(np.max(predicted[:, 2:] - predicted[:, :2], axis=1), 1.0)
+        # The larger sides of the boxes seen before the occluder clipped them: the
+        # predicted box keeps the clipped size, which would shrink the search and reject
+        # the whole object coming out (pillar scenes: IDF1 0.86 -> 0.92, MODEL_CARD.md).
+        sizes = np.maximum(
+            [max(t.full_side, *(t.kalman.box[2:] - t.kalman.box[:2])) for t in lost], 1.0
+        )
         found_sizes = np.max(found[:, 2:] - found[:, :2], axis=1)
         cost = distance / sizes[:, None]
         ratio = found_sizes[None, :] / sizes[:, None]
-        # About the same size: not the occluder itself, should the detector take it for an
+        # Not much larger: not the occluder itself, should the detector take it for an
         # object (it lies right where lost tracks are predicted). The class is not compared:
         # a half-hidden object is often classified as another (measured at the pillar).
-        plausible = (ratio >= 0.5) & (ratio <= 2.0)
+        plausible = (ratio >= settings.recover_size_ratio) & (ratio <= 2.0)
+        apart = color_distance(lost, frame.colors_of(candidates))
+        if apart is not None:
+            plausible &= apart <= settings.color_gate
         cost = np.where(plausible, cost, limit + 1.0)
         _, rows, _ = lap.lapjv(cost, extend_cost=True, cost_limit=limit)
         for t, d in enumerate(rows):
@@ -323,26 +451,18 @@ class ByteTracker:
                 continue
             track, index = lost[t], int(candidates[d])
             gap = self.frame - track.last_seen
-            track.kalman.reobserve(track.observed, boxes[index], gap)
-            track.observed, track.last_seen = boxes[index].copy(), self.frame
+            track.kalman.reobserve(track.observed, frame.boxes[index], gap)
+            track.observe(frame.boxes[index], frame.color(index), settings)
+            track.last_seen = self.frame
             ids[index] = track.track_id
 
-    def _start(
-        self,
-        boxes: np.ndarray,
-        scores: np.ndarray,
-        class_ids: np.ndarray,
-        ids: np.ndarray,
-        first: bool,
-    ) -> None:
+    def _start(self, frame: _Frame, scores: np.ndarray, ids: np.ndarray, first: bool) -> None:
         """New tracks from confident unmatched detections; confirmed at once in frame 1."""
         for index in np.flatnonzero((ids == NO_TRACK) & (scores >= self.settings.new_track_score)):
             track = Track(
-                BoxKalman(boxes[index]),
-                int(class_ids[index]),
-                last_seen=self.frame,
-                observed=boxes[index].copy(),
+                BoxKalman(frame.boxes[index]), int(frame.class_ids[index]), last_seen=self.frame
             )
+            track.observe(frame.boxes[index], frame.color(int(index)), self.settings)
             if first:
                 track.track_id = next(self.ids)
                 ids[index] = track.track_id

@@ -4,13 +4,15 @@
     python -m camdet.tracking.evaluate --seconds 4 --width 640 --height 360 --clips 1
     python -m camdet.tracking.evaluate --plain              # no pillar, no designed crossings
     python -m camdet.tracking.evaluate --detections d.npz --set match_iou=0.05
+    python -m camdet.tracking.evaluate --first-seed 17000   # held-out clips
 
 Each clip is a :class:`~camdet.scenes.SceneSequence` with its own seed and 6 to 10 objects,
 by default a tracking scene (:class:`~camdet.scenes.TrackingEvents`: a pillar the objects
 pass behind, pairs that meet head-on), with ``--plain`` a plain one. Every frame is rendered
 at full size, JPEG-compressed as a camera sends it, letterboxed, run through ``model.onnx``
 with onnxruntime (as the portable server runs it) and decoded by
-:func:`camdet.postprocess.postprocess` at the serving defaults (confidence 0.25, IoU 0.7).
+:func:`camdet.postprocess.postprocess` at the serving defaults (confidence 0.25, IoU 0.7),
+each box with its colour read from the letterboxed frame as the server reads it.
 The detections go through one :class:`~camdet.tracking.bytetrack.ByteTracker` per clip, and
 ``motmetrics`` scores the ids against the ground truth (:mod:`camdet.scenes.mot`), a match
 needing IoU >= 0.5: IDF1, MOTA, identity switches per 1,000 object-frames, and the
@@ -49,6 +51,9 @@ DEFAULT_ONNX = PRODUCTION_REPOSITORY / "detector" / "1" / "model.onnx"
 MATCH_IOU = 0.5
 """Least IoU of a tracked box with a ground-truth box to count as the same object."""
 CLIP_SEED_BASE = 15_000  # clip i uses seed CLIP_SEED_BASE + i: disjoint from tests' seeds
+HELD_OUT_SEEDS = (16_000, 17_000)
+"""First seeds of the held-out clips (``--first-seed``): no tracker setting was chosen on them
+(MODEL_CARD.md, Tracking)."""
 DEFAULT_EVENTS = TrackingEvents()
 """Occluders and crossings of the evaluation clips (one pillar, a crossing every 2 s)."""
 IGNORE_COVER = 0.5
@@ -63,11 +68,14 @@ class FrameDetections:
         boxes: ``[N, 4]`` float32 ``x1, y1, x2, y2`` in frame pixels.
         scores: ``[N]`` float32 confidences.
         class_ids: ``[N]`` int64 class indices.
+        colors: ``[N, 3]`` float32 mean RGB of each box's centre
+            (:func:`camdet.postprocess.box_colors`), or None.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    colors: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -112,11 +120,15 @@ def onnx_detector(path: Path = DEFAULT_ONNX) -> Callable[[np.ndarray], FrameDete
     predict = onnx_predictor(path)
 
     def detect(image: np.ndarray) -> FrameDetections:
-        letterboxed = torch.from_numpy(letterbox_image(image).transpose(2, 0, 1).copy())
-        raw = predict(letterboxed[None])
-        found = postprocess(raw, torch.tensor([image.shape[:2]]))[0]
+        letterboxed = torch.from_numpy(letterbox_image(image).transpose(2, 0, 1).copy())[None]
+        raw = predict(letterboxed)
+        sizes = torch.tensor([image.shape[:2]])
+        found = postprocess(raw, sizes, images=letterboxed.to(torch.float16) / 255)[0]
         return FrameDetections(
-            found.boxes.numpy(), found.scores.numpy(), found.class_ids.numpy().astype(np.int64)
+            found.boxes.numpy(),
+            found.scores.numpy(),
+            found.class_ids.numpy().astype(np.int64),
+            found.colors.numpy(),
         )
 
     return detect
@@ -142,9 +154,13 @@ def detect_clip(
 
 
 def track_clip(
-    detections: Sequence[FrameDetections], settings: TrackerSettings | None = None
+    detections: Sequence[FrameDetections],
+    settings: TrackerSettings | None = None,
+    colors: bool = True,
 ) -> tuple[list[np.ndarray], float]:
     """Run one tracker over a clip's detections.
+
+    ``colors`` False tracks by motion alone, as with a server without the ``colors`` output.
 
     Returns:
         ``[N]`` int64 track ids per frame (:data:`NO_TRACK` where none), and the tracker's
@@ -154,7 +170,8 @@ def track_clip(
     ids, cpu = [], 0.0
     for found in detections:
         start = time.process_time()
-        ids.append(tracker.update(found.boxes, found.scores, found.class_ids))
+        seen = found.colors if colors else None
+        ids.append(tracker.update(found.boxes, found.scores, found.class_ids, colors=seen))
         cpu += time.process_time() - start
     return ids, cpu
 
@@ -337,11 +354,13 @@ def evaluate(
     events: TrackingEvents | None = DEFAULT_EVENTS,
     settings: TrackerSettings | None = None,
     detections_path: Path | None = None,
+    first_seed: int = CLIP_SEED_BASE,
+    colors: bool = True,
 ) -> dict[str, object]:
     """Detect, track and score ``clips`` clips; the report as a dict.
 
     Args:
-        clips: Clips (seeds ``CLIP_SEED_BASE``, ``CLIP_SEED_BASE + 1``, ...).
+        clips: Clips (seeds ``first_seed``, ``first_seed + 1``, ...).
         seconds: Length of each clip.
         width: Frame width, pixels.
         height: Frame height, pixels.
@@ -352,6 +371,9 @@ def evaluate(
         detections_path: An ``.npz`` of the detections: read if it exists (the detector
             is not run), else written, so that tracker settings can be compared on the
             same detections.
+        first_seed: Seed of the first clip (:data:`CLIP_SEED_BASE`: the clips the
+            tracker's settings were chosen on; :data:`HELD_OUT_SEEDS`: clips they were not).
+        colors: False: track by motion alone (the boxes' colours unused).
 
     Raises:
         ValueError: If ``detections_path`` holds detections of other clips.
@@ -359,8 +381,7 @@ def evaluate(
     settings = settings or TrackerSettings()
     num_frames = round(seconds * fps)
     sequences = [
-        SceneSequence(CLIP_SEED_BASE + clip, width, height, (6, 10), events)
-        for clip in range(clips)
+        SceneSequence(first_seed + clip, width, height, (6, 10), events) for clip in range(clips)
     ]
     start = time.perf_counter()
     cached = detections_path is not None and detections_path.exists()
@@ -383,7 +404,7 @@ def evaluate(
             save_detections(detections_path, all_detections)
     accumulators, cpu, totals = [], 0.0, {}
     for truths, detections in zip(all_truths, all_detections, strict=True):
-        ids, clip_cpu = track_clip(detections, settings)
+        ids, clip_cpu = track_clip(detections, settings, colors)
         accumulators.append(accumulate(truths, detections, ids))
         cpu += clip_cpu
         _add_events(totals, scene_events(truths))
@@ -392,11 +413,13 @@ def evaluate(
         "size": f"{width}x{height}",
         "fps": fps,
         "seconds_per_clip": seconds,
+        "first_seed": first_seed,
         "events": asdict(events) if events is not None else None,
         "scene_events": totals,
         "scores": asdict(score(accumulators, cpu)),
         "per_clip": per_clip_scores(accumulators),
         "settings": asdict(settings),
+        "colors": colors,
         "detections_read_from": str(detections_path) if cached else None,
         "wall_s": round(time.perf_counter() - start, 1),
     }
@@ -414,13 +437,19 @@ def per_clip_scores(accumulators: Sequence[mm.MOTAccumulator]) -> list[dict[str,
     ]
 
 
+_SAVED = ("boxes", "scores", "class_ids", "colors")
+"""Fields of :class:`FrameDetections` in a detections file (``colors`` may be missing)."""
+
+
 def save_detections(path: Path, clips: Sequence[Sequence[FrameDetections]]) -> None:
     """Write every clip's detections to one ``.npz`` (see :func:`load_detections`)."""
     arrays: dict[str, np.ndarray] = {}
     for clip, frames in enumerate(clips):
         arrays[f"clip{clip}_counts"] = np.array([len(f.boxes) for f in frames], dtype=np.int64)
-        for field in ("boxes", "scores", "class_ids"):
+        for field in _SAVED:
             parts = [getattr(f, field) for f in frames]
+            if any(part is None for part in parts):
+                continue
             arrays[f"clip{clip}_{field}"] = np.concatenate(parts) if parts else np.empty(0)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
@@ -434,12 +463,16 @@ def load_detections(path: Path) -> list[list[FrameDetections]]:
         ends = np.cumsum(data[f"clip{clip}_counts"])
         split = {
             field: np.split(data[f"clip{clip}_{field}"], ends[:-1])
-            for field in ("boxes", "scores", "class_ids")
+            for field in _SAVED
+            if f"clip{clip}_{field}" in data.files
         }
+        colors = split.get("colors", [None] * len(ends))
         clips.append(
             [
-                FrameDetections(b.reshape(-1, 4), s, c)
-                for b, s, c in zip(split["boxes"], split["scores"], split["class_ids"], strict=True)
+                FrameDetections(b.reshape(-1, 4), s, c, None if k is None else k.reshape(-1, 3))
+                for b, s, c, k in zip(
+                    split["boxes"], split["scores"], split["class_ids"], colors, strict=True
+                )
             ]
         )
     return clips
@@ -461,6 +494,12 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: print the report as JSON (and write it with ``--out``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=3, help="clips (seeds) to evaluate")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=CLIP_SEED_BASE,
+        help=f"seed of the first clip (held-out clips: {', '.join(map(str, HELD_OUT_SEEDS))})",
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each clip")
     parser.add_argument("--width", type=int, default=1920, help="frame width, pixels")
     parser.add_argument("--height", type=int, default=1080, help="frame height, pixels")
@@ -487,6 +526,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a TrackerSettings field, e.g. --set match_iou=0.1 (repeatable)",
     )
     parser.add_argument(
+        "--no-colors",
+        action="store_true",
+        help="track by motion alone, as with a server without the colors output",
+    )
+    parser.add_argument(
         "--detections",
         type=Path,
         help="detections .npz: read if it exists (no detector run), else written",
@@ -508,6 +552,8 @@ def main(argv: list[str] | None = None) -> None:
         events,
         _settings(args.set),
         args.detections,
+        args.first_seed,
+        not args.no_colors,
     )
     text = json.dumps(report, indent=2)
     if args.out is not None:

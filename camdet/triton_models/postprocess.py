@@ -1,8 +1,10 @@
 """``postprocess``: YOLO head -> per-frame detections, in torch on the inputs' device.
 
 Inputs arrive by DLPack (``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``), so on a GPU server the
-head output never leaves the GPU; the whole batch goes through one NMS call and only the
-final boxes, scores and class ids are copied to the host, once per batch, for Triton to send.
+head output and the letterboxed images never leave the GPU; the whole batch goes through
+one NMS call, each box's mean colour is read from its image (the tracker's appearance cue,
+:func:`camdet.postprocess.box_colors`), and only the final boxes, scores, class ids and
+colours are copied to the host, once per batch, for Triton to send.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from camdet.triton_models.common import (
     parameter,
 )
 
-RAW, SIZE = "raw_detections", "original_size"
+RAW, SIZE, IMAGE = "raw_detections", "original_size", "preprocessed_image"
 BOXES, SCORES, CLASS_IDS, LABELS, COUNT = "boxes", "scores", "class_ids", "labels", "num_detections"
+COLORS = "colors"
 
 
 def _to_torch(tensor: pb_utils.Tensor) -> torch.Tensor:
@@ -60,7 +63,9 @@ class TritonPythonModel:
             [line.strip().encode() for line in (model_dir / label_file).read_text().splitlines()],
             dtype=np.object_,
         )
-        self.dtypes = {n: output_dtype(config, n) for n in (BOXES, SCORES, CLASS_IDS, COUNT)}
+        self.dtypes = {
+            n: output_dtype(config, n) for n in (BOXES, SCORES, CLASS_IDS, COUNT, COLORS)
+        }
         raw = pb_utils.get_input_config_by_name(config, RAW)
         self.raw_dtype = torch.from_numpy(
             np.zeros(0, pb_utils.triton_string_to_numpy(raw["data_type"]))
@@ -81,30 +86,36 @@ class TritonPythonModel:
         head[:, 4:] /= 320
         sizes = torch.tensor([[720, 1280]], dtype=torch.int32)
         head = head.to(self.device, self.raw_dtype)
-        postprocess_flat(head, sizes.to(self.device), [self.defaults])
+        images = torch.rand((1, 3, *INPUT_SHAPE), generator=generator).to(self.device)
+        postprocess_flat(head, sizes.to(self.device), [self.defaults], images=images.half())
 
     @guarded_execute
     def execute(self, requests: list) -> list:
         """One response per request; bad thresholds fail only their own request."""
         responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
         with self.stats.phase("inputs"):
-            raws, sizes, thresholds, owners = self._collect(requests, responses)
+            raws, sizes, images, thresholds, owners = self._collect(requests, responses)
         if raws:
             with self.stats.phase("compute"):
                 batch = postprocess_flat(
-                    join_on(raws, self.device), join_on(sizes, self.device), thresholds
+                    join_on(raws, self.device),
+                    join_on(sizes, self.device),
+                    thresholds,
+                    images=join_on(images, self.device),
                 )
                 host = self._to_host(batch)
             with self.stats.phase("outputs"):
                 self._respond(host, batch.counts, owners, responses)
-            self.stats.record({RAW: raws, SIZE: sizes}, {k: [v] for k, v in host.items()})
+            self.stats.record(
+                {RAW: raws, SIZE: sizes, IMAGE: images}, {k: [v] for k, v in host.items()}
+            )
         return responses
 
     def _collect(
         self, requests: list, responses: list[pb_utils.InferenceResponse | None]
-    ) -> tuple[list, list, list[Thresholds], list[tuple[int, int]]]:
+    ) -> tuple[list, list, list, list[Thresholds], list[tuple[int, int]]]:
         """Each valid request's tensors and thresholds; bad ones get their error response."""
-        raws, sizes, thresholds, owners = [], [], [], []
+        raws, sizes, images, thresholds, owners = [], [], [], [], []
         for i, request in enumerate(requests):
             try:
                 setting = self._thresholds(request)
@@ -113,9 +124,10 @@ class TritonPythonModel:
                 continue
             raws.append(_to_torch(pb_utils.get_input_tensor_by_name(request, RAW)))
             sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
+            images.append(_to_torch(pb_utils.get_input_tensor_by_name(request, IMAGE)))
             thresholds += [setting] * raws[-1].shape[0]
             owners.append((i, raws[-1].shape[0]))
-        return raws, sizes, thresholds, owners
+        return raws, sizes, images, thresholds, owners
 
     def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:
         """The batch's final detections on the host, in one device-to-host copy.
@@ -124,7 +136,12 @@ class TritonPythonModel:
         anyway, so returning host arrays saves one small GPU buffer per output and request.
         """
         flat = torch.cat(
-            (batch.boxes, batch.scores[:, None], batch.class_ids[:, None].to(batch.boxes.dtype)),
+            (
+                batch.boxes,
+                batch.scores[:, None],
+                batch.class_ids[:, None].to(batch.boxes.dtype),
+                batch.colors.to(batch.boxes.dtype),
+            ),
             dim=1,
         )
         flat = flat.cpu().numpy()
@@ -134,6 +151,7 @@ class TritonPythonModel:
             SCORES: flat[:, 4].astype(self.dtypes[SCORES]),
             CLASS_IDS: class_ids.astype(self.dtypes[CLASS_IDS]),
             LABELS: self.labels[class_ids],
+            COLORS: flat[:, 6:9].astype(self.dtypes[COLORS]),
         }
 
     def _respond(
@@ -172,10 +190,11 @@ class TritonPythonModel:
         return [
             *(pb_utils.Tensor(name, padded[name]) for name in (BOXES, SCORES, CLASS_IDS, LABELS)),
             pb_utils.Tensor(COUNT, count),
+            pb_utils.Tensor(COLORS, padded[COLORS]),
         ]
 
 
-_PAD_VALUES = {BOXES: 0, SCORES: 0, CLASS_IDS: -1, LABELS: b""}
+_PAD_VALUES = {BOXES: 0, SCORES: 0, CLASS_IDS: -1, LABELS: b"", COLORS: 0}
 
 
 def _pad(part: dict[str, np.ndarray], counts: list[int]) -> dict[str, np.ndarray]:
