@@ -46,9 +46,9 @@ class Detection:
         track_id: Id of the object's track in its camera, stable while the object is
             followed (see :mod:`camdet.client.tracks`); None: tracking off, or no
             confirmed track yet (an object's first frame, a weak detection).
-        color: Mean (R, G, B) in [0, 1] of the box's centre, the tracker's appearance
-            cue; None from a server without the ``colors`` output. Not in
-            :meth:`as_dict`.
+        color: Mean (R, G, B) in [0, 1] of the central half of the box, which the server
+            reads from the frame: the tracker's appearance cue. None when the response
+            has no ``colors`` (a request that did not ask for it). Not in :meth:`as_dict`.
     """
 
     box: tuple[float, float, float, float]

@@ -4,7 +4,8 @@ Answers of all cameras reach the event loop, in order per camera except when sev
 requests of a camera are in flight; each camera gets its own
 :class:`~camdet.tracking.bytetrack.ByteTracker` here (why here and not on the server: see
 :mod:`camdet.tracking` and the model card). Both paths feed it: ``detect`` answers (JPEG)
-and ``detect_video`` answers (H.264/HEVC pass-through), after their frames are resolved.
+and ``detect_video`` answers (H.264/HEVC pass-through), after their frames are resolved,
+with each box's colour as the server read it (the tracker's appearance cue).
 
 - Frames skipped between two answers (real-time drops, a server outage and fail-over,
   decimation) advance the motion model by the gap in the camera's frame positions, so

@@ -112,6 +112,9 @@ def test_step_input_data_is_the_reference_of_each_step(input_data, frames, onnx)
     np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-3, atol=1e-2)
     original = np.frombuffer(base64.b64decode(post[0]["original_size"]["content"]["b64"]), "<i4")
     assert original.tolist() == [frames[0].height, frames[0].width] == list(size)
+    # postprocess reads the boxes' colours from the same letterboxed frame.
+    frame = post[0]["preprocessed_image"]
+    assert frame == images
 
 
 def test_postprocess_input_data_from_the_torch_runner(
