@@ -385,6 +385,9 @@ def test_evaluation_caches_detections_with_their_colours(tmp_path: Path) -> None
     again = evaluate.evaluate(*run, detections_path=path, first_seed=seed)
     assert again["detections_read_from"] == str(path) and again["first_seed"] == seed
     assert again["scores"]["idf1"] == first["scores"]["idf1"]
+    # Another seed's clips do not score against these detections.
+    with pytest.raises(ValueError, match=f"holds the clips of seed {seed}, not 15000"):
+        evaluate.evaluate(*run, detections_path=path)
     # Detections kept before colours existed load without them (motion alone).
     plain = [evaluate.FrameDetections(f.boxes, f.scores, f.class_ids) for f in frames]
     evaluate.save_detections(tmp_path / "old.npz", [plain])
