@@ -15,6 +15,7 @@ frame came out yet), with the same outputs as ``detect``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,13 @@ class Detection:
         if self.track_id is not None:
             record["track_id"] = self.track_id
         return record
+
+
+def detection_colors(detections: Sequence[Detection]) -> np.ndarray | None:
+    """``[N, 3]`` float32 colours of the detections, or None if any lacks one."""
+    if any(d.color is None for d in detections):
+        return None
+    return np.array([d.color for d in detections], dtype=np.float32).reshape(-1, 3)
 
 
 def frame_input(encoded: bytes) -> list[grpcclient.InferInput]:

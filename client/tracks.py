@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from itertools import count
 
 import numpy as np
-from camdet.client.detect import Detection
+from camdet.client.detect import Detection, detection_colors
 from camdet.client.reader import CapturedFrame
 from camdet.client.sinks import Result
 
@@ -58,7 +58,9 @@ class _CameraTracks:
         step = 1 if self.position is None else frame.position - self.position
         scores = np.array([d.score for d in detections], dtype=np.float64)
         class_ids = np.array([d.class_id for d in detections], dtype=np.int64)
-        ids = self.tracker.update(boxes, scores, class_ids, max(step, 1), _colors(detections))
+        ids = self.tracker.update(
+            boxes, scores, class_ids, max(step, 1), detection_colors(detections)
+        )
         self.newest_index, self.position = frame.index, frame.position
         if self.counter is not None:
             self.counter.update(ids, boxes)
@@ -70,13 +72,6 @@ class _CameraTracks:
         if self.counter is not None:
             self.counter.forget()
         self.session, self.newest_index, self.position = session, -1, None
-
-
-def _colors(detections: list[Detection]) -> np.ndarray | None:
-    """``[N, 3]`` the detections' colours, or None if any lacks one (motion alone)."""
-    if any(d.color is None for d in detections):
-        return None
-    return np.array([d.color for d in detections], dtype=np.float64).reshape(-1, 3)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from camdet.client.detect import (
     NO_FRAME,
     VIDEO_ENSEMBLE,
     Detection,
+    detection_colors,
     parse_result,
     parse_video_result,
     requested_outputs,
@@ -150,14 +151,11 @@ class EnsembleClient:
 
 def as_arrays(found: Sequence[Detection]) -> FrameDetections:
     """A response's detections as :class:`FrameDetections`."""
-    colors = None
-    if all(d.color is not None for d in found):
-        colors = np.array([d.color for d in found], dtype=np.float32).reshape(-1, 3)
     return FrameDetections(
         np.array([d.box for d in found], dtype=np.float32).reshape(-1, 4),
         np.array([d.score for d in found], dtype=np.float32),
         np.array([d.class_id for d in found], dtype=np.int64),
-        colors,
+        detection_colors(found),
     )
 
 

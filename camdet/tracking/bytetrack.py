@@ -432,9 +432,8 @@ class ByteTracker:
         # predicted box keeps the clipped size, which would shrink the search and reject
         # the whole object coming out (with colours, pillar scenes of seeds 16000-16001: IDF1
         # 0.86 -> 0.94; MODEL_CARD.md, Tracking).
-        sizes = np.maximum(
-            [max(t.full_side, *(t.kalman.box[2:] - t.kalman.box[:2])) for t in lost], 1.0
-        )
+        sizes = np.max(predicted[:, 2:] - predicted[:, :2], axis=1)
+        sizes = np.maximum(np.maximum(sizes, [t.full_side for t in lost]), 1.0)
         found_sizes = np.max(found[:, 2:] - found[:, :2], axis=1)
         cost = distance / sizes[:, None]
         ratio = found_sizes[None, :] / sizes[:, None]
