@@ -13,7 +13,7 @@ Camera ingest follows the data flow, one module per step:
 - :mod:`~camdet.client.demux`: H.264/HEVC packets -> self-contained Annex-B access units;
 - :mod:`~camdet.client.reader`: per-camera reader threads, bounded buffers, reconnects;
 - :mod:`~camdet.client.servers`: server URLs, health, camera assignment, fail-over;
-- :mod:`~camdet.client.detect`: the request/response mapping of both ensembles;
+- :mod:`~camdet.contract`: the request/response mapping of both ensembles;
 - :mod:`~camdet.client.streamer`: the event loop that sends frames and correlates answers;
 - :mod:`~camdet.client.sequence`: a camera's ``detect_video`` sequence (start, resync, end);
 - :mod:`~camdet.client.accounting`: captured = answered + dropped + failed + in flight;

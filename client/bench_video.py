@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from camdet.client.detect import frame_input, video_inputs
 from camdet.client.reader import encode_jpeg
 from camdet.client.sources import AvSource
+
+from camdet.contract import frame_input, video_inputs
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from camdet.client.config import CameraConfig, camera_from_argument, check_unique, load_cameras
-from camdet.client.detect import DEFAULT_URL, threshold_parameters
 from camdet.client.metrics import IngestCollector, serve_metrics
 from camdet.client.report import LiveView, totals_table
 from camdet.client.servers import TlsFiles
@@ -26,6 +25,7 @@ from camdet.client.streamer import Ingest, IngestOptions, Mode
 from rich.console import Console
 from rich.live import Live
 
+from camdet.contract import DEFAULT_URL, threshold_parameters
 from camdet.tracking.lines import CountLine
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import av
 
-from camdet.annexb import AccessUnitError, split_nal_units
+from camdet.steps.video.annexb import AccessUnitError, split_nal_units
 
 logger = logging.getLogger(__name__)
 

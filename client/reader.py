@@ -29,7 +29,7 @@ from camdet.client.config import CameraConfig
 from camdet.client.demux import AccessUnit
 from camdet.client.sources import Source, SourceError, SourceFrame
 
-from camdet.image_check import ImageCheckError, check_encoded_image
+from camdet.steps.validate.image_check import ImageCheckError, check_encoded_image
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,11 @@ from dataclasses import dataclass
 
 from camdet.client.accounting import Accounting
 from camdet.client.backoff import Backoff, BackoffPolicy
-from camdet.client.detect import (
+from camdet.client.reader import CapturedFrame
+from camdet.client.servers import Endpoint, ServerPool, is_server_failure
+from camdet.client.sinks import Result
+
+from camdet.contract import (
     NO_FRAME,
     VIDEO_ENSEMBLE,
     Detection,
@@ -36,9 +40,6 @@ from camdet.client.detect import (
     video_inputs,
     video_outputs,
 )
-from camdet.client.reader import CapturedFrame
-from camdet.client.servers import Endpoint, ServerPool, is_server_failure
-from camdet.client.sinks import Result
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,9 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from camdet.client.backoff import Backoff, BackoffPolicy
-from camdet.client.detect import ENSEMBLE, VIDEO_ENSEMBLE
 from tritonclient.utils import InferenceServerException
+
+from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
 
 logger = logging.getLogger(__name__)
 

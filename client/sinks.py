@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import av
 import cv2
 import numpy as np
-from camdet.client.detect import Detection
 from camdet.client.reader import CapturedFrame
+
+from camdet.contract import Detection
 
 logger = logging.getLogger(__name__)
 

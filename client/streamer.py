@@ -32,14 +32,6 @@ from enum import StrEnum
 from camdet.client.accounting import Accounting, CameraTotals
 from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig, check_unique
-from camdet.client.detect import (
-    ENSEMBLE,
-    VIDEO_ENSEMBLE,
-    frame_input,
-    is_damaged,
-    parse_result,
-    requested_outputs,
-)
 from camdet.client.reader import CameraReader, CapturedFrame, FrameBuffer
 from camdet.client.sequence import SequenceSettings, VideoSequence, sequence_ids
 from camdet.client.servers import (
@@ -54,6 +46,14 @@ from camdet.client.sinks import Result, Sink
 from camdet.client.sources import DEFAULT_TIMEOUTS, AvSource, Timeouts, open_source
 from camdet.client.tracks import Tracking
 
+from camdet.contract import (
+    ENSEMBLE,
+    VIDEO_ENSEMBLE,
+    frame_input,
+    is_damaged,
+    parse_result,
+    requested_outputs,
+)
 from camdet.tracking.lines import CountLine
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class IngestOptions:
         request_timeout_s: Deadline of each request, seconds.
         drain_timeout_s: At shutdown, how long to wait for buffered and in-flight frames.
         thresholds: Per-request threshold parameters (see
-            :func:`camdet.client.detect.threshold_parameters`).
+            :func:`camdet.contract.threshold_parameters`).
         reconnect: Backoff between camera reconnects.
         server_probe: Backoff between probes of a server that is down.
         timeouts: Camera network timeouts.

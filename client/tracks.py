@@ -29,10 +29,10 @@ from dataclasses import dataclass, field, replace
 from itertools import count
 
 import numpy as np
-from camdet.client.detect import Detection, detection_colors
 from camdet.client.reader import CapturedFrame
 from camdet.client.sinks import Result
 
+from camdet.contract import Detection, detection_colors
 from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings
 from camdet.tracking.lines import DIRECTIONS, CountLine, LineCounter
 

@@ -52,7 +52,7 @@ from camdet.perf.load import (
 from camdet.perf.stats import best, ratio
 
 if TYPE_CHECKING:
-    from camdet.video_clips import EncodedUnit
+    from camdet.scenes.video import EncodedUnit
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class BenchConfig:
         bare_preprocess: Its decode + letterbox: ``opencv`` (the project's reference)
             and/or ``dali`` (the production pipeline in-process).
         bare_dali_device: CUDA device of the bare loop's DALI pipeline (None: CPU).
-        runner: Detector runner of the bare loop (:mod:`camdet.perf.runners`).
+        runner: Detector runner of the bare loop (:mod:`camdet.runtime.runners`).
         runner_threads: Its threads (None: one per core).
         repeats: Times the whole sequence is repeated (interleaved).
         ratio_cameras: Camera count of the headline ratios.
@@ -215,7 +215,7 @@ def tuned_repository(source: Path, destination: Path, tuning: Tuning, gpu: bool)
     Raises:
         KeyError: If an override names a model that is not in the repository.
     """
-    from camdet.repository import read_config, write_config
+    from camdet.serving.repository import read_config, write_config
 
     if destination.exists():
         shutil.rmtree(destination)
@@ -259,7 +259,7 @@ def bench_server(config: BenchConfig) -> Iterator[ServerProbe]:
     if config.url is not None:
         yield ServerProbe(config.url)
         return
-    from camdet.server import Ports, has_cuda_gpu, serve
+    from camdet.serving.server import Ports, has_cuda_gpu, serve
 
     workdir = config.out_dir / "server"
     repository = config.repository
@@ -322,7 +322,7 @@ def load_clip(config: BenchConfig) -> tuple[list[bytes], list[EncodedUnit], Path
     from camdet.perf.input_data import read_encoded_frames, write_input_data
 
     from camdet.scenes import encode_jpeg
-    from camdet.video_clips import scene_clip
+    from camdet.scenes.video import scene_clip
 
     if config.input_data is not None:
         raise ValueError("the video modes send a synthetic clip's frames; drop --input-data")
@@ -412,8 +412,9 @@ def _segments(units: Sequence[EncodedUnit], gop: int) -> list[bytes]:
 
 def _segment_loops(config: BenchConfig) -> list[Any]:
     """One segment loop per ``--segment-batch``, sharing a decoder and the detector runner."""
-    from camdet.perf.runners import make_runner
     from camdet.perf.segment import SegmentDecoder, SegmentLoop
+
+    from camdet.runtime.runners import make_runner
 
     onnx = config.tuning.detector_onnx or config.repository / "detector" / "1" / "model.onnx"
     runner = make_runner(config.runner, onnx, config.runner_threads)
@@ -424,7 +425,8 @@ def _segment_loops(config: BenchConfig) -> list[Any]:
 
 def _bare_loops(config: BenchConfig) -> list[Any]:
     from camdet.perf.pipelines import BareLoop, DaliPreprocess, opencv_preprocess
-    from camdet.perf.runners import make_runner
+
+    from camdet.runtime.runners import make_runner
 
     onnx = config.tuning.detector_onnx or config.repository / "detector" / "1" / "model.onnx"
     runner = make_runner(config.runner, onnx, config.runner_threads)
@@ -611,7 +613,7 @@ def _assignment(text: str) -> tuple[str, str]:
 
 def default_repository() -> Path:
     """``CAMDET_MODEL_REPOSITORY``, else ``./model_repository``, else the installed one."""
-    from camdet.repository import find_repository
+    from camdet.serving.repository import find_repository
 
     explicit = os.environ.get("CAMDET_MODEL_REPOSITORY")
     return find_repository(Path(explicit) if explicit else None)[0]

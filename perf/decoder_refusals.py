@@ -3,7 +3,7 @@
     python -m camdet.perf.decoder_refusals --inputs 3000 --seeds 0,1,2
 
 The production DALI backend decodes a batch at once and fails every request of the batch
-when its decoder refuses one frame, so ``validate`` (:func:`camdet.image_check.
+when its decoder refuses one frame, so ``validate`` (:func:`camdet.steps.validate.image_check.
 check_encoded_image`) must refuse, by its headers, every frame the decoder would. This
 sends the memory fuzz's inputs (:mod:`camdet.perf.fuzz_inputs`) through both, one frame
 at a time: ``validate``'s checks, then the production ``preprocess/1/dali.py`` pipeline
@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs
 
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
-from camdet.image_check import ImageCheckError, check_encoded_image
-from camdet.repository import PRODUCTION_REPOSITORY, read_config
+from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+from camdet.steps.validate.image_check import ImageCheckError, check_encoded_image
 
 VALIDATE_CONFIG = PRODUCTION_REPOSITORY / "validate" / "config.pbtxt"
 

@@ -29,7 +29,6 @@ import cv2
 import numpy as np
 import torch
 
-from camdet.dali_runner import load_pipeline_module
 from camdet.detector.data import EVAL_STREAM, frame_rng
 from camdet.detector.evaluate import (
     MAP_CONFIDENCE,
@@ -39,9 +38,10 @@ from camdet.detector.evaluate import (
     score_coco,
 )
 from camdet.geometry import PIXEL_SCALE, letterbox_image, to_model_input
-from camdet.postprocess import Detections, postprocess
-from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes import Frame, encode_jpeg, render_frame, to_coco
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.steps.postprocess.detections import Detections, postprocess
+from camdet.steps.preprocess.pipeline import load_pipeline_module
 
 Images = np.ndarray
 """``[B, 3, 640, 640]`` float32 letterboxed model input in [0, 1]."""
@@ -155,10 +155,9 @@ def onnx_cpu_detector(onnx: Path) -> Detector:
 
 
 def torch_gpu_detector(onnx: Path, half: bool) -> Detector:
-    """The portable GPU server's detector (``camdet.torch_runner``) in FP16 or FP32."""
-    from camdet.perf.runners import onnx_image_shape
-
-    from camdet.torch_runner import load_detector
+    """The portable GPU server's detector (``camdet.runtime.torch_graphs``) in FP16 or FP32."""
+    from camdet.runtime.runners import onnx_image_shape
+    from camdet.runtime.torch_graphs import load_detector
 
     device = torch.device("cuda:0")
     module = load_detector(onnx, device, half, onnx_image_shape(onnx))

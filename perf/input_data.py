@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 from camdet.perf.frames import EncodedFrame
-from camdet.perf.runners import DetectorRunner
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
+
+from camdet.runtime.runners import DetectorRunner
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def write_input_data(
     Raises:
         ValueError: If a generated document breaks the schema or its model's contract.
     """
-    from camdet.repository import ENSEMBLE, read_repository
+    from camdet.serving.repository import ENSEMBLE, read_repository
 
     configs = read_repository(repository)
     samples = step_samples([f.data for f in frames], configs, reference_steps(runner), ENSEMBLE)
@@ -373,9 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     from camdet.perf.frames import parse_size, synthetic_frames
-    from camdet.perf.runners import RUNNERS, make_runner
 
-    from camdet.repository import PRODUCTION_REPOSITORY, read_config
+    from camdet.runtime.runners import RUNNERS, make_runner
+    from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config
 
     parser = argparse.ArgumentParser(
         prog="python -m camdet.perf.input_data",

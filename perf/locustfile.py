@@ -37,9 +37,10 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import tritonclient.grpc as grpcclient  # noqa: E402
-from camdet.client.detect import ENSEMBLE, frame_input, parse_result, requested_outputs  # noqa: E402
 from locust import User, events, task  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from camdet.contract import ENSEMBLE, frame_input, parse_result, requested_outputs  # noqa: E402
 
 DEFAULT_FPS = "5"
 _GOLDEN = 0.6180339887  # successive multiples mod 1 spread evenly over [0, 1)

@@ -85,8 +85,9 @@ class FuzzReport:
 
 def _send(client: object, item: FuzzInput, timeout_s: float) -> str | None:
     """Send one request; None when answered, else the error message."""
-    from camdet.client.detect import ENSEMBLE, frame_input, requested_outputs
     from tritonclient.utils import InferenceServerException
+
+    from camdet.contract import ENSEMBLE, frame_input, requested_outputs
 
     try:
         client.infer(  # type: ignore[attr-defined]
@@ -201,7 +202,7 @@ def fuzz_target(
         return
     from camdet.perf.bench import default_repository
 
-    from camdet.server import Ports, serve
+    from camdet.serving.server import Ports, serve
 
     with serve(default_repository(), Ports.free(), portable=True, workdir=workdir) as server:
         if server.process is None:

@@ -128,7 +128,7 @@ class LayoutResult:
 
 def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
     """A not yet started portable server that sees only the ``visible`` CUDA devices."""
-    from camdet.server import (
+    from camdet.serving.server import (
         Launch,
         Ports,
         TritonServer,
@@ -150,8 +150,8 @@ def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
 @contextlib.contextmanager
 def running_servers(config: MultiGpuConfig) -> Iterator[dict[str, Any]]:
     """Every server the layouts need, by visible devices, started in parallel."""
-    from camdet.portable import generate_portable_repository
-    from camdet.server import has_cuda_gpu
+    from camdet.serving.portable import generate_portable_repository
+    from camdet.serving.server import has_cuda_gpu
 
     root = config.out_dir / "servers"
     repository = generate_portable_repository(

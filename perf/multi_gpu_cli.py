@@ -11,7 +11,7 @@ from camdet.perf.frames import parse_size, synthetic_frames
 from camdet.perf.load import Window
 from camdet.perf.multi_gpu import LAYOUTS, MultiGpuConfig, run, summary_lines
 
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.serving.repository import PRODUCTION_REPOSITORY
 
 app = typer.Typer(add_completion=False)
 

@@ -234,7 +234,7 @@ def admin_header_args(header: str, protocol: str = "grpc") -> list[str]:
     Raises:
         ValueError: If ``header`` is not ``KEY=VALUE`` or the protocol is unknown.
     """
-    from camdet.security import RestrictedApis
+    from camdet.serving.security import RestrictedApis
 
     restricted = RestrictedApis.parse(header)
     if protocol not in ("grpc", "http"):

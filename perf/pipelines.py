@@ -27,7 +27,10 @@ from typing import Any
 import cv2
 import numpy as np
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import (
+from camdet.perf.transport import GrpcTransport, InputTransport
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+from camdet.contract import (
     ENSEMBLE,
     INPUT,
     NO_FRAME,
@@ -40,9 +43,7 @@ from camdet.client.detect import (
     video_inputs,
     video_outputs,
 )
-from camdet.perf.runners import DetectorRunner
-from camdet.perf.transport import GrpcTransport, InputTransport
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from camdet.runtime.runners import DetectorRunner
 
 DETECTOR = "detector"
 """The detector step model, which the naive pipeline calls directly."""
@@ -109,7 +110,7 @@ def postprocess_raw(
     """
     import torch
 
-    from camdet.postprocess import postprocess
+    from camdet.steps.postprocess.detections import postprocess
 
     # Responses are read-only numpy views: copy rather than alias them into torch.
     raw = raw if isinstance(raw, torch.Tensor) else torch.tensor(np.asarray(raw))
@@ -263,14 +264,14 @@ class DaliPreprocess:
     def __init__(
         self, dali_py: Path, batch_size: int, device_id: int | None = None, num_threads: int = 1
     ) -> None:
-        from camdet.dali_runner import build_pipeline, load_pipeline_module
+        from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module
 
         module = load_pipeline_module(dali_py)
         self.pipe = build_pipeline(module, batch_size, num_threads, device_id)
 
     def __call__(self, frames: Sequence[bytes]) -> tuple[Any, list[tuple[int, int]]]:
         """Decode and letterbox one batch (at most the pipeline's batch size)."""
-        from camdet.dali_runner import run_batch
+        from camdet.steps.preprocess.pipeline import run_batch
 
         images, sizes = run_batch(self.pipe, [np.frombuffer(f, dtype=np.uint8) for f in frames])
         images, sizes = images.as_tensor(), np.array(sizes.as_tensor())

@@ -25,8 +25,8 @@ import numpy as np
 from camdet.perf import perf_analyzer
 from camdet.perf.input_data import read_encoded_frames
 
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.url, args.input_data, folder, args.batch, args.concurrency, args.seconds, device_id
         )
     else:
-        from camdet.server import Ports, serve
+        from camdet.serving.server import Ports, serve
 
         with (
             tempfile.TemporaryDirectory() as tmp,

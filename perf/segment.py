@@ -11,7 +11,8 @@ for a served segment model, which makes the comparison conservative.
 Decoding and letterboxing are two DALI pipelines. The decoder (``fn.decoders.video``, of
 which ``fn.experimental.decoders.video`` is DALI 2.4's deprecated alias) yields one
 ``[F, H, W, 3]`` sequence per segment, while the shared letterbox
-(:func:`camdet.dali_graphs.letterbox`, run by :class:`camdet.video_letterbox.VideoLetterbox`
+(:func:`camdet.steps.preprocess.graphs.letterbox`, run by
+:class:`camdet.steps.video.letterbox.VideoLetterbox`
 as ``detect_video``'s preprocess runs it) reads each sample's height and width, so it needs
 one frame per sample - and a DALI pipeline cannot turn a sequence into a batch of frames.
 The frames cross between the two on their device (a device-to-device copy on a GPU).
@@ -33,11 +34,11 @@ import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from camdet.perf.load import BarePoint, PointResult, Window, run_bare
 from camdet.perf.pipelines import FrameDetections, postprocess_raw
-from camdet.perf.runners import DetectorRunner
 from nvidia.dali import pipeline_def
 
-from camdet.video_clips import EncodedUnit
-from camdet.video_letterbox import VideoLetterbox
+from camdet.runtime.runners import DetectorRunner
+from camdet.scenes.video import EncodedUnit
+from camdet.steps.video.letterbox import VideoLetterbox
 
 logger = logging.getLogger(__name__)
 

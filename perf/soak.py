@@ -40,7 +40,7 @@ def soak_server(url: str | None, repository: Path, workdir: Path) -> Iterator[Se
     if url is not None:
         yield TolerantProbe(url)
         return
-    from camdet.server import Ports, serve
+    from camdet.serving.server import Ports, serve
 
     with serve(repository, Ports.free(), portable=True, workdir=workdir) as server:
         yield TolerantProbe(server.grpc_url, server.process.pid if server.process else None)

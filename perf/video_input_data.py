@@ -7,7 +7,7 @@
 
 ``detect_video`` is a sequence model (one Triton sequence per camera), so the document
 holds *streams* (perf_analyzer's ``{"data": [[entry, ...], ...]}``): each stream is one
-synthetic camera clip (:func:`camdet.video_clips.scene_clip`) as its Annex-B access units
+synthetic camera clip (:func:`camdet.scenes.video.scene_clip`) as its Annex-B access units
 in decode order, starting with a keyframe, each with its ``pts``. perf_analyzer starts a
 sequence on a stream and walks it in order (looping it when ``--sequence-length`` is
 longer; the clip starts with a keyframe, so a loop is a valid stream too).
@@ -31,8 +31,8 @@ from camdet.perf.input_data import (
     tensor_json,
 )
 
-from camdet.repository import PRODUCTION_REPOSITORY, read_config
-from camdet.video_clips import EncodedUnit, scene_clip
+from camdet.scenes.video import EncodedUnit, scene_clip
+from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config
 
 logger = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from camdet.repository import PRODUCTION_REPOSITORY
-from camdet.server import Ports, TritonServer, serve
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.serving.server import Ports, TritonServer, serve
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip GPU tests, with the reason, where there is no CUDA device."""
-    from camdet.server import has_cuda_gpu
+    from camdet.serving.server import has_cuda_gpu
 
     if has_cuda_gpu():
         return

@@ -27,10 +27,10 @@ import pytest
 from camdet.client.accounting import Accounting, CameraTotals
 from camdet.client.sinks import Result
 
-from camdet.demo import match
-from camdet.portable import generate_portable_repository
+from camdet.cli.demo import match
 from camdet.scenes import Frame, coco_targets, write_clip
-from camdet.server import Launch, Ports, TritonServer, has_cuda_gpu, portable_launch
+from camdet.serving.portable import generate_portable_repository
+from camdet.serving.server import Launch, Ports, TritonServer, has_cuda_gpu, portable_launch
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SERVER_SCRIPT = Path(__file__).with_name("rtsp_server.py")
@@ -275,7 +275,7 @@ SLOW_DETECTOR = '''"""Test variant of the portable detector: {delay_s} s of extr
 
 import time
 
-from camdet.triton_models.onnx_detector import TritonPythonModel as _Detector
+from camdet.triton_models.portable.detector_onnx import TritonPythonModel as _Detector
 
 
 class TritonPythonModel(_Detector):

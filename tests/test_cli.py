@@ -16,9 +16,9 @@ import pytest
 from conftest import encode
 from typer.testing import CliRunner
 
-from camdet.cli import app
+from camdet.cli.main import app
 from camdet.scenes import CLASSES, render_frame
-from camdet.server import Ports
+from camdet.serving.server import Ports
 
 pytestmark = pytest.mark.server
 
@@ -62,7 +62,7 @@ def test_serve_prints_endpoints_and_stops_on_ctrl_c(repository: Path) -> None:
     argv = [
         sys.executable,
         "-m",
-        "camdet.cli",
+        "camdet.cli.main",
         "serve",
         "--portable",
         "--repository",
@@ -106,7 +106,7 @@ def test_demo_streams_cameras_and_checks_truth(repository: Path) -> None:
         [
             sys.executable,
             "-m",
-            "camdet.cli",
+            "camdet.cli.main",
             "demo",
             "--cameras",
             "2",

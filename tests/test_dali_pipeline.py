@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import encode
 
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
 from camdet.geometry import letterbox_image, letterbox_params, to_model_input
 from camdet.scenes import render_frame
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
 
 SIZES = [(1280, 720), (1920, 1080), (640, 480), (1080, 1920), (1024, 1024), (333, 517)]
 

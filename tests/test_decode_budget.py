@@ -6,7 +6,7 @@ import numpy as np
 from camdet.perf.fuzz_inputs import claim_size
 from conftest import encode
 
-from camdet.decode_budget import claimed_pixels, plan, split_by_pixels
+from camdet.steps.preprocess.budget import claimed_pixels, plan, split_by_pixels
 
 
 def test_claimed_pixels_come_from_the_header_not_the_data() -> None:

@@ -1,4 +1,4 @@
-"""A decoder's refusal reaches the client as one line in words (camdet.decode_errors)."""
+"""A decoder's refusal reaches the client as one line in words (camdet.steps.preprocess.errors)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from conftest import encode
 from test_image_check import dali_pipeline
 
-from camdet.dali_runner import run_batch
-from camdet.decode_errors import dali_error_summary, decode_failure
+from camdet.steps.preprocess.errors import dali_error_summary, decode_failure
+from camdet.steps.preprocess.pipeline import run_batch
 
 
 def dali_refusal(data: bytes) -> RuntimeError:

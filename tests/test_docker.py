@@ -155,11 +155,11 @@ def test_server_health_check_waits_for_readiness(compose: dict) -> None:
 
 
 def test_server_guards_admin_apis_with_a_required_secret(compose: dict) -> None:
-    from camdet.security import RestrictedApis
+    from camdet.serving.security import RestrictedApis
 
     command = compose["services"]["server"]["command"]
     secret = "${CAMDET_ADMIN_KEY:?set CAMDET_ADMIN_KEY, the admin API secret (docker/README.md)}"
-    # The same flags camdet serve --restrict-apis gives (camdet.security), with no default
+    # The same flags camdet serve --restrict-apis gives (camdet.serving.security), with no default
     # secret: compose refuses to start without one.
     expected = [
         arg.replace("=placeholder", f"={secret}")

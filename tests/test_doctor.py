@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from camdet.cli import app
-from camdet.server import Ports, TritonServer, has_cuda_gpu
+from camdet.cli.main import app
+from camdet.serving.server import Ports, TritonServer, has_cuda_gpu
 
 GPU_CHECKS = ("gpu", "nvjpeg-hw", "nvdec", "plan")
 runner = CliRunner()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import parse_result
 from camdet.perf.gpu_parity import (
     decode_opencv,
     detect,
@@ -19,7 +18,8 @@ from camdet.perf.gpu_parity import (
 )
 from test_server import send_concurrently
 
-from camdet.postprocess import Detections
+from camdet.contract import parse_result
+from camdet.steps.postprocess.detections import Detections
 
 pytestmark = [pytest.mark.gpu, pytest.mark.server]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import encode
 
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
-from camdet.image_check import ImageCheckError, check_encoded_image
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+from camdet.steps.validate.image_check import ImageCheckError, check_encoded_image
 
 LIMITS = {"max_pixels": 40_000_000, "max_side": 16384}
 

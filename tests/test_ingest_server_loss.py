@@ -32,7 +32,7 @@ from ingest_fixtures import (
     wait_until,
 )
 
-from camdet.server import TritonServer
+from camdet.serving.server import TritonServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

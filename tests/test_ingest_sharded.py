@@ -25,9 +25,9 @@ from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions
 from ingest_fixtures import Watch, make_clips, wait_until
 from typer.testing import CliRunner
 
-from camdet.cli import app
-from camdet.portable import generate_portable_repository
-from camdet.server import Ports, TritonServer, has_cuda_gpu, portable_launch
+from camdet.cli.main import app
+from camdet.serving.portable import generate_portable_repository
+from camdet.serving.server import Ports, TritonServer, has_cuda_gpu, portable_launch
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

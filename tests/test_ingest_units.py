@@ -29,7 +29,6 @@ from camdet.client.config import (
     camera_from_argument,
     load_cameras,
 )
-from camdet.client.detect import Detection
 from camdet.client.metrics import IngestCollector, serve_metrics
 from camdet.client.reader import CapturedFrame, Decimator, FrameBuffer
 from camdet.client.report import LiveView, totals_table
@@ -56,6 +55,7 @@ from ingest_fixtures import (
 from mjpeg_server import MjpegServer
 from rich.console import Console
 
+from camdet.contract import Detection
 from camdet.scenes import SceneSequence, encode_jpeg
 
 

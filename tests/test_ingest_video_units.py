@@ -33,7 +33,7 @@ from ingest_fixtures import (
     transcode_clip,
 )
 
-from camdet.annexb import inspect_access_unit
+from camdet.steps.video.annexb import inspect_access_unit
 
 FRAMES = 30  # three GOPs of the 10 fps clips
 

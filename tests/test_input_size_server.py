@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import detect
 
-from camdet.demo import match
+from camdet.cli.demo import match
+from camdet.contract import detect
 from camdet.detector.model import DEMO_WEIGHTS
-from camdet.repository import read_config
 from camdet.scenes import encode_jpeg, render_frame
-from camdet.server import Ports, serve
+from camdet.serving.repository import read_config
+from camdet.serving.server import Ports, serve
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -45,7 +45,7 @@ def test_640x384_detector_is_installed_and_served(
     weights = str(DEMO_WEIGHTS)
     run(["camdet.detector.export", weights, "--input-size", SIZE, "--out", str(onnx)], tmp_path)
     labels = copy / "postprocess" / "labels.txt"
-    run(["camdet.cli", "model", "add", str(onnx), "--labels", str(labels)], tmp_path)
+    run(["camdet.cli.main", "model", "add", str(onnx), "--labels", str(labels)], tmp_path)
     assert list(read_config(copy / "detector" / "config.pbtxt").input[0].dims) == [3, 384, 640]
 
     monkeypatch.setenv("CAMDET_INPUT_SIZE", SIZE)  # the server's processes read it

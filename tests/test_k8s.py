@@ -20,7 +20,7 @@ from camdet.client.config import load_cameras
 from camdet.client.sharding import load_servers
 from test_docker import COMPOSE, DOCKER, dev_tool, dockerfile_args, interpolate
 
-from camdet.security import RestrictedApis
+from camdet.serving.security import RestrictedApis
 
 K8S = DOCKER / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 from camdet.perf.memory_fuzz import print_report, run_fuzz
 
-from camdet.server import TritonServer
+from camdet.serving.server import TritonServer
 
 pytestmark = [pytest.mark.server]
 

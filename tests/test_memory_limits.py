@@ -12,12 +12,12 @@ import struct
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import detect
 from conftest import encode
 from tritonclient.utils import InferenceServerException
 
-from camdet.repository import read_repository
-from camdet.server import TritonServer
+from camdet.contract import detect
+from camdet.serving.repository import read_repository
+from camdet.serving.server import TritonServer
 
 pytestmark = [pytest.mark.server]
 

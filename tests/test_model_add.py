@@ -14,11 +14,11 @@ from onnx import TensorProto, helper
 from test_build_engine import yolo_onnx
 from typer.testing import CliRunner
 
-from camdet.cli import app
+from camdet.cli.main import app
 from camdet.engine.contract import load_model_config, read_labels
 from camdet.engine.errors import ContractError
 from camdet.engine.install import add_model, describe_model
-from camdet.repository import ensemble_problems, find_repository, read_repository
+from camdet.serving.repository import ensemble_problems, find_repository, read_repository
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -206,7 +206,7 @@ def test_cli_add_and_list(repo: Path, tmp_path: Path) -> None:
 
 
 def test_repository_lookup_order(tmp_path: Path) -> None:
-    from camdet.repository import PRODUCTION_REPOSITORY
+    from camdet.serving.repository import PRODUCTION_REPOSITORY
 
     assert find_repository(None, tmp_path) == (PRODUCTION_REPOSITORY, "the installed camdet's")
     local = tmp_path / "model_repository" / "detector"

@@ -41,10 +41,10 @@ from camdet.perf.pipelines import (
     NaiveClient,
     letterbox_frame,
 )
-from camdet.perf.runners import make_runner
 from tritonclient.grpc import model_config_pb2 as mc
 
-from camdet.repository import contract, ensemble_problems, read_config, read_repository
+from camdet.runtime.runners import make_runner
+from camdet.serving.repository import contract, ensemble_problems, read_config, read_repository
 
 PERF = Path(__file__).resolve().parent.parent / "perf"
 STEP_MODELS = ("detect", "validate", "preprocess", "detector", "postprocess")
@@ -462,7 +462,7 @@ def test_video_client_gets_each_access_units_frame_with_its_objects(server) -> N
     from camdet.client.sequence import sequence_id
     from camdet.perf.pipelines import VideoClient
 
-    from camdet.video_clips import scene_clip
+    from camdet.scenes.video import scene_clip
 
     images, units = scene_clip(5, 12, 640, 384, gop=6)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:

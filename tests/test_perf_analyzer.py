@@ -111,7 +111,7 @@ def test_install_refuses_a_binary_that_is_not_the_pinned_one(monkeypatch, tmp_pa
 
 
 def test_camdet_perf_analyzer_commands_explain_every_option() -> None:
-    from camdet.cli import app
+    from camdet.cli.main import app
 
     result = CliRunner().invoke(app, ["perf-analyzer", "--help"])
     assert result.exit_code == 0

@@ -20,8 +20,8 @@ from camdet.perf.cli import perf_analyzer_app
 from camdet.perf.perf_analyzer_sweep import Point, SweepConfig, point_args
 from typer.testing import CliRunner
 
-from camdet.security import LOOPBACK, Exposure, RestrictedApis
-from camdet.server import Ports, TritonServer, serve
+from camdet.serving.security import LOOPBACK, Exposure, RestrictedApis
+from camdet.serving.server import Ports, TritonServer, serve
 
 HEADER = "camdet-admin=s3cret-for-perf"
 

@@ -12,7 +12,7 @@ from camdet.perf import perf_analyzer
 from camdet.perf.input_data import contract_problems, schema_problems
 from camdet.perf.video_input_data import video_document
 
-from camdet.repository import read_config
+from camdet.serving.repository import read_config
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

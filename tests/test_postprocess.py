@@ -3,7 +3,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from camdet.geometry import scale_boxes_to_original
-from camdet.postprocess import Thresholds, postprocess, postprocess_batch
+from camdet.steps.postprocess.detections import Thresholds, postprocess, postprocess_batch
 
 NC = 4
 

@@ -136,9 +136,9 @@ def test_640x384_reaches_the_dali_graph_and_postprocess(repository: Path) -> Non
     script = f"""
 import json, numpy as np, cv2, torch
 from camdet.constants import INPUT_SHAPE
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
 from camdet.geometry import letterbox_image, to_model_input
-from camdet.postprocess import postprocess
+from camdet.steps.postprocess.detections import postprocess
 frame = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
 ok, jpeg = cv2.imencode(".png", frame[..., ::-1])
 module = load_pipeline_module({str(repository / "preprocess/1/dali.py")!r})

@@ -6,11 +6,17 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from camdet import postprocess as pp
 from camdet.engine.contract import expected_anchors, read_labels
 from camdet.geometry import INPUT_SHAPE
-from camdet.portable import generate_portable_repository
-from camdet.repository import ENSEMBLE, contract, ensemble_problems, read_config, read_repository
+from camdet.serving.portable import generate_portable_repository
+from camdet.serving.repository import (
+    ENSEMBLE,
+    contract,
+    ensemble_problems,
+    read_config,
+    read_repository,
+)
+from camdet.steps.postprocess import detections as pp
 
 VIDEO_ENSEMBLE = "detect_video"
 MODELS = {"validate", "preprocess", "detector", "postprocess", ENSEMBLE}
@@ -113,13 +119,17 @@ def test_portable_repository_files(repository: Path, tmp_path: Path) -> None:
     assert (out / "preprocess/1/dali.py").read_text() == (
         repository / "preprocess/1/dali.py"
     ).read_text()
-    assert "camdet.triton_models.dali_preprocess" in (out / "preprocess/1/model.py").read_text()
-    assert "camdet.triton_models.onnx_detector" in (out / "detector/1/model.py").read_text()
+    assert "camdet.triton_models.portable.preprocess" in (out / "preprocess/1/model.py").read_text()
     assert (
-        "camdet.triton_models.video_preprocess" in (out / "preprocess_video/1/model.py").read_text()
+        "camdet.triton_models.portable.detector_onnx" in (out / "detector/1/model.py").read_text()
+    )
+    assert (
+        "camdet.triton_models.preprocess_video" in (out / "preprocess_video/1/model.py").read_text()
     )
     gpu = generate_portable_repository(repository, tmp_path / "gpu", gpu=True)
-    assert "camdet.triton_models.torch_detector" in (gpu / "detector/1/model.py").read_text()
+    assert (
+        "camdet.triton_models.portable.detector_torch" in (gpu / "detector/1/model.py").read_text()
+    )
     assert (out / "detector/1/model.onnx").read_bytes() == (
         repository / "detector/1/model.onnx"
     ).read_bytes()
@@ -184,7 +194,7 @@ def test_warmup_files_match_their_declared_size(repository: Path, production) ->
 
 
 def test_container_mode_refuses_a_missing_plan(tmp_path: Path) -> None:
-    from camdet.server import container_plan_problems
+    from camdet.serving.server import container_plan_problems
 
     assert container_plan_problems(tmp_path) == [
         f"no TensorRT plan at {tmp_path}/detector/1/model.plan: "

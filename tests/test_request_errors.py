@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from camdet.client.detect import ENSEMBLE, OUTPUTS, frame_input
 from conftest import encode
 from tritonclient.utils import InferenceServerException
 
+from camdet.contract import ENSEMBLE, OUTPUTS, frame_input
 from camdet.scenes import render_frame
 
 pytestmark = pytest.mark.server

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from test_request_errors import BAD_PARAMETERS, lose_interval, rst_jpeg
 
-from camdet.jpeg_damage import find_damage
-from camdet.request_parameters import (
+from camdet.steps.parameters import (
     IMAGE_PARAMETERS,
     RequestParameterError,
     check_request_parameters,
 )
+from camdet.steps.validate.jpeg_damage import find_damage
 
 
 @pytest.mark.parametrize(("params", "reason"), BAD_PARAMETERS, ids=lambda v: str(v)[:40])

@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 from typer.testing import CliRunner
 
 from camdet import scenes
-from camdet.scenes_cli import app, parse_size
+from camdet.cli.scenes import app, parse_size
 
 SIZES = [(640, 360), (1280, 720), (640, 480), (360, 640), (512, 512)]
 

@@ -1,6 +1,6 @@
 """What a served Triton exposes: loopback by default, mutual TLS on gRPC, guarded admin APIs.
 
-One real portable tritonserver started by ``camdet.server.serve`` with certificates this
+One real portable tritonserver started by ``camdet.serving.server.serve`` with certificates this
 test makes (``tests/certificates.py``); clients are the real ``camdet ingest`` command,
 tritonclient over gRPC and plain HTTP, all on loopback.
 """
@@ -24,7 +24,7 @@ import tritonclient.grpc as grpcclient
 from certificates import Pki, make_pki
 from tritonclient.utils import InferenceServerException
 
-from camdet.security import (
+from camdet.serving.security import (
     ADMIN_APIS,
     LOOPBACK,
     Exposure,
@@ -33,7 +33,7 @@ from camdet.security import (
     endpoint_lines,
     exposure_from_options,
 )
-from camdet.server import Ports, TritonServer, serve
+from camdet.serving.server import Ports, TritonServer, serve
 
 pytestmark = [pytest.mark.server]
 
@@ -171,7 +171,7 @@ def test_camdet_ingest_streams_over_mutual_tls(
         cv2.imwrite(str(frames / f"{i:03d}.jpg"), rng.integers(0, 255, (240, 320, 3), np.uint8))
     out = tmp_path / "out.jsonl"
     command = [
-        sys.executable, "-m", "camdet.cli", "ingest", str(frames),
+        sys.executable, "-m", "camdet.cli.main", "ingest", str(frames),
         "--server", guarded.grpc_url, "--ssl",
         "--root-certificates", str(pki.ca),
         "--private-key", str(pki.client_key),
@@ -188,7 +188,7 @@ def test_camdet_ingest_streams_over_mutual_tls(
 def test_doctor_checks_a_mutual_tls_server(guarded: TritonServer, pki: Pki) -> None:
     from typer.testing import CliRunner
 
-    from camdet.cli import app
+    from camdet.cli.main import app
 
     tls = ["--tls", "--root-certificates", str(pki.ca)]
     client = ["--private-key", str(pki.client_key), "--certificate-chain", str(pki.client_cert)]

@@ -22,10 +22,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from camdet.client.detect import Detection
 from camdet.perf.load import Window
 from camdet.perf.pipelines import BareLoop, letterbox_frame
-from camdet.perf.runners import make_runner
 from camdet.perf.segment import (
     SegmentDecoder,
     SegmentDecoderUnavailableError,
@@ -38,11 +36,13 @@ from camdet.perf.segment import (
 from test_perf import assert_same_detections
 from video_fixtures import clip
 
+from camdet.cli.demo import match
 from camdet.constants import INPUT_HEIGHT, INPUT_WIDTH
-from camdet.demo import match
+from camdet.contract import Detection
 from camdet.geometry import letterbox_image, to_model_input
+from camdet.runtime.runners import make_runner
 from camdet.scenes import Frame, SceneSequence
-from camdet.video_clips import EncodedUnit
+from camdet.scenes.video import EncodedUnit
 
 WIDTH, HEIGHT = 320, 192
 

@@ -8,16 +8,16 @@ import urllib.request
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from camdet.client.detect import ENSEMBLE, detect, frame_input, parse_result, requested_outputs
 from conftest import encode
 from prometheus_client.parser import text_string_to_metric_families
 from test_image_check import with_claimed_size
 from tritonclient.utils import InferenceServerException
 
-from camdet.demo import match
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.cli.demo import match
+from camdet.contract import ENSEMBLE, detect, frame_input, parse_result, requested_outputs
 from camdet.scenes import render_frame
-from camdet.server import Ports, ServerError, has_cuda_gpu, serve
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.serving.server import Ports, ServerError, has_cuda_gpu, serve
 
 pytestmark = pytest.mark.server
 
@@ -230,7 +230,7 @@ def test_portable_server_refuses_numpy_2(tmp_path, monkeypatch) -> None:
 
 
 def test_cuda_pool_holds_256_cameras_of_frames_on_every_gpu() -> None:
-    from camdet.server import cuda_pool_args
+    from camdet.serving.server import cuda_pool_args
 
     args = cuda_pool_args(PRODUCTION_REPOSITORY, gpus=2)
     assert [a.split("=")[1].split(":")[0] for a in args] == ["0", "1"]

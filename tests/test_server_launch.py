@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from camdet.repository import PRODUCTION_REPOSITORY
-from camdet.server import (
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.serving.server import (
     _PYTHON_BACKEND_SHM,
     Ports,
     ServerError,

@@ -18,7 +18,7 @@ from camdet.client.sharding import (
 )
 from typer.testing import CliRunner
 
-from camdet.cli import app
+from camdet.cli.main import app
 
 CAMERA_IDS = [f"camera-{n:04d}" for n in range(2000)]
 

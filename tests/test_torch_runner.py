@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from camdet.torch_runner import GraphRunner, load_detector, load_onnx_as_torch
+from camdet.runtime.torch_graphs import GraphRunner, load_detector, load_onnx_as_torch
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def onnx_16_9(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_torch_runner_takes_the_image_size_of_its_onnx(onnx_path: Path, onnx_16_9: Path) -> None:
-    from camdet.perf.runners import TorchRunner, onnx_image_shape
+    from camdet.runtime.runners import TorchRunner, onnx_image_shape
 
     assert onnx_image_shape(onnx_path) == (640, 640)
     assert onnx_image_shape(onnx_16_9) == (384, 640)
@@ -158,7 +158,7 @@ def test_the_16_9_demo_export_runs_as_the_native_module(onnx_16_9: Path) -> None
 
 
 def test_onnxruntime_runner_takes_torch_tensors(onnx_path: Path) -> None:
-    from camdet.perf.runners import OnnxRuntimeRunner
+    from camdet.runtime.runners import OnnxRuntimeRunner
 
     images = torch.rand(2, 3, 640, 640, generator=torch.Generator().manual_seed(1))
     runner = OnnxRuntimeRunner(onnx_path, threads=1)

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from camdet.client.accounting import Accounting
-from camdet.client.detect import Detection
 from camdet.client.metrics import IngestCollector
 from camdet.client.reader import CapturedFrame
 from camdet.client.report import totals_table
 from camdet.client.sinks import Result, annotate
 from camdet.client.tracks import Tracking
 
+from camdet.contract import Detection
 from camdet.scenes import SceneSequence, mot_path, write_clip
 from camdet.scenes.mot import read_mot, sequence_truth, truth_of, write_mot
 from camdet.tracking.bytetrack import (

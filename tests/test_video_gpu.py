@@ -7,9 +7,9 @@ import pytest
 from test_video_units import as_array, reference_rgb
 from video_fixtures import clip
 
-from camdet.decoder_pool import SEQUENCE_START, DecoderPool, PoolLimits, VideoRequestError
-from camdet.video_decoders import NvDecoder, PyAVDecoder
-from camdet.video_letterbox import VideoLetterbox
+from camdet.steps.video.decoders import NvDecoder, PyAVDecoder
+from camdet.steps.video.letterbox import VideoLetterbox
+from camdet.steps.video.pool import SEQUENCE_START, DecoderPool, PoolLimits, VideoRequestError
 
 pytestmark = pytest.mark.gpu
 

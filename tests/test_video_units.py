@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 from video_fixtures import clip, huge_keyframe
 
-from camdet.annexb import AccessUnitError, inspect_access_unit
-from camdet.dali_runner import build_pipeline, load_pipeline_module, run_batch
-from camdet.decoder_pool import (
+from camdet.scenes.video import encode_access_units
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+from camdet.steps.video.annexb import AccessUnitError, inspect_access_unit
+from camdet.steps.video.decoders import PyAVDecoder
+from camdet.steps.video.letterbox import VideoLetterbox
+from camdet.steps.video.pool import (
     SEQUENCE_END,
     SEQUENCE_START,
     DecoderPool,
     PoolLimits,
     VideoRequestError,
 )
-from camdet.video_clips import encode_access_units
-from camdet.video_decoders import PyAVDecoder
-from camdet.video_letterbox import VideoLetterbox
 
 LIMITS = PoolLimits(
     max_cameras=2, max_pixels=1920 * 1088, max_side=4096, max_queued_frames=8, idle_timeout_s=30

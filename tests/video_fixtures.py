@@ -9,7 +9,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from camdet.scenes import Frame
-from camdet.video_clips import EncodedUnit, scene_clip
+from camdet.scenes.video import EncodedUnit, scene_clip
 
 ENSEMBLE = "detect_video"
 OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections", "frame_pts")

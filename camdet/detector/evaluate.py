@@ -7,9 +7,10 @@ Frames come from the evaluation seed stream (``[2, seed, i]``, see
 :mod:`camdet.detector.data`), which training never draws from. Each frame is rendered at
 its full native size, JPEG-compressed like a camera frame (``--jpeg-quality``), letterboxed
 by :func:`camdet.geometry.letterbox_image`, run through the ONNX file with onnxruntime
-(CPU) or through the torch weights, and decoded by :func:`camdet.postprocess.postprocess`
-with the standard mAP settings (confidence 0.001, IoU 0.7, 300 detections). pycocotools'
-``COCOeval`` scores the result against :func:`camdet.scenes.to_coco` ground truth.
+(CPU) or through the torch weights, and decoded by
+:func:`camdet.steps.postprocess.detections.postprocess` with the standard mAP settings
+(confidence 0.001, IoU 0.7, 300 detections). pycocotools' ``COCOeval`` scores the result
+against :func:`camdet.scenes.to_coco` ground truth.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from camdet import scenes
 from camdet.detector.data import EvalFrames, EvalSample, worker_init
 from camdet.detector.model import load_weights
 from camdet.geometry import PIXEL_SCALE
-from camdet.postprocess import Detections, postprocess
+from camdet.steps.postprocess.detections import Detections, postprocess
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ In training mode :class:`Detector` returns the raw per-level maps the loss consu
 eval mode it returns ultralytics' ONNX export layout ``[B, 4 + nc, A]`` (A = 8400 at 640):
 rows 0-3 are cx, cy, w, h in letterboxed input pixels, rows 4.. the per-class sigmoid
 scores, anchors ordered level by level (stride 8 first), row-major within a level, so the
-exported model is a drop-in for an ultralytics export as ``camdet.postprocess`` reads it.
+exported model is a drop-in for an ultralytics export as
+``camdet.steps.postprocess.detections`` reads it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ held-out frames from ``default_rng([2, 12345, i])``: no frame is in both.
 ``speed`` runs the files on random input of their own shape, in ABBA order (A B B A ...)
 so drift of the machine hits every file alike, and reports images/s of the detector
 alone: no decode, letterbox or NMS. ``--runner torch`` runs them as the portable GPU
-server does (FP16, one CUDA graph per batch size; :class:`camdet.perf.runners.TorchRunner`).
+server does (FP16, one CUDA graph per batch size; :class:`camdet.runtime.runners.TorchRunner`).
 """
 
 from __future__ import annotations
@@ -89,12 +89,12 @@ def speed(
         threads: CPU threads of the runner (None: its default).
         runner: ``"onnxruntime"`` (CPU) or ``"torch"`` (FP16 CUDA graphs on a GPU, as the
             portable GPU server runs the detector; FP32 on a CPU), or another name
-            registered with :func:`camdet.perf.runners.register_runner`.
+            registered with :func:`camdet.runtime.runners.register_runner`.
 
     Returns:
         Per file: input shape, images/s (median of the rounds), per-round values.
     """
-    from camdet.perf.runners import make_runner, onnx_image_shape
+    from camdet.runtime.runners import make_runner, onnx_image_shape
 
     runners, inputs = {}, {}
     shapes = {path: (3, *onnx_image_shape(path)) for path in paths}

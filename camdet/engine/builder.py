@@ -61,7 +61,7 @@ from camdet.engine.onnx_checks import ValidatedInputs, validate_inputs
 from camdet.engine.precision import ConvertedOnnx, convert_onnx, converted_path
 from camdet.engine.progress import PhaseTracker, make_progress_monitor
 from camdet.engine.sidecar import GpuInfo, PlanSidecar, query_gpu, sidecar_path
-from camdet.repository import PRODUCTION_REPOSITORY
+from camdet.serving.repository import PRODUCTION_REPOSITORY
 
 logger = logging.getLogger(__name__)
 

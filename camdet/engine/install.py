@@ -138,7 +138,7 @@ def _write_staged(
 
 
 def _check_staged(scratch: Path, name: str) -> None:
-    from camdet.repository import ensemble_problems, read_repository
+    from camdet.serving.repository import ensemble_problems, read_repository
 
     config = scratch / name / "config.pbtxt"
     validate_inputs(scratch / name / "1" / "model.onnx", config, scratch / "postprocess/labels.txt")

@@ -10,7 +10,7 @@ Assignment is the linear assignment problem, solved by ``lap.lapjv``.
 
 Where detections carry colours (the mean RGB of each box's centre, which the
 ``postprocess`` model reads from the letterboxed frame on the GPU:
-:func:`camdet.postprocess.box_colors`), each track keeps a smoothed colour, as
+:func:`camdet.steps.postprocess.detections.box_colors`), each track keeps a smoothed colour, as
 DeepSORT-style trackers keep an appearance embedding: it weighs in IoU matching, and a lost
 track takes back only a detection of its colour. Without colours, motion alone decides.
 """

@@ -11,7 +11,8 @@ by default a tracking scene (:class:`~camdet.scenes.TrackingEvents`: a pillar th
 pass behind, pairs that meet head-on), with ``--plain`` a plain one. Every frame is rendered
 at full size, JPEG-compressed as a camera sends it, letterboxed, run through ``model.onnx``
 with onnxruntime (as the portable server runs it) and decoded by
-:func:`camdet.postprocess.postprocess` at the serving defaults (confidence 0.25, IoU 0.7),
+:func:`camdet.steps.postprocess.detections.postprocess` at the serving defaults
+(confidence 0.25, IoU 0.7),
 each box with its colour read from the letterboxed frame as the server reads it.
 The detections go through one :class:`~camdet.tracking.bytetrack.ByteTracker` per clip, and
 ``motmetrics`` scores the ids against the ground truth (:mod:`camdet.scenes.mot`), a match
@@ -39,10 +40,10 @@ import numpy as np
 import torch
 
 from camdet.geometry import letterbox_image
-from camdet.postprocess import postprocess
-from camdet.repository import PRODUCTION_REPOSITORY
 from camdet.scenes import SceneSequence, TrackingEvents, decode_jpeg, encode_jpeg
 from camdet.scenes.mot import TrackTruth, sequence_truth, truth_of
+from camdet.serving.repository import PRODUCTION_REPOSITORY
+from camdet.steps.postprocess.detections import postprocess
 from camdet.tracking.bytetrack import NO_TRACK, ByteTracker, TrackerSettings, box_iou
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class FrameDetections:
         scores: ``[N]`` float32 confidences.
         class_ids: ``[N]`` int64 class indices.
         colors: ``[N, 3]`` float32 mean RGB of each box's centre
-            (:func:`camdet.postprocess.box_colors`), or None.
+            (:func:`camdet.steps.postprocess.detections.box_colors`), or None.
     """
 
     boxes: np.ndarray

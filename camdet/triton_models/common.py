@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from camdet.request_parameters import KNOWN_PARAMETERS, check_request_parameters
-from camdet.server import STEP_BATCHES_METRIC, STEP_SECONDS_METRIC
+from camdet.contract import STEP_BATCHES_METRIC, STEP_SECONDS_METRIC
+from camdet.steps.parameters import KNOWN_PARAMETERS, check_request_parameters
 
 
 def load_config(args: dict[str, str]) -> dict[str, Any]:
@@ -100,14 +100,14 @@ def request_parameters(request: pb_utils.InferenceRequest) -> dict[str, Any]:
 def checked_parameters(
     request: pb_utils.InferenceRequest, known: tuple[str, ...] = KNOWN_PARAMETERS
 ) -> dict[str, Any]:
-    """The request's parameters, each checked (:mod:`camdet.request_parameters`).
+    """The request's parameters, each checked (:mod:`camdet.steps.parameters`).
 
     Args:
         request: The request.
         known: The parameter names its ensemble takes.
 
     Raises:
-        camdet.request_parameters.RequestParameterError: For an unknown parameter or a
+        camdet.steps.parameters.RequestParameterError: For an unknown parameter or a
             value of the wrong type or out of range (answer it with :func:`error_response`).
     """
     return check_request_parameters(request_parameters(request), known)

@@ -3,8 +3,8 @@
 Inputs arrive by DLPack (``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``), so on a GPU server the
 head output and the letterboxed images never leave the GPU; the whole batch goes through
 one NMS call, each box's mean colour is read from its image (the tracker's appearance cue,
-:func:`camdet.postprocess.box_colors`), and only the final boxes, scores, class ids and
-colours are copied to the host, once per batch, for Triton to send.
+:func:`camdet.steps.postprocess.detections.box_colors`), and only the final boxes,
+scores, class ids and colours are copied to the host, once per batch, for Triton to send.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import triton_python_backend_utils as pb_utils
 
 from camdet.constants import INPUT_SHAPE
 from camdet.engine.contract import expected_anchors
-from camdet.postprocess import BatchDetections, Thresholds, postprocess_flat
+from camdet.steps.postprocess.detections import BatchDetections, Thresholds, postprocess_flat
 from camdet.triton_models.common import (
     DeviceStats,
     checked_parameters,

@@ -2,7 +2,7 @@
 
 It also checks each request's parameters (the first Python step of ``detect``), so a bad
 parameter fails its request here, alone, and flags frames whose image data is damaged
-but still decodable (:mod:`camdet.jpeg_damage`): those are answered, with ``damaged``
+but still decodable (:mod:`camdet.steps.validate.jpeg_damage`): those are answered, with ``damaged``
 true, and counted on the metrics endpoint.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from camdet.image_check import ImageCheckError, check_encoded_image
-from camdet.jpeg_damage import find_damage
-from camdet.request_parameters import IMAGE_PARAMETERS, RequestParameterError
+from camdet.steps.parameters import IMAGE_PARAMETERS, RequestParameterError
+from camdet.steps.validate.image_check import ImageCheckError, check_encoded_image
+from camdet.steps.validate.jpeg_damage import find_damage
 from camdet.triton_models.common import (
     checked_parameters,
     error_response,

@@ -4,7 +4,7 @@ The DALI backend serializes :func:`preprocess` when it loads the model, with the
 container's own DALI. The portable repository runs the very same function through
 DALI's Python API (``decode_device="cpu"`` where there is no GPU).
 
-Per frame: decode one encoded JPEG/PNG to RGB, then :func:`camdet.dali_graphs.letterbox`
+Per frame: decode one encoded JPEG/PNG to RGB, then :func:`camdet.steps.preprocess.graphs.letterbox`
 (ultralytics' ``LetterBox`` exactly, and ``camdet.geometry``'s placement) - the same graph
 function the video model ``preprocess_video`` runs on frames decoded from H.264/HEVC.
 """
@@ -16,7 +16,7 @@ import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 from nvidia.dali.plugin.triton import autoserialize
 
-from camdet.dali_graphs import letterbox
+from camdet.steps.preprocess.graphs import letterbox
 
 MAX_BATCH_SIZE = 64
 """Equals ``max_batch_size`` in config.pbtxt (a test ties them)."""

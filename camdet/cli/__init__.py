@@ -1,0 +1,4 @@
+"""The one ``camdet`` command line (typer).
+
+serve, infer, ingest, demo, doctor, model, scenes, bench and perf-analyzer.
+"""

@@ -1,0 +1,1 @@
+"""``camdet doctor``: what a check is (checks), the local and server checks, and their run."""

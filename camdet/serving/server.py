@@ -1,0 +1,511 @@
+"""Start and stop a real ``tritonserver``: the NGC container's, or the portable one.
+
+In the NGC container ``tritonserver`` is on PATH and serves the production repository
+with its DALI, TensorRT and Python backends. Elsewhere the Triton 2.51 binary shipped in
+the ``nvidia-pytriton`` wheel serves the portable repository (Python backend only),
+with a backend folder assembled here for the running Python version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from camdet.contract import STEP_BATCHES_METRIC
+from camdet.serving.security import LOCAL, Exposure
+
+logger = logging.getLogger(__name__)
+
+CONTAINER_BINARY = "tritonserver"
+# Room for a batch of 64 FP16 640x640 frames in the Python backend's shared memory. Each
+# setting is its own flag: Triton reads one flag as one key and value, commas included.
+_PYTHON_BACKEND_SHM = (
+    "python,shm-default-byte-size=67108864",
+    "python,shm-growth-byte-size=67108864",
+)
+
+
+class ServerError(RuntimeError):
+    """The server could not be started, died, or did not become ready."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Ports the server listens on (on the address of its :class:`.security.Exposure`)."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three ports that were free a moment ago (bind port 0)."""
+        return cls(*(_free_port() for _ in range(3)))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run one server: argv and the extra environment."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    portable: bool = True
+    host: str = "localhost"
+    """Where this machine reaches the server (the bind address, loopback for wildcards)."""
+
+
+def has_cuda_gpu() -> bool:
+    """Whether torch sees a CUDA device (decides GPU or CPU instance groups)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def cuda_device_count() -> int:
+    """CUDA devices torch sees (0 without torch or CUDA)."""
+    if not has_cuda_gpu():
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def container_binary() -> str | None:
+    """Path of the container's ``tritonserver`` if it is on PATH."""
+    return shutil.which(CONTAINER_BINARY)
+
+
+def pytriton_root() -> Path:
+    """The ``pytriton`` package folder holding the bundled Triton server."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise ServerError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0")
+    return Path(spec.origin).parent
+
+
+def portable_backend_dir(root: Path, python: tuple[int, int] = sys.version_info[:2]) -> Path:
+    """Assemble ``<root>/backends/python`` for this Python: library, utils and stub.
+
+    The wheel ships one Python-backend stub per Python version; Triton expects the stub
+    beside ``libtriton_python.so`` in one folder.
+    """
+    server = pytriton_root() / "tritonserver"
+    backend = root / "backends" / "python"
+    backend.mkdir(parents=True, exist_ok=True)
+    stub = (
+        server / "python_backend_stubs" / f"{python[0]}.{python[1]}" / "triton_python_backend_stub"
+    )
+    if not stub.exists():
+        raise ServerError(
+            f"no Python backend stub for Python {python[0]}.{python[1]} in {stub.parent.parent}"
+        )
+    sources = [
+        server / "backends" / "python" / "libtriton_python.so",
+        server / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ]
+    for source in sources:
+        link = backend / source.name
+        if not link.exists():
+            link.symlink_to(source)
+    return backend.parent
+
+
+def stub_python(workdir: Path) -> Path:
+    """A ``bin`` folder whose ``python3`` sees this interpreter's ``sys.path``.
+
+    A bare virtual environment (no pip) with one ``.pth`` file that adds every entry of
+    this process's ``sys.path`` as a site folder, so virtualenvs, editable installs and
+    PYTHONPATH-based set-ups (like the GPU machine's) all reach the models.
+    """
+    env = workdir / "stub-python"
+    if not (env / "pyvenv.cfg").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site_dir = env / "lib" / version / "site-packages"
+    entries = [p for p in sys.path if p and Path(p).is_dir()]
+    lines = [f"import site; site.addsitedir({p!r})" for p in entries]
+    (site_dir / "camdet-sys-path.pth").write_text("\n".join(lines) + "\n")
+    return env / "bin"
+
+
+def check_stub_numpy(python_bin: Path) -> str:
+    """The numpy version the portable server's models will import; refuse numpy 2.
+
+    The Triton 2.51 Python-backend stub inside nvidia-pytriton was built against numpy 1:
+    under numpy 2 every model input reaches Python as 0xFF bytes, and the models fail with
+    misleading errors (``first bytes ffffffff``, ``nvImageCodec failure: '#4'``).
+
+    Args:
+        python_bin: The ``bin`` folder from :func:`stub_python`.
+
+    Returns:
+        The numpy version found.
+
+    Raises:
+        ServerError: If numpy is missing or its major version is not 1.
+    """
+    # The stub's embedded interpreter finds packages through the .pth of stub_python only
+    # (PYTHONPATH does not come first there), so the probe must not see PYTHONPATH either.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run(
+        [str(python_bin / "python3"), "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    version = probe.stdout.strip()
+    if probe.returncode != 0 or not version:
+        raise ServerError(
+            f"the portable server's Python cannot import numpy: {probe.stderr[-300:]}"
+        )
+    if version.split(".")[0] != "1":
+        raise ServerError(
+            f"numpy {version} is installed, but the portable server needs numpy 1.x: the "
+            "Triton 2.51 Python-backend stub in nvidia-pytriton was built for numpy 1, and "
+            "under numpy 2 every model input arrives as 0xFF bytes. "
+            "Fix: pip install 'numpy<2' in this environment"
+        )
+    return version
+
+
+def portable_launch(
+    repository: Path,
+    ports: Ports,
+    workdir: Path,
+    verbose: bool = False,
+    exposure: Exposure = LOCAL,
+) -> Launch:
+    """The command line and environment of the portable server."""
+    root = pytriton_root()
+    libs = root.parent / "nvidia_pytriton.libs"
+    python_bin = stub_python(workdir)
+    check_stub_numpy(python_bin)
+    env = {
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            filter(None, [str(libs), os.environ.get("LD_LIBRARY_PATH")])
+        ),
+        # The stub's embedded interpreter ignores PYTHONPATH and takes its packages from the
+        # first python3 on PATH: give it one that sees exactly this interpreter's packages.
+        "PATH": os.pathsep.join(filter(None, [str(python_bin), os.environ.get("PATH")])),
+    }
+    argv = [
+        str(root / "tritonserver" / "bin" / "tritonserver"),
+        f"--backend-directory={portable_backend_dir(workdir)}",
+        f"--cache-directory={root / 'tritonserver' / 'caches'}",
+        *_common_args(repository, ports, verbose, exposure),
+    ]
+    return Launch(argv, env, portable=True, host=exposure.local_host)
+
+
+def container_launch(
+    binary: str,
+    repository: Path,
+    ports: Ports,
+    verbose: bool = False,
+    exposure: Exposure = LOCAL,
+) -> Launch:
+    """The command line of the container's own server (all backends)."""
+    argv = [binary, *_common_args(repository, ports, verbose, exposure)]
+    return Launch(argv, {}, portable=False, host=exposure.local_host)
+
+
+def _common_args(
+    repository: Path, ports: Ports, verbose: bool, exposure: Exposure = LOCAL
+) -> list[str]:
+    return [
+        f"--model-repository={repository}",
+        *exposure.args(),
+        f"--http-port={ports.http}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-port={ports.metrics}",
+        "--exit-on-error=true",
+        "--disable-auto-complete-config",
+        *(f"--backend-config={setting}" for setting in _PYTHON_BACKEND_SHM),
+        *cuda_pool_args(repository),
+        f"--log-verbose={1 if verbose else 0}",
+    ]
+
+
+def cuda_pool_args(repository: Path, gpus: int | None = None) -> list[str]:
+    """``--cuda-memory-pool-byte-size`` for every GPU, sized from the repository's configs.
+
+    Triton's default pool (64 MiB) holds a dozen 640x640 FP16 frames; beyond that the
+    Python backend moves GPU tensors through CPU shared memory (see
+    :func:`camdet.serving.repository.cuda_pool_bytes`). ``CAMDET_CUDA_POOL_MB`` overrides the size.
+    """
+    from camdet.serving.repository import cuda_pool_bytes, read_repository
+
+    gpus = cuda_device_count() if gpus is None else gpus
+    if gpus == 0:
+        return []
+    override = os.environ.get("CAMDET_CUDA_POOL_MB")
+    size = int(override) << 20 if override else cuda_pool_bytes(read_repository(repository))
+    logger.info("CUDA memory pool: %d MiB on each of %d GPUs", size >> 20, gpus)
+    return [f"--cuda-memory-pool-byte-size={gpu}:{size}" for gpu in range(gpus)]
+
+
+def _answers_200(url: str) -> bool:
+    """Whether a GET of ``url`` (loopback) answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+class TritonServer:
+    """A running ``tritonserver`` process, readiness-checked.
+
+    Use as a context manager; the process is stopped and reaped on exit.
+    """
+
+    def __init__(self, launch: Launch, ports: Ports, log_path: Path | None = None) -> None:
+        self.launch = launch
+        self.ports = ports
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint on loopback."""
+        return f"{self.launch.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint on loopback."""
+        return f"{self.launch.host}:{self.ports.http}"
+
+    def start(self, timeout_s: float = 180.0) -> TritonServer:
+        """Start the process and wait until ``/v2/health/ready`` answers 200.
+
+        Raises:
+            ServerError: If the process exits or is not ready within ``timeout_s``.
+        """
+        env = {**os.environ, **self.launch.env}
+        logger.info("starting %s", " ".join(self.launch.argv))
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.launch.argv,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerError(f"{self.death_report()}")
+            if _answers_200(url):
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The server's error lines (model load failures first), then its last lines.
+
+        Without a GPU, the lines in which Triton reports that it found no CUDA driver or
+        NVML are left out: they are expected there and would hide the real cause.
+        """
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        all_lines = text.splitlines()
+        if not has_cuda_gpu():
+            all_lines = [line for line in all_lines if not _is_cpu_noise(line)]
+        errors = [line for line in all_lines if line.startswith("E")][-10:]
+        tail = [line for line in all_lines[-lines:] if line not in errors]
+        return "\n".join(errors + tail)
+
+    def exit_cause(self) -> str | None:
+        """How the process ended, in words (None while it runs or before it started).
+
+        E.g. ``"tritonserver was killed by signal 9 (SIGKILL)"`` or ``"tritonserver exited
+        with code 1"``.
+        """
+        code = None if self.process is None else self.process.poll()
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "unknown signal"
+            return f"tritonserver was killed by signal {-code} ({name})"
+        return f"tritonserver exited with code {code}"
+
+    def death_report(self, lines: int = 15) -> str:
+        """Why the server is gone: the cause first, then its log's errors and last lines."""
+        cause = self.exit_cause() or "tritonserver is running"
+        return f"{cause}; server log {self.log_path}:\n{self.log_tail(lines)}"
+
+    def step_batches(self) -> dict[tuple[str, str, str], int]:
+        """Batches each step executed so far, by devices: ``(model, inputs, outputs) -> n``.
+
+        Read from the ``camdet_step_batches_total`` counter on the metrics endpoint
+        (:class:`camdet.triton_models.common.DeviceStats`).
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://{self.launch.host}:{self.ports.metrics}/metrics"
+        with urllib.request.urlopen(url, timeout=5.0) as response:
+            text = response.read().decode()
+        counts: dict[tuple[str, str, str], int] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == STEP_BATCHES_METRIC:
+                    labels = sample.labels
+                    key = (labels["model"], labels["inputs"], labels["outputs"])
+                    counts[key] = counts.get(key, 0) + int(sample.value)
+        return counts
+
+    def is_running(self) -> bool:
+        """Whether the process is alive."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Ask the server to shut down (SIGINT), kill it if it lingers, and reap it.
+
+        Returns:
+            The exit code, or None if it was never started.
+        """
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Kill the server and its backend stubs at once (tests of server loss)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> TritonServer:
+        return self if self.is_running() else self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def container_plan_problems(repository: Path) -> list[str]:
+    """Why the detector's TensorRT plan cannot be served here (empty when it can).
+
+    A plan only loads in the TensorRT version that built it, on GPUs of its compute
+    capability; ``build_engine.py`` records both in ``model.plan.json`` beside it.
+    """
+    from camdet.engine.errors import BuildEngineError
+    from camdet.engine.sidecar import check_plan_compatibility, query_gpu, read_sidecar
+
+    plan = Path(repository) / "detector" / "1" / "model.plan"
+    if not plan.is_file():
+        return [f"no TensorRT plan at {plan}: build it with build_engine.py (docker/README.md)"]
+    try:
+        sidecar = read_sidecar(plan)
+        gpu = query_gpu()
+    except BuildEngineError as exc:
+        return [str(exc)]
+    try:
+        import tensorrt
+
+        trt_version = tensorrt.__version__
+    except ImportError:  # the server image has TensorRT's libraries, not always its Python
+        trt_version = sidecar.tensorrt_version
+    return check_plan_compatibility(sidecar, trt_version, gpu.name, gpu.compute_capability)
+
+
+_CPU_NOISE = (
+    "CUDA driver",
+    "CudaDriverHelper",
+    "pinned memory",
+    "pinned system memory",
+    "CUDA memory pool",
+    "NVML",
+    "libnvidia-ml",
+)
+"""Phrases of the log lines a GPU-less machine always gets from Triton."""
+
+
+def _is_cpu_noise(line: str) -> bool:
+    return any(phrase in line for phrase in _CPU_NOISE)
+
+
+@contextlib.contextmanager
+def serve(
+    production_repository: Path,
+    ports: Ports | None = None,
+    portable: bool | None = None,
+    verbose: bool = False,
+    workdir: Path | None = None,
+    timeout_s: float = 180.0,
+    exposure: Exposure = LOCAL,
+) -> Iterator[TritonServer]:
+    """Serve the ensemble: the container's server if present, else the portable one.
+
+    Args:
+        production_repository: The production ``model_repository``.
+        ports: Ports to listen on (default 8000/8001/8002).
+        portable: Force portable (True) or container (False) mode; None picks.
+        verbose: Triton verbose logging (shows each step's tensor devices).
+        workdir: Where to put the portable repository and backend folder (temp if None).
+        timeout_s: Readiness deadline.
+        exposure: Listen address, gRPC TLS and restricted APIs (default: loopback only).
+
+    Yields:
+        The ready server; it is stopped when the block exits.
+    """
+    from camdet.serving.portable import generate_portable_repository
+
+    ports = ports or Ports()
+    binary = container_binary()
+    use_portable = binary is None if portable is None else portable
+    with tempfile.TemporaryDirectory(prefix="camdet-") as tmp:
+        root = Path(workdir or tmp)
+        if use_portable:
+            repository = generate_portable_repository(
+                production_repository, root / "portable_repository", gpu=has_cuda_gpu()
+            )
+            launch = portable_launch(repository, ports, root, verbose, exposure)
+        else:
+            if binary is None:
+                raise ServerError(
+                    "no tritonserver on PATH: run inside the NGC container or use portable mode"
+                )
+            problems = container_plan_problems(production_repository)
+            if problems:
+                raise ServerError("cannot serve the TensorRT plan:\n- " + "\n- ".join(problems))
+            launch = container_launch(binary, production_repository, ports, verbose, exposure)
+        with TritonServer(launch, ports, root / "tritonserver.log").start(timeout_s) as server:
+            yield server

@@ -1,0 +1,1 @@
+"""``postprocess``: YOLO head decoding, class-aware NMS, rescaling and box colours (torch)."""

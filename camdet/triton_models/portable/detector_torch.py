@@ -1,0 +1,75 @@
+"""Portable ``detector`` on a GPU: ``model.onnx`` through torch (FP16, CUDA graphs).
+
+Inputs arrive on the GPU by DLPack from ``preprocess`` and outputs leave by DLPack to
+``postprocess``: no host round trip. Same tensor contract as the TensorRT plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import triton_python_backend_utils as pb_utils
+
+from camdet.runtime.torch_graphs import GraphRunner, load_detector
+from camdet.triton_models.common import (
+    DeviceStats,
+    guarded_execute,
+    instance_device,
+    join_on,
+    load_config,
+    output_dtype,
+    tensor_names,
+)
+
+
+class TritonPythonModel:
+    """One graph replay per batch of requests."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Convert the ONNX, move it to this instance's GPU, capture the graphs."""
+        config = load_config(args)
+        (self.input_name,) = tensor_names(config, "input")
+        (self.output_name,) = tensor_names(config, "output")
+        device_id = instance_device(args)
+        self.device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
+        in_config = pb_utils.get_input_config_by_name(config, self.input_name)
+        dtype = torch.from_numpy(
+            np.zeros(0, pb_utils.triton_string_to_numpy(in_config["data_type"]))
+        ).dtype
+        self.output_dtype = torch.from_numpy(
+            np.zeros(0, output_dtype(config, self.output_name))
+        ).dtype
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        dims = tuple(int(d) for d in in_config["dims"])  # [3, H, W]
+        module = load_detector(path, self.device, dtype == torch.float16, (dims[1], dims[2]))
+        batching = config.get("dynamic_batching", {})
+        sizes = [int(s) for s in batching.get("preferred_batch_size", [])]
+        self.runner = GraphRunner(
+            module,
+            dims,
+            [*sizes, int(config["max_batch_size"])],
+            dtype,
+            self.device,
+        )
+        pb_utils.Logger.log_info(f"detector: torch on {self.device}, graphs {self.runner.sizes}")
+        self.stats = DeviceStats(args["model_name"])
+
+    @guarded_execute
+    def execute(self, requests: list) -> list:
+        """Join the requests on this instance's device, run once, split back."""
+        with self.stats.phase("inputs"):
+            images = [
+                torch.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack())
+                for r in requests
+            ]
+            batch = join_on(images, self.device)
+        with self.stats.phase("compute"):
+            raw = self.runner(batch).to(self.output_dtype)
+        self.stats.record({self.input_name: images}, {self.output_name: [raw]})
+        parts = raw.split([len(i) for i in images])
+        return [
+            pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack(self.output_name, p)])
+            for p in parts
+        ]
