@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
 
-PRODUCTION_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+PRODUCTION_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 """The production repository of a source checkout (editable install)."""
 
 LOCAL_REPOSITORY = "model_repository"
