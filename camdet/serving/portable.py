@@ -15,6 +15,16 @@ contract stays identical, which a test checks); only what runs it changes:
 
 Without a GPU, GPU instance groups become one CPU instance each, which is what switches
 ``preprocess_video`` to PyAV.
+
+With a GPU, each ensemble's run of preprocessing model -> ``detector`` -> ``postprocess``
+is also served as one model, ``<ensemble>_pipeline``
+(:mod:`camdet.triton_models.portable.pipeline`, ``pipeline_video``), which runs those
+three steps' code with their own configs in one process: ``detect`` becomes ``validate``
+-> ``detect_pipeline`` and ``detect_video`` becomes ``detect_video_pipeline``, with the
+ensembles' inputs and outputs unchanged. Three Python-backend processes handing each
+frame's letterboxed image to each other capped the H100 at ~870 frames/s; one process per
+batch does not (perf/RESULTS.md, issue #21). The step models stay in the repository
+(benchmarks and tests call them alone).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from camdet.serving.repository import read_config, write_config
+from camdet.serving.repository import read_config, read_repository, write_config
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +54,24 @@ __all__ = ["TritonPythonModel"]
 '''
 
 
-def generate_portable_repository(source: Path, destination: Path, gpu: bool = False) -> Path:
+def generate_portable_repository(
+    source: Path, destination: Path, gpu: bool = False, pipelines: bool | None = None
+) -> Path:
     """Write the portable rendering of ``source`` into ``destination`` (replaced).
 
     Args:
         source: Production model repository.
         destination: Folder to (re)create.
         gpu: Whether the portable server has a CUDA GPU for GPU instance groups.
+        pipelines: Serve each ensemble's preprocess -> detector -> postprocess as one
+            ``<ensemble>_pipeline`` model (None: with a GPU, where it is faster).
 
     Returns:
         ``destination``.
     """
     if destination.exists():
         shutil.rmtree(destination)
+    detectors = set()
     for config_path in sorted(Path(source).glob("*/config.pbtxt")):
         model_dir = config_path.parent
         target = destination / model_dir.name
@@ -68,12 +83,16 @@ def generate_portable_repository(source: Path, destination: Path, gpu: bool = Fa
         stand_in = stand_ins[gpu] if stand_ins else None
         if stand_in is not None:
             _to_python_backend(config, target, stand_in)
+        if stand_ins is _STAND_INS["tensorrt_plan"]:
+            detectors.add(model_dir.name)
         if not gpu:
             _to_cpu(config)
             if stand_in == "portable.detector_onnx":
                 _detector_per_core(config, os.cpu_count() or 1)
         write_config(config, target / "config.pbtxt")
         logger.debug("portable %s: %s", model_dir.name, stand_in or "as is")
+    if gpu if pipelines is None else pipelines:
+        add_pipelines(destination, detectors, gpu)
     return destination
 
 
@@ -106,3 +125,122 @@ def _to_cpu(config: mc.ModelConfig) -> None:
             group.kind = mc.ModelInstanceGroup.KIND_CPU
             group.count = 1
             del group.gpus[:]
+
+
+PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "3"))
+"""Instances of each ``*_pipeline`` model per GPU (``CAMDET_PIPELINE_INSTANCES``): one batch
+decodes while another runs the detector and a third is answered (perf/RESULTS.md, H100)."""
+
+_PIPELINE_MODULES = {False: "portable.pipeline", True: "portable.pipeline_video"}
+"""The one-process model's module, by whether its preprocessing is sequence-batched."""
+
+
+def add_pipelines(
+    root: Path, detectors: set[str], gpu: bool, instances: int = PIPELINE_INSTANCES
+) -> None:
+    """Serve each ensemble's preprocess -> detector -> postprocess as one model.
+
+    For every ensemble of the repository at ``root`` with such a run of steps (a model
+    feeding a detector, the detector, a model reading its output), write
+    ``<ensemble>_pipeline`` and make the ensemble call it instead of the three.
+
+    Args:
+        root: A portable repository (modified in place).
+        detectors: Names of its detector models.
+        gpu: Whether the instances are GPU instances.
+        instances: Instances per GPU (one CPU instance without a GPU).
+    """
+    configs = read_repository(root)
+    for name, ensemble in configs.items():
+        steps = ensemble.ensemble_scheduling.step
+        start = _detector_run(steps, detectors)
+        if start is None:
+            continue
+        run = steps[start : start + 3]
+        pipeline = _pipeline_config(ensemble, run, configs)
+        for group in pipeline.instance_group:
+            group.count = instances if gpu else 1
+        _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])
+        step = _pipeline_step(pipeline.name, run, {t.name for t in ensemble.output})
+        new_steps = [*steps[:start], step, *steps[start + 3 :]]
+        del steps[:]
+        steps.extend(new_steps)
+        write_config(ensemble, root / name / "config.pbtxt")
+        logger.debug("portable %s: %s", name, " -> ".join(s.model_name for s in steps))
+
+
+def _detector_run(steps: list[mc.ModelEnsembling.Step], detectors: set[str]) -> int | None:
+    """Index of the first step of a run: feeds a detector, the detector, reads its output."""
+    for i in range(1, len(steps) - 1):
+        feeds = set(steps[i - 1].output_map.values()) & set(steps[i].input_map.values())
+        reads = set(steps[i].output_map.values()) & set(steps[i + 1].input_map.values())
+        if steps[i].model_name in detectors and feeds and reads:
+            return i - 1
+    return None
+
+
+def _pipeline_config(
+    ensemble: mc.ModelConfig, run: list[mc.ModelEnsembling.Step], configs: dict
+) -> mc.ModelConfig:
+    """The one-process model's config, made of its steps' configs.
+
+    The first step's inputs, batching (dynamic or sequence), parameters, warm-up and
+    instances; the last step's outputs and parameters (thresholds), and those outputs of
+    the first step that are the ensemble's own (``damaged``, ``frame_pts``). Parameters
+    name the three models, whose configs the model reads when it starts.
+    """
+    pre, post = configs[run[0].model_name], configs[run[2].model_name]
+    config = mc.ModelConfig()
+    config.CopyFrom(pre)
+    config.name = f"{ensemble.name}_pipeline"
+    config.platform, config.backend, config.default_model_filename = "", "python", ""
+    outputs = {t.name for t in ensemble.output}
+    del config.output[:]
+    config.output.extend(post.output)
+    config.output.extend(o for o in pre.output if run[0].output_map.get(o.name) in outputs)
+    for key, value in post.parameters.items():
+        if key not in config.parameters:
+            config.parameters[key].CopyFrom(value)
+    # The encoded frames are host bytes; only the detections leave, from the host.
+    config.parameters["FORCE_CPU_ONLY_INPUT_TENSORS"].string_value = "yes"
+    for key, step in zip(PIPELINE_STEPS, run, strict=True):
+        config.parameters[key].string_value = step.model_name
+    return config
+
+
+PIPELINE_STEPS = ("preprocess_model", "detector_model", "postprocess_model")
+"""Parameters of a ``*_pipeline`` model naming the models it runs (read by the model)."""
+
+
+def _pipeline_step(
+    name: str, run: list[mc.ModelEnsembling.Step], outputs: set[str]
+) -> mc.ModelEnsembling.Step:
+    """The ensemble step that calls the one-process model: the run's maps, joined."""
+    step = mc.ModelEnsembling.Step(model_name=name, model_version=-1)
+    step.input_map.update(run[0].input_map)
+    step.output_map.update({k: v for k, v in run[0].output_map.items() if v in outputs})
+    step.output_map.update(run[2].output_map)
+    return step
+
+
+def _write_pipeline(root: Path, config: mc.ModelConfig, steps: list[mc.ModelConfig]) -> None:
+    """The model folder: config, shim, and the files its config names (labels, warm-up).
+
+    The model's code reads ``dali.py``, ``model.onnx`` and its steps' configs from their
+    own folders; only what Triton itself reads for this model is copied here.
+    """
+    pre, _, post = steps
+    folder = root / config.name
+    (folder / "1").mkdir(parents=True)
+    module = _PIPELINE_MODULES[pre.HasField("sequence_batching")]
+    (folder / "1" / "model.py").write_text(_SHIM.format(module=module))
+    for output in post.output:
+        if output.label_filename:
+            shutil.copy(root / post.name / output.label_filename, folder / output.label_filename)
+    for warmup in pre.model_warmup:
+        for tensor in warmup.inputs.values():
+            if tensor.input_data_file:
+                source = root / pre.name / "warmup" / tensor.input_data_file
+                (folder / "warmup").mkdir(exist_ok=True)
+                shutil.copy(source, folder / "warmup" / tensor.input_data_file)
+    write_config(config, folder / "config.pbtxt")

@@ -462,6 +462,12 @@ def _is_cpu_noise(line: str) -> bool:
     return any(phrase in line for phrase in _CPU_NOISE)
 
 
+def _pipelines_from_env() -> bool | None:
+    """``CAMDET_PIPELINES`` (``1``/``0``) as a choice, or None (the machine decides)."""
+    value = os.environ.get("CAMDET_PIPELINES", "").strip()
+    return None if value == "" else value not in ("0", "false", "no")
+
+
 @contextlib.contextmanager
 def serve(
     production_repository: Path,
@@ -471,6 +477,7 @@ def serve(
     workdir: Path | None = None,
     timeout_s: float = 180.0,
     exposure: Exposure = LOCAL,
+    pipelines: bool | None = None,
 ) -> Iterator[TritonServer]:
     """Serve the ensemble: the container's server if present, else the portable one.
 
@@ -482,6 +489,9 @@ def serve(
         workdir: Where to put the portable repository and backend folder (temp if None).
         timeout_s: Readiness deadline.
         exposure: Listen address, gRPC TLS and restricted APIs (default: loopback only).
+        pipelines: Portable mode: serve each ensemble's preprocess -> detector ->
+            postprocess as one process (:func:`.portable.add_pipelines`); None: where there
+            is a GPU, unless ``CAMDET_PIPELINES=0``.
 
     Yields:
         The ready server; it is stopped when the block exits.
@@ -495,7 +505,10 @@ def serve(
         root = Path(workdir or tmp)
         if use_portable:
             repository = generate_portable_repository(
-                production_repository, root / "portable_repository", gpu=has_cuda_gpu()
+                production_repository,
+                root / "portable_repository",
+                gpu=has_cuda_gpu(),
+                pipelines=pipelines if pipelines is not None else _pipelines_from_env(),
             )
             launch = portable_launch(repository, ports, root, verbose, exposure)
         else:

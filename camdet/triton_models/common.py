@@ -12,6 +12,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,42 @@ from camdet.steps.parameters import KNOWN_PARAMETERS, check_request_parameters
 def load_config(args: dict[str, str]) -> dict[str, Any]:
     """Parse the model config JSON handed to ``initialize``."""
     return json.loads(args["model_config"])
+
+
+def step_args(args: dict[str, str], model: str) -> dict[str, str]:
+    """``initialize`` arguments for a sibling model of the repository, run in this process.
+
+    The one-process ``*_pipeline`` models run the code of the steps they replace with
+    those steps' own configs (:mod:`camdet.triton_models.portable.pipeline`), read from
+    the repository here, so no contract is written twice.
+
+    Args:
+        args: This model's ``initialize`` arguments.
+        model: The sibling model's name (its folder beside this model's).
+
+    Returns:
+        ``args`` with the sibling's ``model_config`` (Triton's JSON form), folder, name and
+        highest version.
+    """
+    from google.protobuf import json_format
+
+    from camdet.serving.repository import read_config
+
+    folder = Path(args["model_repository"]).parent / model
+    config = json_format.MessageToDict(
+        read_config(folder / "config.pbtxt"), preserving_proto_field_name=True
+    )
+    for tensor in [*config.get("input", []), *config.get("output", [])]:
+        # protobuf's JSON writes int64 as strings; Triton's hands models numbers.
+        tensor["dims"] = [int(d) for d in tensor.get("dims", [])]
+    versions = [int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    return {
+        **args,
+        "model_config": json.dumps(config),
+        "model_repository": str(folder),
+        "model_name": model,
+        "model_version": str(max(versions)),
+    }
 
 
 def parameter(config: dict[str, Any], key: str, default: str | None = None) -> str:

@@ -40,25 +40,27 @@ def _to_torch(tensor: pb_utils.Tensor) -> torch.Tensor:
     return torch.from_dlpack(tensor.to_dlpack())
 
 
-class TritonPythonModel:
-    """Decode, NMS and rescale a batch of requests at once."""
+class Postprocessor:
+    """The postprocess of one config, on one device: thresholds in, responses out.
 
-    def initialize(self, args: dict[str, Any]) -> None:
-        """Read defaults, labels and output dtypes from the config; warm up on the device."""
-        device_id = instance_device(args)
-        self.device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
-        if device_id is None:
-            # Small per-batch tensor ops: torch's thread pool costs more than it saves and
-            # competes with the detector for the cores (perf/RESULTS.md: 20-50 ms -> ~4 ms).
-            torch.set_num_threads(1)
-        config = load_config(args)
+    Shared by this model and the one-process GPU ``pipeline`` model
+    (:mod:`camdet.triton_models.portable.pipeline`), which hands it the detector's output
+    without a process crossing.
+
+    Args:
+        config: The ``postprocess`` model config (Triton's JSON form).
+        model_dir: The ``postprocess`` model folder (holds the labels file).
+        device: Where the batch is computed.
+    """
+
+    def __init__(self, config: dict[str, Any], model_dir: Path, device: torch.device) -> None:
+        self.device = device
         self.defaults = Thresholds(
             float(parameter(config, "confidence_threshold")),
             float(parameter(config, "iou_threshold")),
             int(parameter(config, "max_detections")),
         )
         label_file = pb_utils.get_output_config_by_name(config, CLASS_IDS)["label_filename"]
-        model_dir = Path(args["model_repository"])
         self.labels = np.array(
             [line.strip().encode() for line in (model_dir / label_file).read_text().splitlines()],
             dtype=np.object_,
@@ -70,11 +72,9 @@ class TritonPythonModel:
         self.raw_dtype = torch.from_numpy(
             np.zeros(0, pb_utils.triton_string_to_numpy(raw["data_type"]))
         ).dtype
-        self.stats = DeviceStats(args["model_name"])
-        self._warm_up()
 
-    def _warm_up(self) -> None:
-        """Run the whole postprocess once on this instance's device, as the detector feeds it.
+    def warm_up(self) -> None:
+        """Run the whole postprocess once on this device, as the detector feeds it.
 
         The first CUDA call of each kernel (and torchvision's NMS library load) costs far
         more than a batch; pay it here, not on the first camera's first frame: a head of
@@ -89,45 +89,36 @@ class TritonPythonModel:
         images = torch.rand((1, 3, *INPUT_SHAPE), generator=generator).to(self.device)
         postprocess_flat(head, sizes.to(self.device), [self.defaults], images=images.half())
 
-    @guarded_execute
-    def execute(self, requests: list) -> list:
-        """One response per request; bad thresholds fail only their own request."""
-        responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
-        with self.stats.phase("inputs"):
-            raws, sizes, images, thresholds, owners = self._collect(requests, responses)
-        if raws:
-            with self.stats.phase("compute"):
-                batch = postprocess_flat(
-                    join_on(raws, self.device),
-                    join_on(sizes, self.device),
-                    thresholds,
-                    images=join_on(images, self.device),
-                )
-                host = self._to_host(batch)
-            with self.stats.phase("outputs"):
-                self._respond(host, batch.counts, owners, responses)
-            self.stats.record(
-                {RAW: raws, SIZE: sizes, IMAGE: images}, {k: [v] for k, v in host.items()}
-            )
-        return responses
+    def thresholds(self, request: pb_utils.InferenceRequest) -> Thresholds:
+        """The request's thresholds (its parameters over the config's defaults).
 
-    def _collect(
-        self, requests: list, responses: list[pb_utils.InferenceResponse | None]
-    ) -> tuple[list, list, list, list[Thresholds], list[tuple[int, int]]]:
-        """Each valid request's tensors and thresholds; bad ones get their error response."""
-        raws, sizes, images, thresholds, owners = [], [], [], [], []
-        for i, request in enumerate(requests):
-            try:
-                setting = self._thresholds(request)
-            except ValueError as exc:  # RequestParameterError, before the batch is joined
-                responses[i] = error_response(f"bad request parameters: {exc}")
-                continue
-            raws.append(_to_torch(pb_utils.get_input_tensor_by_name(request, RAW)))
-            sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
-            images.append(_to_torch(pb_utils.get_input_tensor_by_name(request, IMAGE)))
-            thresholds += [setting] * raws[-1].shape[0]
-            owners.append((i, raws[-1].shape[0]))
-        return raws, sizes, images, thresholds, owners
+        Raises:
+            camdet.steps.parameters.RequestParameterError: For a bad parameter.
+        """
+        params = checked_parameters(request)
+        return Thresholds(
+            params.get("confidence_threshold", self.defaults.confidence),
+            params.get("iou_threshold", self.defaults.iou),
+            params.get("max_detections", self.defaults.max_detections),
+        )
+
+    def detect(
+        self,
+        raw: torch.Tensor,
+        sizes: torch.Tensor,
+        images: torch.Tensor,
+        thresholds: list[Thresholds],
+    ) -> tuple[dict[str, np.ndarray], list[int]]:
+        """A batch's final detections on the host, and each frame's count.
+
+        Args:
+            raw: ``[B, 4 + nc, A]`` head output.
+            sizes: ``[B, 2]`` INT32 (height, width) of the original frames, pixels.
+            images: ``[B, 3, H, W]`` FP16 letterboxed frames in [0, 1] (the colours).
+            thresholds: One per frame.
+        """
+        batch = postprocess_flat(raw, sizes, thresholds, images=images)
+        return self._to_host(batch), batch.counts
 
     def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:
         """The batch's final detections on the host, in one device-to-host copy.
@@ -154,33 +145,37 @@ class TritonPythonModel:
             COLORS: flat[:, 6:9].astype(self.dtypes[COLORS]),
         }
 
-    def _respond(
-        self,
-        host: dict[str, np.ndarray],
-        counts: list[int],
-        owners: list[tuple[int, int]],
-        responses: list[pb_utils.InferenceResponse | None],
-    ) -> None:
-        """Fill each owner request's response with its frames' detections."""
+    def outputs(
+        self, host: dict[str, np.ndarray], counts: list[int], owners: list[tuple[int, int]]
+    ) -> dict[int, list[pb_utils.Tensor]]:
+        """Each owner request's output tensors, by request index.
+
+        Args:
+            host: The batch's detections (:meth:`detect`).
+            counts: Detections per frame of the batch.
+            owners: ``(request index, frames)`` in batch order.
+        """
         starts = np.cumsum([0, *counts])
-        frame = 0
+        tensors, frame = {}, 0
         for i, frames in owners:
             first, last = starts[frame], starts[frame + frames]
             part = {name: array[first:last] for name, array in host.items()}
-            responses[i] = pb_utils.InferenceResponse(
-                self._outputs(part, counts[frame : frame + frames])
-            )
+            tensors[i] = self._tensors(part, counts[frame : frame + frames])
             frame += frames
+        return tensors
 
-    def _thresholds(self, request: pb_utils.InferenceRequest) -> Thresholds:
-        params = checked_parameters(request)
-        return Thresholds(
-            params.get("confidence_threshold", self.defaults.confidence),
-            params.get("iou_threshold", self.defaults.iou),
-            params.get("max_detections", self.defaults.max_detections),
-        )
+    def no_detections(self) -> list[pb_utils.Tensor]:
+        """The output tensors of one frame without detections (or without a frame)."""
+        empty = {
+            BOXES: np.zeros((0, 4), self.dtypes[BOXES]),
+            SCORES: np.zeros(0, self.dtypes[SCORES]),
+            CLASS_IDS: np.zeros(0, self.dtypes[CLASS_IDS]),
+            LABELS: self.labels[:0],
+            COLORS: np.zeros((0, 3), self.dtypes[COLORS]),
+        }
+        return self._tensors(empty, [0])
 
-    def _outputs(self, part: dict[str, np.ndarray], counts: list[int]) -> list[pb_utils.Tensor]:
+    def _tensors(self, part: dict[str, np.ndarray], counts: list[int]) -> list[pb_utils.Tensor]:
         """One request's output tensors; several frames are padded to a common count."""
         if len(counts) == 1:  # one frame per request: views of the batch, no copy
             padded = {name: array[None] for name, array in part.items()}
@@ -192,6 +187,63 @@ class TritonPythonModel:
             pb_utils.Tensor(COUNT, count),
             pb_utils.Tensor(COLORS, padded[COLORS]),
         ]
+
+
+class TritonPythonModel:
+    """Decode, NMS and rescale a batch of requests at once."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        """Read defaults, labels and output dtypes from the config; warm up on the device."""
+        device_id = instance_device(args)
+        device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
+        if device_id is None:
+            # Small per-batch tensor ops: torch's thread pool costs more than it saves and
+            # competes with the detector for the cores (perf/RESULTS.md: 20-50 ms -> ~4 ms).
+            torch.set_num_threads(1)
+        self.post = Postprocessor(load_config(args), Path(args["model_repository"]), device)
+        self.post.warm_up()
+        self.stats = DeviceStats(args["model_name"])
+
+    @guarded_execute
+    def execute(self, requests: list) -> list:
+        """One response per request; bad thresholds fail only their own request."""
+        responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
+        with self.stats.phase("inputs"):
+            raws, sizes, images, thresholds, owners = self._collect(requests, responses)
+        if raws:
+            device = self.post.device
+            with self.stats.phase("compute"):
+                host, counts = self.post.detect(
+                    join_on(raws, device),
+                    join_on(sizes, device),
+                    join_on(images, device),
+                    thresholds,
+                )
+            with self.stats.phase("outputs"):
+                for i, tensors in self.post.outputs(host, counts, owners).items():
+                    responses[i] = pb_utils.InferenceResponse(tensors)
+            self.stats.record(
+                {RAW: raws, SIZE: sizes, IMAGE: images}, {k: [v] for k, v in host.items()}
+            )
+        return responses
+
+    def _collect(
+        self, requests: list, responses: list[pb_utils.InferenceResponse | None]
+    ) -> tuple[list, list, list, list[Thresholds], list[tuple[int, int]]]:
+        """Each valid request's tensors and thresholds; bad ones get their error response."""
+        raws, sizes, images, thresholds, owners = [], [], [], [], []
+        for i, request in enumerate(requests):
+            try:
+                setting = self.post.thresholds(request)
+            except ValueError as exc:  # RequestParameterError, before the batch is joined
+                responses[i] = error_response(f"bad request parameters: {exc}")
+                continue
+            raws.append(_to_torch(pb_utils.get_input_tensor_by_name(request, RAW)))
+            sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
+            images.append(_to_torch(pb_utils.get_input_tensor_by_name(request, IMAGE)))
+            thresholds += [setting] * raws[-1].shape[0]
+            owners.append((i, raws[-1].shape[0]))
+        return raws, sizes, images, thresholds, owners
 
 
 _PAD_VALUES = {BOXES: 0, SCORES: 0, CLASS_IDS: -1, LABELS: b"", COLORS: 0}

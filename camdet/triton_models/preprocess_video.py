@@ -97,9 +97,7 @@ class TritonPythonModel:
     @guarded_execute
     def execute(self, requests: list) -> list:
         """Feed each request's access unit to its camera; one response per request."""
-        answers = self._decode_all([_read(request) for request in requests])
-        frames = [a for a in answers if isinstance(a, DecodedFrame)]
-        images, sizes = self.letterbox.run([f.image for f in frames]) if frames else (None, None)
+        answers, images, sizes = self.frames(requests)
         responses, row = [], 0
         for answer in answers:
             if isinstance(answer, VideoRequestError):
@@ -112,6 +110,21 @@ class TritonPythonModel:
                 )
                 row += 1
         return responses
+
+    def frames(
+        self, requests: list
+    ) -> tuple[list[DecodedFrame | VideoRequestError | None], Any, Any]:
+        """Decode every request's access unit and letterbox the frames that came out.
+
+        Returns:
+            Per request its frame, its error or None (no frame yet); and the frames'
+            ``[N, 3, H, W]`` letterboxed images and ``[N, 2]`` (height, width) sizes, in
+            request order (None when no frame came out).
+        """
+        answers = self._decode_all([_read(request) for request in requests])
+        frames = [a for a in answers if isinstance(a, DecodedFrame)]
+        images, sizes = self.letterbox.run([f.image for f in frames]) if frames else (None, None)
+        return answers, images, sizes
 
     def _decode_all(
         self, units: list[_Unit | VideoRequestError]

@@ -24,6 +24,30 @@ from camdet.triton_models.common import (
 )
 
 
+def torch_dtype(numpy_type: object) -> torch.dtype:
+    """The torch dtype of a numpy dtype (``np.float16`` -> ``torch.float16``)."""
+    return torch.from_numpy(np.zeros(0, numpy_type)).dtype
+
+
+def graph_runner(config: dict, onnx_path: Path, device: torch.device) -> GraphRunner:
+    """The ``detector`` config's ONNX on ``device``, with a CUDA graph per batch size.
+
+    Args:
+        config: The ``detector`` model config (Triton's JSON form): its input's dtype and
+            ``[3, H, W]`` dims, ``preferred_batch_size`` and ``max_batch_size`` (the
+            captured sizes).
+        onnx_path: The detector's ``model.onnx``.
+        device: Where it runs (eagerly on the CPU).
+    """
+    (input_name,) = tensor_names(config, "input")
+    in_config = pb_utils.get_input_config_by_name(config, input_name)
+    dtype = torch_dtype(pb_utils.triton_string_to_numpy(in_config["data_type"]))
+    dims = tuple(int(d) for d in in_config["dims"])  # [3, H, W]
+    module = load_detector(onnx_path, device, dtype == torch.float16, (dims[1], dims[2]))
+    sizes = [int(s) for s in config.get("dynamic_batching", {}).get("preferred_batch_size", [])]
+    return GraphRunner(module, dims, [*sizes, int(config["max_batch_size"])], dtype, device)
+
+
 class TritonPythonModel:
     """One graph replay per batch of requests."""
 
@@ -34,25 +58,9 @@ class TritonPythonModel:
         (self.output_name,) = tensor_names(config, "output")
         device_id = instance_device(args)
         self.device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
-        in_config = pb_utils.get_input_config_by_name(config, self.input_name)
-        dtype = torch.from_numpy(
-            np.zeros(0, pb_utils.triton_string_to_numpy(in_config["data_type"]))
-        ).dtype
-        self.output_dtype = torch.from_numpy(
-            np.zeros(0, output_dtype(config, self.output_name))
-        ).dtype
+        self.output_dtype = torch_dtype(output_dtype(config, self.output_name))
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        dims = tuple(int(d) for d in in_config["dims"])  # [3, H, W]
-        module = load_detector(path, self.device, dtype == torch.float16, (dims[1], dims[2]))
-        batching = config.get("dynamic_batching", {})
-        sizes = [int(s) for s in batching.get("preferred_batch_size", [])]
-        self.runner = GraphRunner(
-            module,
-            dims,
-            [*sizes, int(config["max_batch_size"])],
-            dtype,
-            self.device,
-        )
+        self.runner = graph_runner(config, path, self.device)
         pb_utils.Logger.log_info(f"detector: torch on {self.device}, graphs {self.runner.sizes}")
         self.stats = DeviceStats(args["model_name"])
 

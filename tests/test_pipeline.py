@@ -1,0 +1,189 @@
+"""The one-process ``*_pipeline`` models: same answers as the three step models chained.
+
+On a GPU the portable server serves ``detect`` as ``validate`` -> ``detect_pipeline`` and
+``detect_video`` as ``detect_video_pipeline`` (camdet.serving.portable.add_pipelines).
+Here the same arrangement runs on the CPU, in a real portable tritonserver, and every
+answer is checked against the step models of the same server called one after another.
+"""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE, frame_input
+from camdet.scenes import render_frame
+from camdet.serving.portable import generate_portable_repository
+from camdet.serving.repository import (
+    PRODUCTION_REPOSITORY,
+    contract,
+    ensemble_problems,
+    read_repository,
+)
+from camdet.serving.server import Ports, serve
+from tests.helpers.images import encode
+from tests.helpers.video import clip, send
+
+DETECTIONS = ("boxes", "scores", "class_ids", "labels", "num_detections", "colors")
+
+
+def steps(config) -> list[str]:
+    return [s.model_name for s in config.ensemble_scheduling.step]
+
+
+def test_pipelines_keep_the_ensembles_contracts(tmp_path: Path) -> None:
+    production = read_repository(PRODUCTION_REPOSITORY)
+    root = generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "r", pipelines=True)
+    configs = read_repository(root)
+    assert steps(configs[ENSEMBLE]) == ["validate", "detect_pipeline"]
+    assert steps(configs[VIDEO_ENSEMBLE]) == ["detect_video_pipeline"]
+    for name in (ENSEMBLE, VIDEO_ENSEMBLE):
+        assert ensemble_problems(configs, name) == []
+        assert contract(configs[name]) == contract(production[name])
+    # The step models stay, unchanged, for the benchmarks and tests that call them alone.
+    plain = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "p"))
+    for name in ("validate", "preprocess", "detector", "postprocess", "preprocess_video"):
+        assert configs[name] == plain[name]
+    pipeline = contract(configs["detect_pipeline"])
+    assert pipeline["inputs"] == contract(configs["preprocess"])["inputs"]
+    assert pipeline["outputs"] == contract(configs["postprocess"])["outputs"]
+
+
+def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
+    gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
+    cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
+    assert steps(gpu[ENSEMBLE]) == ["validate", "detect_pipeline"]
+    assert [g.count for g in gpu["detect_pipeline"].instance_group] == [3]
+    assert steps(cpu[ENSEMBLE]) == ["validate", "preprocess", "detector", "postprocess"]
+    assert "detect_pipeline" not in cpu
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("pipelines")
+    with (
+        serve(PRODUCTION_REPOSITORY, Ports.free(), True, workdir=workdir, pipelines=True) as srv,
+        grpcclient.InferenceServerClient(srv.grpc_url) as c,
+    ):
+        yield c
+
+
+def infer(client, model: str, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict:
+    inputs = []
+    for name, array in tensors.items():
+        dtype = {np.uint8: "UINT8", np.float16: "FP16", np.int32: "INT32"}[array.dtype.type]
+        tensor = grpcclient.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    result = client.infer(
+        model, inputs, outputs=[grpcclient.InferRequestedOutput(n) for n in outputs]
+    )
+    return {name: result.as_numpy(name) for name in outputs}
+
+
+def chained(client, encoded: bytes) -> dict:
+    """One frame through preprocess, detector and postprocess, called one by one."""
+    frame = np.frombuffer(encoded, np.uint8)[None]
+    pre = infer(
+        client, "preprocess", {"encoded_image": frame}, ("preprocessed_image", "original_size")
+    )
+    return after_preprocess(client, pre["preprocessed_image"], pre["original_size"])
+
+
+def after_preprocess(client, image: np.ndarray, size: np.ndarray) -> dict:
+    raw = infer(client, "detector", {"images": image}, ("output0",))["output0"]
+    post_inputs = {"raw_detections": raw, "original_size": size, "preprocessed_image": image}
+    return infer(client, "postprocess", post_inputs, DETECTIONS)
+
+
+def assert_same(got: dict, expected: dict) -> None:
+    for name in DETECTIONS:
+        if name == "labels":
+            assert got[name].tolist() == expected[name].tolist()
+        else:
+            np.testing.assert_allclose(got[name], expected[name], atol=1e-4, err_msg=name)
+
+
+def send_all(client, model: str, payloads: list[bytes], parameters: list) -> list:
+    """Send every payload at once (so the server batches them); (result, error) in order."""
+    answers: queue.Queue = queue.Queue()
+    for index, (data, params) in enumerate(zip(payloads, parameters, strict=True)):
+        client.async_infer(
+            model,
+            frame_input(data),
+            callback=lambda result, error, i=index: answers.put((i, result, error)),
+            outputs=[grpcclient.InferRequestedOutput(n) for n in DETECTIONS],
+            parameters=params,
+        )
+    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=120) for _ in payloads))
+    return [got[i] for i in range(len(payloads))]
+
+
+def frames(sizes: list[tuple[int, int]], seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [encode(render_frame(rng, w, h).image) for w, h in sizes]
+
+
+@pytest.mark.server
+def test_detect_answers_as_the_steps_chained(client) -> None:
+    payloads = frames([(1280, 720), (1920, 1080), (720, 1280), (640, 480)] * 2, seed=21)
+    answers = send_all(client, ENSEMBLE, payloads, [None] * len(payloads))
+    detected = 0
+    for data, (result, error) in zip(payloads, answers, strict=True):
+        assert error is None
+        got = {name: result.as_numpy(name) for name in DETECTIONS}
+        assert_same(got, chained(client, data))
+        detected += int(got["num_detections"][0, 0])
+    assert detected > 20  # frames with objects, found
+
+
+@pytest.mark.server
+def test_a_refused_frame_or_bad_threshold_fails_alone_in_a_pipeline_batch(client) -> None:
+    good = frames([(1280, 720)] * 5, seed=22)
+    dht = good[0].index(b"\xff\xc4")  # a Huffman table the decoder refuses (validate would too)
+    refused = good[0][: dht + 5] + b"\xff" * 17 + good[0][dht + 22 :]
+    frame = np.frombuffer(refused, np.uint8)[None]
+    with pytest.raises(Exception) as step_error:
+        infer(client, "preprocess", {"encoded_image": frame}, ("original_size",))
+    payloads = [good[0], refused, good[1], good[2], good[3], good[4]]
+    parameters = [None, None, None, {"iou_threshold": 0}, None, {"max_detections": 2}]
+    answers = send_all(client, "detect_pipeline", payloads, parameters)
+    assert answers[1][1] is not None
+    assert answers[1][1].message() == step_error.value.message()
+    assert (
+        answers[3][1].message() == "bad request parameters: iou_threshold must be in (0, 1], got 0"
+    )
+    for index in (0, 2, 4):
+        result, error = answers[index]
+        assert error is None
+        assert_same({n: result.as_numpy(n) for n in DETECTIONS}, chained(client, payloads[index]))
+    assert int(answers[5][0].as_numpy("num_detections")[0, 0]) <= 2
+
+
+@pytest.mark.server
+def test_detect_video_answers_as_the_steps_chained(client) -> None:
+    _, units = clip(31, 12, 320, 240)
+    seen = 0
+    for i, unit in enumerate(units):
+        first, last = i == 0, i == len(units) - 1
+        result = send(
+            client, 71, unit.data, unit.pts, first, last, outputs=(*DETECTIONS, "frame_pts")
+        )
+        pre = send(
+            client, 72, unit.data, unit.pts, first, last, model="preprocess_video",
+            outputs=("preprocessed_image", "original_size", "frame_pts"),
+        )  # fmt: skip
+        assert result.as_numpy("frame_pts").tolist() == pre.as_numpy("frame_pts").tolist()
+        if int(pre.as_numpy("frame_pts")[0, 0]) < 0:
+            assert int(result.as_numpy("num_detections")[0, 0]) == 0
+            continue
+        expected = after_preprocess(
+            client, pre.as_numpy("preprocessed_image"), pre.as_numpy("original_size")
+        )
+        assert_same({n: result.as_numpy(n) for n in DETECTIONS}, expected)
+        seen += int(expected["num_detections"][0, 0])
+    assert seen > 10
