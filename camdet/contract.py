@@ -90,6 +90,52 @@ def detection_colors(detections: Sequence[Detection]) -> np.ndarray | None:
     return np.array([d.color for d in detections], dtype=np.float32).reshape(-1, 3)
 
 
+@dataclass(frozen=True)
+class FrameDetections:
+    """Detections of one frame as numpy arrays: a response, a bare loop's, a cached clip's.
+
+    Attributes:
+        boxes: ``[n, 4]`` float32 xyxy in original frame pixels.
+        scores: ``[n]`` float32 confidences, descending.
+        class_ids: ``[n]`` int64 class indices.
+        colors: ``[n, 3]`` float32 mean RGB in ``[0, 1]`` of each box's centre
+            (the server's ``colors`` output,
+            :func:`camdet.steps.postprocess.detections.box_colors`), or None.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    colors: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a model's ``config.pbtxt``, without the batch dimension.
+
+    Attributes:
+        name: Tensor name shared by the config, the ONNX graph and the plan.
+        data_type: Config type, e.g. ``TYPE_FP16``.
+        dims: Per-sample dims, e.g. ``(3, 640, 640)``; -1 where variable.
+    """
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+    @classmethod
+    def of(cls, tensor: Any) -> TensorSpec:
+        """The spec of a config's ``ModelInput`` or ``ModelOutput`` message."""
+        from tritonclient.grpc import model_config_pb2
+
+        return cls(
+            tensor.name, model_config_pb2.DataType.Name(tensor.data_type), tuple(tensor.dims)
+        )
+
+
 def frame_input(encoded: bytes) -> list[grpcclient.InferInput]:
     """The ensemble inputs for one encoded frame (JPEG or PNG bytes)."""
     import tritonclient.grpc as grpcclient

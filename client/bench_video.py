@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from camdet.client.reader import encode_jpeg
 from camdet.client.sources import AvSource
 
 from camdet.contract import frame_input, video_inputs
+from camdet.scenes.jpeg import encode_jpeg
 
 logger = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from camdet.client.config import CameraConfig
 from camdet.client.demux import AccessUnit
 from camdet.client.sources import Source, SourceError, SourceFrame
 
+from camdet.scenes.jpeg import encode_jpeg
 from camdet.steps.validate.image_check import ImageCheckError, check_encoded_image
 
 logger = logging.getLogger(__name__)
@@ -116,16 +117,6 @@ class CapturedFrame:
         except ImageCheckError:
             return None
         return info.width, info.height
-
-
-def encode_jpeg(image_rgb: np.ndarray, quality: int) -> bytes:
-    """JPEG bytes of an RGB frame (OpenCV, which releases the GIL while encoding)."""
-    ok, data = cv2.imencode(
-        ".jpg", np.ascontiguousarray(image_rgb[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality]
-    )
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data.tobytes()
 
 
 class FrameBuffer:

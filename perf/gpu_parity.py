@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from camdet.detector.evaluate import (
     score_coco,
 )
 from camdet.geometry import PIXEL_SCALE, letterbox_image, to_model_input
+from camdet.runtime.runners import DetectorRunner, OnnxRuntimeRunner, TorchRunner, run_detector
 from camdet.scenes import Frame, encode_jpeg, render_frame, to_coco
 from camdet.serving.repository import PRODUCTION_REPOSITORY
 from camdet.steps.postprocess.detections import Detections, postprocess
@@ -137,42 +138,17 @@ def pixel_stats(a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> dict[str, f
     }
 
 
-Detector = Callable[[Images], torch.Tensor]
-"""Letterboxed float32 ``[B, 3, 640, 640]`` in [0, 1] -> head output ``[B, 4 + nc, 8400]``."""
-
-
-def onnx_cpu_detector(onnx: Path) -> Detector:
+def onnx_cpu_detector(onnx: Path) -> DetectorRunner:
     """ONNX Runtime FP32 on the CPU: the portable CPU server's detector."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(images: Images) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {name: images.astype(np.float32)})[0])
-
-    return run
+    return OnnxRuntimeRunner(onnx)
 
 
-def torch_gpu_detector(onnx: Path, half: bool) -> Detector:
-    """The portable GPU server's detector (``camdet.runtime.torch_graphs``) in FP16 or FP32."""
-    from camdet.runtime.runners import onnx_image_shape
-    from camdet.runtime.torch_graphs import load_detector
+def torch_gpu_detector(onnx: Path, half: bool) -> DetectorRunner:
+    """The portable GPU server's detector (``camdet.runtime.torch_graphs``) in FP16 or FP32.
 
-    device = torch.device("cuda:0")
-    module = load_detector(onnx, device, half, onnx_image_shape(onnx))
-    dtype = torch.float16 if half else torch.float32
-
-    @torch.inference_mode()
-    def run(images: Images) -> torch.Tensor:
-        return module(torch.from_numpy(images).to(device, dtype)).float().cpu()
-
-    return run
-
-
-def run_detector(detector: Detector, images: Images, batch: int = 32) -> torch.Tensor:
-    """Head outputs of all frames, ``batch`` frames per call."""
-    return torch.cat([detector(images[i : i + batch]) for i in range(0, len(images), batch)])
+    Eager on GPU 0, without CUDA graphs: a batch runs at its own size, not padded.
+    """
+    return TorchRunner(onnx, device="cuda:0", half=half, batch_sizes=())
 
 
 def detect(raw: torch.Tensor, sizes: torch.Tensor, confidence: float) -> list[Detections]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from camdet.contract import (
     NO_FRAME,
     VIDEO_ENSEMBLE,
     Detection,
+    FrameDetections,
     detection_colors,
     parse_result,
     parse_video_result,
@@ -47,27 +47,6 @@ from camdet.runtime.runners import DetectorRunner
 
 DETECTOR = "detector"
 """The detector step model, which the naive pipeline calls directly."""
-
-
-@dataclass(frozen=True)
-class FrameDetections:
-    """Detections of one frame, as plain arrays.
-
-    Attributes:
-        boxes: ``[n, 4]`` float32 xyxy in original frame pixels.
-        scores: ``[n]`` float32, descending.
-        class_ids: ``[n]`` int64.
-        colors: ``[n, 3]`` float32 mean RGB of each box's centre (the server's
-            ``colors`` output), or None.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
-    colors: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 def decode_frame(data: bytes) -> np.ndarray:
@@ -119,15 +98,7 @@ def postprocess_raw(
     if images is not None:
         images = images.to(raw.device)
     frames = postprocess(raw, torch.tensor(list(sizes), dtype=torch.int32), images=images)
-    return [
-        FrameDetections(
-            f.boxes.cpu().numpy(),
-            f.scores.cpu().numpy(),
-            f.class_ids.cpu().numpy().astype(np.int64),
-            None if f.colors is None else f.colors.cpu().numpy(),
-        )
-        for f in frames
-    ]
+    return [f.numpy() for f in frames]
 
 
 class EnsembleClient:

@@ -33,9 +33,10 @@ import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from camdet.perf.load import BarePoint, PointResult, Window, run_bare
-from camdet.perf.pipelines import FrameDetections, postprocess_raw
+from camdet.perf.pipelines import postprocess_raw
 from nvidia.dali import pipeline_def
 
+from camdet.contract import FrameDetections
 from camdet.runtime.runners import DetectorRunner
 from camdet.scenes.video import EncodedUnit
 from camdet.steps.video.letterbox import VideoLetterbox

@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +32,7 @@ from torch.utils.data import DataLoader
 
 from camdet import scenes
 from camdet.detector.data import EvalFrames, EvalSample, worker_init
-from camdet.detector.model import load_weights
-from camdet.geometry import PIXEL_SCALE
+from camdet.runtime.runners import Predictor, WeightsRunner, onnx_predictor, predictor
 from camdet.steps.postprocess.detections import Detections, postprocess
 
 logger = logging.getLogger(__name__)
@@ -44,9 +42,6 @@ MAP_IOU = 0.7
 MAP_MAX_DETECTIONS = 300
 DEFAULT_JPEG_QUALITY = 90
 """Quality of the held-out frames' JPEG step: cameras stream JPEG, not raw pixels."""
-
-Predictor = Callable[[torch.Tensor], torch.Tensor]
-"""``[B, 3, H, W]`` uint8 letterboxed frames -> ``[B, 4 + nc, N]`` head output."""
 
 
 @dataclass(frozen=True)
@@ -82,37 +77,6 @@ class EvalResult:
     frames: int
     objects: int
     seconds: float
-
-
-def onnx_predictor(path: Path, threads: int | None = None) -> Predictor:
-    """Predictor running an ONNX file with onnxruntime on the CPU."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
-    # FP16/INT8 conversions take FP16 input, as the served engine does.
-    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        inputs = (images.numpy().astype(np.float32) * np.float32(PIXEL_SCALE)).astype(dtype)
-        output = session.run([output_name], {input_name: inputs})[0]
-        return torch.from_numpy(output.astype(np.float32))
-
-    return predict
-
-
-def torch_predictor(weights: Path, device: torch.device) -> Predictor:
-    """Predictor running fp32 torch weights on ``device``."""
-    model = load_weights(weights, device).fuse()
-
-    @torch.no_grad()
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        return model(images.to(device).float() * PIXEL_SCALE)
-
-    return predict
 
 
 def _collate(samples: list[EvalSample]) -> list[EvalSample]:
@@ -195,7 +159,8 @@ def evaluate(
     """Render, infer, postprocess and score ``frames``.
 
     Args:
-        predict: Letterboxed uint8 batch -> head output.
+        predict: Letterboxed uint8 batch -> head output
+            (:func:`camdet.runtime.runners.predictor`).
         frames: The held-out frames.
         batch: Frames per inference call.
         workers: Rendering processes.
@@ -254,7 +219,7 @@ def _predictor(onnx: Path | None, weights: Path | None) -> tuple[Predictor, str]
     """The predictor the command line asks for, and its description for the report."""
     if weights is not None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch_predictor(weights, device), f"torch {weights} on {device}"
+        return predictor(WeightsRunner(weights, device)), f"torch {weights} on {device}"
     return onnx_predictor(onnx), f"onnxruntime CPU {onnx}"
 
 

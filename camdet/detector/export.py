@@ -135,9 +135,9 @@ def compare_with_torch(
     Raises:
         ExportCheckError: If a difference exceeds ``atol`` or a shape differs.
     """
-    import onnxruntime as ort
+    from camdet.runtime.sessions import onnx_session
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     model = model.float().cpu().eval()
     generator = torch.Generator().manual_seed(0)
     worst = 0.0

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from camdet.contract import TensorSpec
 from camdet.engine.calibration import CalibrationSource, calibration_array
 from camdet.engine.config_edit import (
     ensemble_batch_warnings,
@@ -34,7 +35,6 @@ from camdet.engine.contract import (
     BatchProfile,
     DetectorContract,
     Precision,
-    TensorSpec,
     input_size_setting,
 )
 from camdet.engine.errors import (

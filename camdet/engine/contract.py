@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from camdet.contract import TensorSpec
 from camdet.engine.errors import ContractError, ProfileMismatchError
 
 if TYPE_CHECKING:
@@ -48,21 +49,6 @@ class Precision(StrEnum):
     FP16 = "fp16"
     FP32 = "fp32"
     INT8 = "int8"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One tensor of the config, without the batch dimension.
-
-    Attributes:
-        name: Tensor name shared by the config, the ONNX graph and the plan.
-        data_type: Config type, ``TYPE_FP16`` or ``TYPE_FP32``.
-        dims: Per-sample dims, e.g. ``(3, 640, 640)``.
-    """
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -221,9 +207,7 @@ def _config_tensor(tensors: Sequence[Any], kind: str, problems: list[str]) -> Te
     if len(tensors) != 1:
         problems.append(f"config has {len(tensors)} {kind}s, the detector takes exactly one")
         return None
-    pb2 = model_config_pb2_module()
-    tensor = tensors[0]
-    spec = TensorSpec(tensor.name, pb2.DataType.Name(tensor.data_type), tuple(tensor.dims))
+    spec = TensorSpec.of(tensors[0])
     if spec.data_type not in IO_DATA_TYPES:
         problems.append(
             f"config {kind} {spec.name!r} is {spec.data_type}, expected TYPE_FP16 or TYPE_FP32"

@@ -7,13 +7,14 @@ Every config is parsed into ``tritonclient.grpc.model_config_pb2.ModelConfig`` w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
+
+from camdet.contract import TensorSpec
 
 PRODUCTION_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 """The production repository of a source checkout (editable install)."""
@@ -66,22 +67,11 @@ def read_repository(root: Path) -> dict[str, mc.ModelConfig]:
     return {p.parent.name: read_config(p) for p in sorted(Path(root).glob("*/config.pbtxt"))}
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """The contract of one tensor: what a client or step model must agree on."""
-
-    name: str
-    data_type: str
-    dims: tuple[int, ...]
-
-
 def contract(config: mc.ModelConfig) -> dict[str, object]:
     """The externally visible contract of a model: tensors and batching limit."""
 
     def specs(tensors) -> tuple[TensorSpec, ...]:
-        return tuple(
-            TensorSpec(t.name, mc.DataType.Name(t.data_type), tuple(t.dims)) for t in tensors
-        )
+        return tuple(TensorSpec.of(t) for t in tensors)
 
     return {
         "max_batch_size": config.max_batch_size,

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchvision.ops import nms, roi_align
 
+from camdet.contract import FrameDetections
 from camdet.geometry import INPUT_SHAPE, Size, scale_boxes_to_original
 from camdet.steps.parameters import MAX_DETECTIONS_LIMIT, check_number
 
@@ -79,6 +81,15 @@ class Detections:
     scores: torch.Tensor
     class_ids: torch.Tensor
     colors: torch.Tensor | None = None
+
+    def numpy(self) -> FrameDetections:
+        """The same detections as numpy arrays on the host."""
+        return FrameDetections(
+            self.boxes.cpu().numpy(),
+            self.scores.cpu().numpy(),
+            self.class_ids.cpu().numpy().astype(np.int64),
+            None if self.colors is None else self.colors.cpu().numpy(),
+        )
 
 
 def box_colors(

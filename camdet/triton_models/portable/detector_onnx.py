@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from camdet.runtime.sessions import onnx_session
 from camdet.steps.preprocess.heap import give_back_heap
 from camdet.triton_models.common import (
     DeviceStats,
@@ -36,13 +37,8 @@ class TritonPythonModel:
         (self.output_name,) = tensor_names(config, "output")
         self.output_dtype = output_dtype(config, self.output_name)
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(
-            parameter(config, "intra_op_threads", str(os.cpu_count() or 1))
-        )
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        threads = int(parameter(config, "intra_op_threads", str(os.cpu_count() or 1)))
+        self.session = onnx_session(path, threads)
         # ONNX Runtime's CPU arena keeps every chunk it ever grew to: batches of varying
         # size grew each instance by ~360 MiB for good (issue #12). Shrinking it after each
         # run gives back the chunks beyond the first allocation, and trimming the heap
