@@ -1,4 +1,9 @@
-"""Shared fixtures: a real portable tritonserver on free ports, test images."""
+"""Shared fixtures: a real portable tritonserver on free ports, camera clips, an RTSP camera.
+
+Helper code (plain functions and classes) lives in ``tests/helpers/``; test modules import it
+as ``tests.helpers.<module>`` (the repository root is on ``sys.path``: pytest's
+``pythonpath = ["."]``). No test module imports another test module.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from camdet.serving.repository import PRODUCTION_REPOSITORY
 from camdet.serving.server import Ports, TritonServer, serve
+from tests.helpers.clips import CLIP_FRAMES, Clip, make_clips
+from tests.helpers.rtsp import RtspServer, require_gst_rtsp, rtsp_mounts
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,12 +46,23 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     assert not running.is_running(), "tritonserver still running after stop"
 
 
-def encode(image_rgb: np.ndarray, ext: str = ".jpg", quality: int = 90) -> bytes:
-    """Encode an RGB frame with OpenCV (independent of the code under test)."""
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
-    ok, data = cv2.imencode(ext, np.ascontiguousarray(image_rgb[..., ::-1]), params)
-    assert ok
-    return data.tobytes()
+@pytest.fixture(scope="module")
+def clips(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
+    """The test module's H.264 clips: one per seed of its ``CLIP_SEEDS``.
+
+    ``CLIP_FRAMES`` in the module overrides the clips' length. A module that needs other
+    clips (HEVC, B-frames) defines its own ``clips`` fixture; ``rtsp`` serves those too.
+    """
+    frames = getattr(request.module, "CLIP_FRAMES", CLIP_FRAMES)
+    return make_clips(tmp_path_factory.mktemp("clips"), request.module.CLIP_SEEDS, frames)
+
+
+@pytest.fixture(scope="module")
+def rtsp(clips: list[Clip] | dict[str, Clip]) -> Iterator[RtspServer]:
+    """A GStreamer RTSP camera serving the module's ``clips`` (see :func:`rtsp_mounts`)."""
+    require_gst_rtsp()
+    with RtspServer(rtsp_mounts(clips)) as server:
+        yield server
 
 
 _ALLOWED_SKIPS = ("needs an NVIDIA GPU", "needs TensorRT")

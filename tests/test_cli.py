@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import encode
 from typer.testing import CliRunner
 
 from camdet.cli.main import app
 from camdet.scenes import CLASSES, render_frame
 from camdet.serving.server import Ports
+from tests.helpers.images import encode
 
 pytestmark = pytest.mark.server
 

@@ -5,11 +5,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import encode
 
 from camdet.geometry import letterbox_image, letterbox_params, to_model_input
 from camdet.scenes import render_frame
 from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+from tests.helpers.images import encode
 
 SIZES = [(1280, 720), (1920, 1080), (640, 480), (1080, 1920), (1024, 1024), (333, 517)]
 

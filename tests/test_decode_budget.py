@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from camdet.perf.fuzz_inputs import claim_size
-from conftest import encode
 
 from camdet.steps.preprocess.budget import claimed_pixels, plan, split_by_pixels
+from tests.helpers.images import encode
 
 
 def test_claimed_pixels_come_from_the_header_not_the_data() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import encode
-from test_image_check import dali_pipeline
 
 from camdet.steps.preprocess.errors import dali_error_summary, decode_failure
 from camdet.steps.preprocess.pipeline import run_batch
+from tests.helpers.images import encode
+from tests.helpers.preprocess import dali_pipeline
 
 
 def dali_refusal(data: bytes) -> RuntimeError:

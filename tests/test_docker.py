@@ -10,7 +10,6 @@ import fnmatch
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,46 +24,19 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parent.parent
-DOCKER = REPO / "docker"
-COMPOSE = DOCKER / "compose.yaml"
+from tests.helpers.docker import COMPOSE, DOCKER, dev_tool, dockerfile_args, interpolate
+from tests.helpers.paths import REPO
+
 SERVER_DOCKERFILE = DOCKER / "Dockerfile"
 BUILDER_DOCKERFILE = DOCKER / "Dockerfile.builder"
 DOCKERFILES = (SERVER_DOCKERFILE, BUILDER_DOCKERFILE)
 WORKDIR = "/opt/camdet"
 MODEL_REPOSITORY = f"{WORKDIR}/model_repository"
 
-_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
-
-
-def interpolate(node: object) -> object:
-    """Compose's ``${VAR:-default}`` with every variable unset.
-
-    Like Compose, on the parsed values: ``${X:-26.05}`` stays the string ``"26.05"``.
-    """
-    if isinstance(node, dict):
-        return {key: interpolate(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [interpolate(value) for value in node]
-    if isinstance(node, str):
-        return _DEFAULTED.sub(lambda m: m.group(2), node)
-    return node
-
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
     return interpolate(yaml.safe_load(COMPOSE.read_text()))
-
-
-def dev_tool(name: str) -> str:
-    """A console script of the dev dependencies, beside this interpreter or on PATH."""
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    assert found, f"{name} not found: install the dev dependencies (pip install -e '.[dev]')"
-    return found
-
-
-def dockerfile_args(path: Path) -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)$", path.read_text(), re.MULTILINE))
 
 
 def pip_pins(path: Path) -> dict[str, str]:

@@ -1,14 +1,11 @@
-import functools
-import struct
-
 import cv2
 import numpy as np
 import pytest
-from conftest import encode
 
-from camdet.serving.repository import PRODUCTION_REPOSITORY
-from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+from camdet.steps.preprocess.pipeline import run_batch
 from camdet.steps.validate.image_check import ImageCheckError, check_encoded_image
+from tests.helpers.images import encode, with_claimed_size
+from tests.helpers.preprocess import dali_pipeline
 
 LIMITS = {"max_pixels": 40_000_000, "max_side": 16384}
 
@@ -16,12 +13,6 @@ LIMITS = {"max_pixels": 40_000_000, "max_side": 16384}
 def frame(height: int = 72, width: int = 128) -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-
-
-def with_claimed_size(jpeg: bytes, height: int, width: int) -> bytes:
-    """Rewrite the SOF0 dimensions of a baseline JPEG."""
-    sof = jpeg.index(b"\xff\xc0")
-    return jpeg[: sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9 :]
 
 
 def test_valid_jpeg_and_png() -> None:
@@ -66,13 +57,6 @@ def test_gigantic_header_refused_before_decoding() -> None:
 def test_zero_size_header_refused() -> None:
     with pytest.raises(ImageCheckError, match="corrupt jpeg header: size 0x0"):
         check_encoded_image(with_claimed_size(encode(frame()), 0, 0), **LIMITS)
-
-
-@functools.cache
-def dali_pipeline():
-    """The production preprocess pipeline on the CPU, batch 1."""
-    module = load_pipeline_module(PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py")
-    return build_pipeline(module, batch_size=1, num_threads=1, device_id=None)
 
 
 def _segment(jpeg: bytes, marker: int) -> int:

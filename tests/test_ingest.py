@@ -24,38 +24,17 @@ from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig
 from camdet.client.sinks import CallbackSink, JsonLinesSink, Result
 from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
-from ingest_fixtures import (
-    CLIP_HEIGHT,
-    CLIP_WIDTH,
-    RtspServer,
-    Watch,
-    assert_boxes_inside,
-    by_camera,
-    free_port,
-    make_clips,
-    require_gst_rtsp,
-    score,
-    wait_until,
-)
-from mjpeg_server import MjpegServer
 
 from camdet.scenes import encode_jpeg
+from tests.helpers.clips import CLIP_HEIGHT, CLIP_WIDTH
+from tests.helpers.ingest import Watch, assert_boxes_inside, by_camera, score, wait_until
+from tests.helpers.mjpeg import MjpegServer
+from tests.helpers.rtsp import RtspServer, free_port, require_gst_rtsp
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 MIN_RECALL = MIN_PRECISION = 0.8  # at IoU 0.5, detections with score >= 0.5
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory):
-    return make_clips(tmp_path_factory.mktemp("clips"), [21, 22, 23])
-
-
-@pytest.fixture(scope="module")
-def rtsp(clips):
-    require_gst_rtsp()
-    with RtspServer({f"/cam{i}": clip.path for i, clip in enumerate(clips)}) as server:
-        yield server
+CLIP_SEEDS = (21, 22, 23)  # the clips of the conftest's ``clips`` (RTSP /cam0../cam2)
 
 
 def test_many_cameras_at_once_get_detections_that_match_ground_truth(
@@ -210,7 +189,7 @@ def test_cli_streams_a_camera_list_until_sigterm_and_prints_totals(
 
 
 def test_damaged_frames_are_answered_flagged_and_counted(server, tmp_path: Path) -> None:
-    from test_request_errors import rst_jpeg
+    from tests.helpers.images import rst_jpeg
 
     whole = rst_jpeg()
     cut = whole[: len(whole) // 2] + b"\xff\xd9"  # cut short, end marker added back

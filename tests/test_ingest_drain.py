@@ -20,9 +20,9 @@ from camdet.client.cli import _run
 from camdet.client.config import CameraConfig
 from camdet.client.sinks import CallbackSink, Result
 from camdet.client.streamer import Ingest, IngestOptions, Mode
-from conftest import encode
 
 from camdet.scenes import render_frame
+from tests.helpers.images import encode
 
 pytestmark = [pytest.mark.server]
 

@@ -22,15 +22,11 @@ from camdet.client.config import CameraConfig
 from camdet.client.lag import LagAlarm
 from camdet.client.reader import CameraReader, CapturedFrame, FrameBuffer
 from camdet.client.sources import open_source
-from ingest_fixtures import (
-    CLIP_HEIGHT,
-    CLIP_WIDTH,
-    RtspServer,
-    require_gst_rtsp,
-    wait_until,
-)
 
 from camdet.scenes import write_clip
+from tests.helpers.clips import CLIP_HEIGHT, CLIP_WIDTH
+from tests.helpers.ingest import wait_until
+from tests.helpers.rtsp import RtspServer, require_gst_rtsp
 
 CAMERA_FPS = 25
 SERVER_FPS = 3

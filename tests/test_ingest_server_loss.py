@@ -17,27 +17,17 @@ from camdet.client.config import CameraConfig
 from camdet.client.servers import Endpoint, TlsFiles, rendezvous_order
 from camdet.client.sinks import CallbackSink, Result
 from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
-from ingest_fixtures import (
-    CLIP_HEIGHT,
-    CLIP_WIDTH,
-    RtspServer,
-    Watch,
-    assert_boxes_inside,
-    make_clips,
-    require_gst_rtsp,
-    score,
-    self_signed_certificate,
-    slow_repository,
-    tls_server,
-    wait_until,
-)
 
 from camdet.serving.server import TritonServer
+from tests.helpers.clips import CLIP_HEIGHT, CLIP_WIDTH, make_clips
+from tests.helpers.ingest import Watch, assert_boxes_inside, score, wait_until
+from tests.helpers.servers import self_signed_certificate, slow_repository, tls_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 DELAY_S = 0.2
 """Extra detector time per frame of the slow server, seconds."""
+CLIP_SEEDS = (31, 32, 33)  # the clips of the conftest's ``clips`` (RTSP /cam0../cam2)
 
 
 @dataclass
@@ -72,18 +62,6 @@ def slow(repository: Path, tmp_path_factory: pytest.TempPathFactory):
     with server.start():
         yield SlowServer(server, certificate[0])
     assert not server.is_running()
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory):
-    return make_clips(tmp_path_factory.mktemp("clips"), [31, 32, 33])
-
-
-@pytest.fixture(scope="module")
-def rtsp(clips):
-    require_gst_rtsp()
-    with RtspServer({f"/cam{i}": clip.path for i, clip in enumerate(clips)}) as server:
-        yield server
 
 
 def answered_by(results: list[Result]) -> Counter:

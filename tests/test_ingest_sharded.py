@@ -22,12 +22,13 @@ from camdet.client.servers import Endpoint, rendezvous_order
 from camdet.client.sharding import Shard, shard_cameras
 from camdet.client.sinks import CallbackSink, Result
 from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions
-from ingest_fixtures import Watch, make_clips, wait_until
 from typer.testing import CliRunner
 
 from camdet.cli.main import app
 from camdet.serving.portable import generate_portable_repository
 from camdet.serving.server import Ports, TritonServer, has_cuda_gpu, portable_launch
+from tests.helpers.clips import make_clips
+from tests.helpers.ingest import Watch, wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -45,18 +45,14 @@ from camdet.client.sources import (
     open_source,
     source_kind,
 )
-from ingest_fixtures import (
-    CLIP_FPS,
-    RtspServer,
-    make_clips,
-    require_gst_rtsp,
-    self_signed_certificate,
-)
-from mjpeg_server import MjpegServer
 from rich.console import Console
 
 from camdet.contract import Detection
 from camdet.scenes import SceneSequence, encode_jpeg
+from tests.helpers.clips import CLIP_FPS, make_clips
+from tests.helpers.mjpeg import MjpegServer
+from tests.helpers.rtsp import RtspServer, require_gst_rtsp
+from tests.helpers.servers import self_signed_certificate
 
 
 @pytest.fixture(scope="module")

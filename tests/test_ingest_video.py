@@ -15,21 +15,17 @@ from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig
 from camdet.client.sinks import CallbackSink, Result
 from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
-from ingest_fixtures import (
+
+from tests.helpers.clips import (
     CLIP_HEIGHT,
     CLIP_WIDTH,
     Clip,
-    RtspServer,
-    Watch,
-    assert_boxes_inside,
-    by_camera,
     damaged_clip,
     make_clips,
-    require_gst_rtsp,
-    score,
     transcode_clip,
-    wait_until,
 )
+from tests.helpers.ingest import Watch, assert_boxes_inside, by_camera, score, wait_until
+from tests.helpers.rtsp import RtspServer, require_gst_rtsp
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -38,16 +34,9 @@ MIN_RECALL = 0.95  # the issue's target, per answered frame, IoU 0.5, score >= 0
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory):
+    """H.264 and HEVC with B-frames; the conftest's ``rtsp`` serves them at /h264, /hevc."""
     h264 = make_clips(tmp_path_factory.mktemp("video_clips"), [51, 52], frames=60)
     return {"h264": h264[0], "hevc": transcode_clip(h264[1], "hevc", bframes=2)}
-
-
-@pytest.fixture(scope="module")
-def rtsp(clips):
-    require_gst_rtsp()
-    mounts = {"/h264": str(clips["h264"].path), "/hevc": f"hevc:{clips['hevc'].path}"}
-    with RtspServer(mounts) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

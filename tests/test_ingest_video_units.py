@@ -23,17 +23,10 @@ from camdet.client.demux import AccessUnit
 from camdet.client.reader import CameraReader, CapturedFrame, FrameBuffer
 from camdet.client.sequence import sequence_id, sequence_ids
 from camdet.client.sources import AvSource, SourceFrame, open_source
-from ingest_fixtures import (
-    CLIP_FPS,
-    CLIP_HEIGHT,
-    CLIP_WIDTH,
-    RtspServer,
-    make_clips,
-    require_gst_rtsp,
-    transcode_clip,
-)
 
 from camdet.steps.video.annexb import inspect_access_unit
+from tests.helpers.clips import CLIP_FPS, CLIP_HEIGHT, CLIP_WIDTH, make_clips, transcode_clip
+from tests.helpers.rtsp import RtspServer, require_gst_rtsp, rtsp_mounts
 
 FRAMES = 30  # three GOPs of the 10 fps clips
 
@@ -90,8 +83,7 @@ def test_mp4_packets_become_self_contained_access_units(clips, codec: str) -> No
 
 def test_rtsp_streams_become_self_contained_access_units(clips) -> None:
     require_gst_rtsp()
-    mounts = {"/h264": str(clips["h264"].path), "/hevc": f"hevc:{clips['hevc'].path}"}
-    with RtspServer(mounts) as rtsp:
+    with RtspServer(rtsp_mounts(clips)) as rtsp:
         for codec in ("h264", "hevc"):
             camera = CameraConfig(codec, rtsp.url(f"/{codec}"))
             frames = session_units(open_source(camera))

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from camdet.client.config import load_cameras
 from camdet.client.sharding import load_servers
-from test_docker import COMPOSE, DOCKER, dev_tool, dockerfile_args, interpolate
 
 from camdet.serving.security import RestrictedApis
+from tests.helpers.docker import COMPOSE, DOCKER, dev_tool, dockerfile_args, interpolate
 
 K8S = DOCKER / "k8s"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))

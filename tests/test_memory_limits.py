@@ -12,12 +12,12 @@ import struct
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import encode
 from tritonclient.utils import InferenceServerException
 
 from camdet.contract import detect
 from camdet.serving.repository import read_repository
 from camdet.serving.server import TritonServer
+from tests.helpers.images import encode
 
 pytestmark = [pytest.mark.server]
 

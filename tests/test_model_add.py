@@ -11,7 +11,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
-from test_build_engine import yolo_onnx
 from typer.testing import CliRunner
 
 from camdet.cli.main import app
@@ -19,8 +18,9 @@ from camdet.engine.contract import load_model_config, read_labels
 from camdet.engine.errors import ContractError
 from camdet.engine.install import add_model, describe_model
 from camdet.serving.repository import ensemble_problems, find_repository, read_repository
+from tests.helpers.onnx_models import yolo_onnx
+from tests.helpers.paths import PRODUCTION
 
-REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
@@ -28,7 +28,7 @@ runner = CliRunner()
 def repo(tmp_path: Path) -> Path:
     """A scratch copy of the production repository, weights included."""
     target = tmp_path / "model_repository"
-    shutil.copytree(REPO / "model_repository", target, ignore=shutil.ignore_patterns("*.plan"))
+    shutil.copytree(PRODUCTION, target, ignore=shutil.ignore_patterns("*.plan"))
     return target
 
 

@@ -37,7 +37,6 @@ from camdet.perf.pipelines import (
     BareLoop,
     DaliPreprocess,
     EnsembleClient,
-    FrameDetections,
     NaiveClient,
     letterbox_frame,
 )
@@ -45,6 +44,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from camdet.runtime.runners import make_runner
 from camdet.serving.repository import contract, ensemble_problems, read_config, read_repository
+from tests.helpers.detections import assert_same_detections
 
 PERF = Path(__file__).resolve().parent.parent / "perf"
 STEP_MODELS = ("detect", "validate", "preprocess", "detector", "postprocess")
@@ -376,20 +376,6 @@ def test_shared_memory_is_unregistered_once_the_server_releases_it() -> None:
 
 
 # --------------------------------------------------------------------- against a server
-
-
-def assert_same_detections(a: FrameDetections, b: FrameDetections, tolerance_px: float) -> None:
-    """Same count and classes; every box of ``a`` has its own box in ``b`` within tolerance."""
-    assert len(a) == len(b), (a.class_ids, b.class_ids)
-    assert sorted(a.class_ids.tolist()) == sorted(b.class_ids.tolist())
-    unused = list(range(len(b)))
-    for box, class_id in zip(a.boxes, a.class_ids, strict=True):
-        distance = [
-            np.abs(b.boxes[j] - box).max() if b.class_ids[j] == class_id else np.inf for j in unused
-        ]
-        best = int(np.argmin(distance))
-        assert distance[best] <= tolerance_px, (box, b.boxes)
-        unused.pop(best)
 
 
 @pytest.mark.server

@@ -3,42 +3,21 @@ with INVALID_ARGUMENT and one line; damaged-but-decodable frames are answered an
 
 from __future__ import annotations
 
-import math
 import queue
 import urllib.request
 
-import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import encode
 from tritonclient.utils import InferenceServerException
 
 from camdet.contract import ENSEMBLE, OUTPUTS, frame_input
 from camdet.scenes import render_frame
+from tests.helpers.images import encode, lose_interval, rst_jpeg
+from tests.helpers.triton import BAD_PARAMETERS
 
 pytestmark = pytest.mark.server
-
-HUGE = "1" + "0" * 30  # the 31-digit value that once failed every frame of its batch
-KNOWN = "(known: confidence_threshold, iou_threshold, max_detections)"
-# Each bad parameter and the exact reason its request gets.
-BAD_PARAMETERS = [
-    ({"max_detections": HUGE}, f"max_detections must be an integer, got str '{HUGE}'"),
-    ({"max_detections": 1e30}, "max_detections must be in [0, 30000], got 1e+30"),
-    ({"max_detections": -1}, "max_detections must be in [0, 30000], got -1"),
-    ({"max_detections": 30001}, "max_detections must be in [0, 30000], got 30001"),
-    ({"max_detections": 2.5}, "max_detections must be an integer, got 2.5"),
-    ({"max_detections": math.inf}, "max_detections must be a finite number, got inf"),
-    ({"confidence_threshold": math.nan}, "confidence_threshold must be a finite number, got nan"),
-    ({"confidence_threshold": 1.0}, "confidence_threshold must be in [0, 1), got 1.0"),
-    ({"confidence_threshold": "0.5"}, "confidence_threshold must be a number, got str '0.5'"),
-    ({"confidence_threshold": True}, "confidence_threshold must be a number, got bool True"),
-    ({"iou_threshold": 0}, "iou_threshold must be in (0, 1], got 0"),
-    ({"iou_threshold": -math.inf}, "iou_threshold must be a finite number, got -inf"),
-    ({"codec": "h264"}, f"unknown request parameter 'codec' {KNOWN}"),  # detect_video's
-    ({"confidence_treshold": 0.5}, f"unknown request parameter 'confidence_treshold' {KNOWN}"),
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +73,6 @@ def test_bad_parameter_fails_alone_next_to_valid_frames(
         else:
             assert error is None, error
             assert result.as_numpy("num_detections")[0, 0] > 0
-
-
-def rst_jpeg(seed: int = 3) -> bytes:
-    """A camera-style JPEG with restart markers every 4 MCUs (as RTP/MJPEG cameras send)."""
-    image = render_frame(np.random.default_rng(seed), 640, 480).image
-    ok, data = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])
-    assert ok
-    return data.tobytes()
-
-
-def lose_interval(jpeg: bytes) -> bytes:
-    """Drop the data between RST2 and RST5 (a lost packet): markers then go 1, 5, 6 ..."""
-    start = jpeg.index(b"\xff\xd2", jpeg.index(b"\xff\xda"))
-    return jpeg[:start] + jpeg[jpeg.index(b"\xff\xd5", start) :]
 
 
 def damaged_frames_count(server) -> float:

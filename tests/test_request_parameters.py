@@ -7,7 +7,6 @@ import math
 import cv2
 import numpy as np
 import pytest
-from test_request_errors import BAD_PARAMETERS, lose_interval, rst_jpeg
 
 from camdet.steps.parameters import (
     IMAGE_PARAMETERS,
@@ -15,6 +14,8 @@ from camdet.steps.parameters import (
     check_request_parameters,
 )
 from camdet.steps.validate.jpeg_damage import find_damage
+from tests.helpers.images import lose_interval, rst_jpeg
+from tests.helpers.triton import BAD_PARAMETERS
 
 
 @pytest.mark.parametrize(("params", "reason"), BAD_PARAMETERS, ids=lambda v: str(v)[:40])

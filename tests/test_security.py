@@ -1,7 +1,7 @@
 """What a served Triton exposes: loopback by default, mutual TLS on gRPC, guarded admin APIs.
 
 One real portable tritonserver started by ``camdet.serving.server.serve`` with certificates this
-test makes (``tests/certificates.py``); clients are the real ``camdet ingest`` command,
+test makes (``tests/helpers/certificates.py``); clients are the real ``camdet ingest`` command,
 tritonclient over gRPC and plain HTTP, all on loopback.
 """
 
@@ -21,7 +21,6 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
-from certificates import Pki, make_pki
 from tritonclient.utils import InferenceServerException
 
 from camdet.serving.security import (
@@ -34,6 +33,7 @@ from camdet.serving.security import (
     exposure_from_options,
 )
 from camdet.serving.server import Ports, TritonServer, serve
+from tests.helpers.certificates import Pki, make_pki
 
 pytestmark = [pytest.mark.server]
 

@@ -33,8 +33,6 @@ from camdet.perf.segment import (
     segment_pipeline,
     segments,
 )
-from test_perf import assert_same_detections
-from video_fixtures import clip
 
 from camdet.cli.demo import match
 from camdet.constants import INPUT_HEIGHT, INPUT_WIDTH
@@ -43,6 +41,8 @@ from camdet.geometry import letterbox_image, to_model_input
 from camdet.runtime.runners import make_runner
 from camdet.scenes import Frame, SceneSequence
 from camdet.scenes.video import EncodedUnit
+from tests.helpers.detections import assert_same_detections
+from tests.helpers.video import clip
 
 WIDTH, HEIGHT = 320, 192
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_video_units import as_array, reference_rgb
-from video_fixtures import clip
 
 from camdet.steps.video.decoders import NvDecoder, PyAVDecoder
 from camdet.steps.video.letterbox import VideoLetterbox
 from camdet.steps.video.pool import SEQUENCE_START, DecoderPool, PoolLimits, VideoRequestError
+from tests.helpers.video import as_array, clip, reference_rgb
 
 pytestmark = pytest.mark.gpu
 

@@ -11,15 +11,14 @@ import cv2
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from test_video_units import reference_rgb
 from tritonclient.utils import InferenceServerException
-from video_fixtures import clip, huge_keyframe, send, send_interleaved
 
 from camdet.cli.demo import match
 from camdet.contract import Detection
 from camdet.scenes.video import EncodedUnit
 from camdet.serving.repository import read_config, write_config
 from camdet.serving.server import Ports, has_cuda_gpu, serve
+from tests.helpers.video import clip, huge_keyframe, reference_rgb, send, send_interleaved
 
 pytestmark = pytest.mark.server
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from video_fixtures import clip, huge_keyframe
 
 from camdet.scenes.video import encode_access_units
 from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
@@ -21,6 +20,7 @@ from camdet.steps.video.pool import (
     PoolLimits,
     VideoRequestError,
 )
+from tests.helpers.video import as_array, clip, huge_keyframe, reference_rgb
 
 LIMITS = PoolLimits(
     max_cameras=2, max_pixels=1920 * 1088, max_side=4096, max_queued_frames=8, idle_timeout_s=30
@@ -33,10 +33,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def as_array(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, np.uint8)
 
 
 @pytest.fixture
@@ -160,21 +156,6 @@ def test_codec_limits_and_lifecycle(pool: DecoderPool, clock: FakeClock) -> None
     assert pool.expire() == [2] and len(pool) == 0
     with pytest.raises(VideoRequestError, match="camera 2 has no decoder"):
         pool.submit(2, 0, None, key, 0)
-
-
-def reference_rgb(frame) -> np.ndarray:
-    """BT.601 limited-range YUV 4:2:0 -> RGB by the textbook formula (chroma upsampled)."""
-    planes = frame.to_ndarray(format="yuv420p")
-    height, width = frame.height, frame.width
-    y = planes[:height].astype(np.float32)
-    u = planes[height : height + height // 4].reshape(height // 2, width // 2)
-    v = planes[height + height // 4 :].reshape(height // 2, width // 2)
-    u, v = (cv2.resize(c.astype(np.float32), (width, height)) - 128 for c in (u, v))
-    y = (y - 16) * 255 / 219
-    r = y + 1.402 * 255 / 224 * v
-    g = y - (0.299 * 1.402 / 0.587) * 255 / 224 * v - (0.114 * 1.772 / 0.587) * 255 / 224 * u
-    b = y + 1.772 * 255 / 224 * u
-    return np.clip(np.stack([r, g, b], -1) + 0.5, 0, 255).astype(np.uint8)
 
 
 def test_pyav_colours_equal_the_bt601_reference() -> None:

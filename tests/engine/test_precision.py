@@ -16,7 +16,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from test_build_engine import yolo_onnx
 
 from camdet.constants import parse_input_size
 from camdet.engine.contract import Precision
@@ -25,9 +24,8 @@ from camdet.engine.files import file_sha256
 from camdet.engine.precision import convert_onnx, set_io_dtype
 from camdet.geometry import letterbox_image, to_model_input
 from camdet.scenes import render_frame
-
-REPO = Path(__file__).resolve().parent.parent
-DEMO_ONNX = REPO / "model_repository" / "detector" / "1" / "model.onnx"
+from tests.helpers.onnx_models import yolo_onnx
+from tests.helpers.paths import DEMO_ONNX
 
 
 def _frames(count: int, seed: int = 0) -> np.ndarray:

@@ -3,7 +3,8 @@
 Run by Debian's ``/usr/bin/python3`` (``python3-gi``, ``gir1.2-gst-rtsp-server-1.0``,
 ``gstreamer1.0-plugins-good/-bad``), not by the project's virtualenv::
 
-    /usr/bin/python3 tests/rtsp_server.py --port 8554 --clip /cam0=a.mp4 --clip /cam1=hevc:b.mp4
+    /usr/bin/python3 tests/helpers/rtsp_server.py --port 8554 \
+        --clip /cam0=a.mp4 --clip /cam1=hevc:b.mp4
 
 A clip is H.264 unless its path carries the ``hevc:`` prefix. Parameter sets travel only in
 the SDP (``sprop-parameter-sets``/``sprop-vps``...), as many IP cameras send them.

@@ -1,10 +1,11 @@
-"""Video test inputs: scene clips as access units, broken units, and gRPC helpers."""
+"""Video test inputs: scene clips as access units, broken units, gRPC helpers, BT.601 colours."""
 
 from __future__ import annotations
 
 import functools
 import queue
 
+import cv2
 import numpy as np
 import tritonclient.grpc as grpcclient
 
@@ -120,3 +121,22 @@ def _unit_parameters(
     given = ((parameters or {}).get(camera) or {}).get(index, {})
     merged = {"codec": "h264", **given} if index == 0 else given
     return merged or None
+
+
+def as_array(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, np.uint8)
+
+
+def reference_rgb(frame) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 -> RGB by the textbook formula (chroma upsampled)."""
+    planes = frame.to_ndarray(format="yuv420p")
+    height, width = frame.height, frame.width
+    y = planes[:height].astype(np.float32)
+    u = planes[height : height + height // 4].reshape(height // 2, width // 2)
+    v = planes[height + height // 4 :].reshape(height // 2, width // 2)
+    u, v = (cv2.resize(c.astype(np.float32), (width, height)) - 128 for c in (u, v))
+    y = (y - 16) * 255 / 219
+    r = y + 1.402 * 255 / 224 * v
+    g = y - (0.299 * 1.402 / 0.587) * 255 / 224 * v - (0.114 * 1.772 / 0.587) * 255 / 224 * u
+    b = y + 1.772 * 255 / 224 * u
+    return np.clip(np.stack([r, g, b], -1) + 0.5, 0, 255).astype(np.uint8)
