@@ -121,3 +121,35 @@ def test_a_server_fault_is_internal_in_one_line_and_its_traceback_is_logged(
     assert "\n" not in message and "Traceback" not in message and "/srv" not in message
     assert "(RuntimeError); see the server log" in message
     assert "Traceback" in log and "disk /srv/secret/frames.db is gone" in log
+
+
+def test_a_second_server_on_ports_in_use_fails_at_once_naming_the_holder(tmp_path: Path) -> None:
+    # Issue #25: a second `camdet serve` on taken ports took the first server's readiness
+    # for its own, then died 6 s later in gRPC output. Now it does not start at all.
+    import subprocess
+    import sys
+
+    from camdet.serving.server import PortInUseError, serve
+
+    with small_server(tmp_path / "first").start() as first:
+        holder = rf"is in use by tritonserver \(pid {first.process.pid}\)"
+        free = Ports.free()
+        ports = Ports(first.ports.http, free.grpc, free.metrics)
+        with (
+            pytest.raises(PortInUseError, match=rf"port {ports.http} \(--http-port\) .* {holder}"),
+            serve(PRODUCTION_REPOSITORY, ports, portable=True, workdir=tmp_path / "second"),
+        ):
+            pytest.fail("a server started on a port in use")
+        command = [sys.executable, "-c", "from camdet.cli.main import app; app()", "serve"]
+        ports_args = ["--http-port", str(free.http), "--grpc-port", str(first.ports.grpc)]
+        done = subprocess.run(
+            [*command, "--portable", *ports_args, "--metrics-port", str(free.metrics)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1
+        assert "ready" not in done.stdout
+        (line,) = done.stderr.strip().splitlines()
+        expected = rf"error: port {first.ports.grpc} \(--grpc-port\) on 127\.0\.0\.1 {holder}"
+        assert re.fullmatch(expected + ": stop it or choose another port", line), line

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from camdet.contract import STEP_BATCHES_METRIC
+from camdet.serving.ports import Ports, busy_port, listener
 from camdet.serving.security import LOCAL, Exposure
 
 logger = logging.getLogger(__name__)
@@ -43,24 +43,8 @@ class ServerError(RuntimeError):
     """The server could not be started, died, or did not become ready."""
 
 
-@dataclass(frozen=True)
-class Ports:
-    """Ports the server listens on (on the address of its :class:`.security.Exposure`)."""
-
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
-
-    @classmethod
-    def free(cls) -> Ports:
-        """Three ports that were free a moment ago (bind port 0)."""
-        return cls(*(_free_port() for _ in range(3)))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class PortInUseError(ServerError):
+    """A port the server needs is taken; the message names it and its holder, in one line."""
 
 
 @dataclass(frozen=True)
@@ -325,10 +309,25 @@ class TritonServer:
             if self.process is not None and self.process.poll() is not None:
                 raise ServerError(f"{self.death_report()}")
             if _answers_200(url):
+                self._check_ready_is_ours()
                 return
             time.sleep(0.25)
         self.stop()
         raise ServerError(f"tritonserver not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def _check_ready_is_ours(self) -> None:
+        """Raise unless the server that answered ready is the process started here.
+
+        Ports are checked before the start, so this guards the race in which another
+        server takes the HTTP port meanwhile: its readiness is not this server's.
+        """
+        holder = listener(self.ports.http)
+        if self.process is not None and holder is not None and holder[0] != self.process.pid:
+            self.stop()
+            raise PortInUseError(
+                f"port {self.ports.http} (--http-port) answered ready from {holder[1]} "
+                f"(pid {holder[0]}), not from the server started here"
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         """The server's error lines (model load failures first), then its last lines.
@@ -462,6 +461,11 @@ def _is_cpu_noise(line: str) -> bool:
     return any(phrase in line for phrase in _CPU_NOISE)
 
 
+def _kept_log(ports: Ports) -> Path:
+    """Where the server of a temporary workdir logs: the temp folder, by its gRPC port."""
+    return Path(tempfile.gettempdir()) / f"camdet-tritonserver-{ports.grpc}.log"
+
+
 def _pipelines_from_env() -> bool | None:
     """``CAMDET_PIPELINES`` (``1``/``0``) as a choice, or None (the machine decides)."""
     value = os.environ.get("CAMDET_PIPELINES", "").strip()
@@ -499,6 +503,9 @@ def serve(
     from camdet.serving.portable import generate_portable_repository
 
     ports = ports or Ports()
+    busy = busy_port(ports, exposure.address)
+    if busy is not None:
+        raise PortInUseError(busy)
     binary = container_binary()
     use_portable = binary is None if portable is None else portable
     with tempfile.TemporaryDirectory(prefix="camdet-") as tmp:
@@ -520,5 +527,7 @@ def serve(
             if problems:
                 raise ServerError("cannot serve the TensorRT plan:\n- " + "\n- ".join(problems))
             launch = container_launch(binary, production_repository, ports, verbose, exposure)
-        with TritonServer(launch, ports, root / "tritonserver.log").start(timeout_s) as server:
+        # Outside a temporary workdir, so that the log a failure names is still there.
+        log = root / "tritonserver.log" if workdir else _kept_log(ports)
+        with TritonServer(launch, ports, log).start(timeout_s) as server:
             yield server

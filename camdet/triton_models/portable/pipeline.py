@@ -40,7 +40,7 @@ from camdet.triton_models.common import (
 )
 from camdet.triton_models.portable.detector_torch import graph_runner, torch_dtype
 from camdet.triton_models.portable.preprocess import preprocessor
-from camdet.triton_models.postprocess import IMAGE, SIZE, Postprocessor
+from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
 
 
 class Detector:
@@ -119,7 +119,8 @@ class TritonPythonModel:
             with self.stats.phase("outputs"):
                 for i, tensors in self.post.outputs(host, counts, kept).items():
                     responses[i] = pb_utils.InferenceResponse(tensors)
-            self.stats.record({IMAGE: [images]}, {k: [v] for k, v in host.items()})
+            inputs = {self.input_name: frames, SIZE: [sizes], IMAGE: [images], RAW: [raw]}
+            self.stats.record(inputs, {k: [v] for k, v in host.items()})
         return responses
 
     def _collect(

@@ -28,7 +28,7 @@ from camdet.triton_models.common import (
     step_args,
 )
 from camdet.triton_models.portable.pipeline import Detector
-from camdet.triton_models.postprocess import Postprocessor
+from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
 from camdet.triton_models.preprocess_video import DAMAGED, FRAME_PTS, NO_FRAME
 from camdet.triton_models.preprocess_video import TritonPythonModel as PreprocessVideo
 
@@ -72,6 +72,9 @@ class TritonPythonModel(PreprocessVideo):
             with self.stats.phase("outputs"):
                 for i, tensors in self.post.outputs(host, counts, owners).items():
                     responses[i] = self._answer(tensors, frame_pts[i])
+            self.stats.record(
+                {SIZE: [sizes], IMAGE: [images], RAW: [raw]}, {k: [v] for k, v in host.items()}
+            )
         return responses
 
     def _answer(self, tensors: list[pb_utils.Tensor], pts: int) -> pb_utils.InferenceResponse:

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The GPU measurements of issue #21, one command each, on the GPU machine after
+# ../shared/device/README.md's set-up (`source /tmp/site/env.sh` first). Results go under
+# $OUT (default gpu-out/): copy them to perf/results/h100/ and into perf/RESULTS.md.
+#
+#   bash perf/gpu_session.sh tests       # GPU tests + the server tests on the GPU server
+#   bash perf/gpu_session.sh jpeg        # detect: pipelines vs steps vs naive vs bare, 128/256 cameras,
+#                                        # instance counts, a fixed-rate point at ~70% of the peak
+#   bash perf/gpu_session.sh video       # detect_video at 64/128 cameras, 1080p H.264, and ~70% of peak
+#   bash perf/gpu_session.sh pa          # perf_analyzer CSVs: detect at 16/64/256, gRPC and CUDA shm
+#   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
+#   bash perf/gpu_session.sh all         # everything above, in this order
+#
+# Each phase writes its own files, so a phase that fails does not cost the others' results.
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+DATA=/tmp/pd
+BENCH=(python -m camdet.perf.bench --server-mode portable --input-data "$DATA/detect.json"
+       --processes 8 --runner torch --repeats 1 --duration 8 --warmup 3 --no-plot)
+
+input_data() {
+  [ -f "$DATA/detect.json" ] || python -m camdet.perf.input_data --frames 64 --sizes 1920x1080 \
+    --out "$DATA" > "$OUT/input_data.txt" 2>&1
+}
+
+tests() {
+  pytest -q -p no:cacheprovider -m gpu tests > "$OUT/test_gpu.txt" 2>&1
+  echo "gpu tests rc=$?" | tee -a "$OUT/summary.txt"
+  pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_server.py \
+    tests/test_video_server.py > "$OUT/test_server.txt" 2>&1
+  echo "server tests rc=$?" | tee -a "$OUT/summary.txt"
+}
+
+# The peak throughput of a bench.json's "ours" (or "video") points, frames/s.
+peak() { python - "$1" "$2" <<'EOF'
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+print(int(max(r["throughput_fps"] for r in results if r["mode"] == sys.argv[2])))
+EOF
+}
+
+jpeg() {
+  input_data
+  CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 128,256 --modes ours,naive,bare \
+    --out "$OUT/jpeg-pipelines" > "$OUT/jpeg-pipelines.txt" 2>&1
+  CAMDET_PIPELINES=0 "${BENCH[@]}" --cameras 128,256 --modes ours \
+    --out "$OUT/jpeg-steps" > "$OUT/jpeg-steps.txt" 2>&1
+  for n in 2 4; do
+    CAMDET_PIPELINES=1 CAMDET_PIPELINE_INSTANCES=$n "${BENCH[@]}" --cameras 256 --modes ours \
+      --out "$OUT/jpeg-pipelines-x$n" > "$OUT/jpeg-pipelines-x$n.txt" 2>&1
+  done
+  local fps
+  fps=$(peak "$OUT/jpeg-pipelines/bench.json" ours) || return
+  # 70% of the peak from 256 cameras: each camera at 0.7 * peak / 256 frames/s.
+  CAMDET_PIPELINES=1 "${BENCH[@]}" --modes ours --cameras 256 \
+    --rate "256x$(python -c "print(round(0.7 * $fps / 256, 2))")" \
+    --out "$OUT/jpeg-70" > "$OUT/jpeg-70.txt" 2>&1
+  echo "jpeg done, peak $fps" | tee -a "$OUT/summary.txt"
+}
+
+video() {
+  local video=(python -m camdet.perf.bench --server-mode portable --modes video
+               --video-size 1920x1080 --processes 8 --runner torch --repeats 1 --duration 8
+               --warmup 3 --no-plot)
+  "${video[@]}" --cameras 64,128 --out "$OUT/video" > "$OUT/video.txt" 2>&1
+  local fps
+  fps=$(peak "$OUT/video/bench.json" video) || return
+  "${video[@]}" --cameras 64 --rate "64x$(python -c "print(round(0.7 * $fps / 64, 2))")" \
+    --out "$OUT/video-70" > "$OUT/video-70.txt" 2>&1
+  CAMDET_PIPELINES=0 "${video[@]}" --cameras 64 --out "$OUT/video-steps" \
+    > "$OUT/video-steps.txt" 2>&1
+  echo "video done, peak $fps" | tee -a "$OUT/summary.txt"
+}
+
+pa() {
+  input_data
+  camdet serve --portable --grpc-port 8101 --http-port 8100 --metrics-port 8102 \
+    > "$OUT/pa-server.txt" 2>&1 &
+  local server=$!
+  for _ in $(seq 120); do
+    curl -sf localhost:8100/v2/health/ready >/dev/null && break
+    sleep 1
+  done
+  camdet perf-analyzer sweep "$DATA" "$OUT/perf_analyzer" --url localhost:8101 \
+    --metrics-url localhost:8102/metrics --models detect --concurrency 16,64,256 --shm none,cuda \
+    > "$OUT/pa.txt" 2>&1
+  echo "perf_analyzer rc=$?" | tee -a "$OUT/summary.txt"
+  kill "$server"; wait "$server"
+}
+
+speed() {
+  python -m camdet.detector.export camdet/detector/weights/demo.pt --out /tmp/m640.onnx \
+    > "$OUT/speed.txt" 2>&1
+  python -m camdet.detector.export camdet/detector/weights/demo.pt --out /tmp/m384.onnx \
+    --input-size 640x384 >> "$OUT/speed.txt" 2>&1
+  python -m camdet.detector.precision_eval speed /tmp/m640.onnx /tmp/m384.onnx --runner torch \
+    --batch 64 --rounds 20 --out "$OUT/speed.json" >> "$OUT/speed.txt" 2>&1
+  echo "speed rc=$?" | tee -a "$OUT/summary.txt"
+}
+
+case "${1:-all}" in
+  all) tests; jpeg; video; pa; speed ;;
+  *) "$1" ;;
+esac
