@@ -80,9 +80,10 @@ def bench(
     modes: Annotated[
         str,
         typer.Option(
-            help="Subset of ours,naive,bare,video,segment. video: H.264/HEVC access units "
-            "to detect_video; segment: DALI's video decoder on GOP segments in process "
-            "(GPU: --bare-dali-device). With either, every mode uses the video clip's frames."
+            help="Modes to run, comma-separated, of: ours, naive, bare, video, segment. "
+            "video: H.264/HEVC access units to detect_video; segment: DALI's video decoder "
+            "on GOP segments, in process, on the --bare-dali-device GPU. With either, "
+            "every mode uses the video clip's frames."
         ),
     ] = "ours,naive,bare",
     cameras: Annotated[str, typer.Option(help="Capacity sweep: camera counts.")] = "1,2,4,8",
@@ -154,7 +155,12 @@ def bench(
     segment_batch: Annotated[
         str, typer.Option(help="segment mode: GOP segments per decoder run.")
     ] = "8",
-    no_plot: Annotated[bool, typer.Option(help="Skip the PNG (no matplotlib needed).")] = False,
+    plot: Annotated[
+        bool,
+        typer.Option(
+            "--plot/--no-plot", help="Write bench.png; --no-plot skips it (no matplotlib needed)."
+        ),
+    ] = True,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every point as it is measured.")
     ] = False,
@@ -165,7 +171,8 @@ def bench(
     percentiles, CPU per frame and the ratios ours/naive and ours/bare, and writes
     bench.json, bench.csv and bench.png to --out (perf/README.md).
     """
-    from camdet.perf.bench import config_from_options, run_from_cli
+    from camdet.perf.bench_config import config_from_options
+    from camdet.perf.bench_run import run_from_cli
 
     options = {**locals(), "server_mode": server_mode.value}
     for name in ("rate", "instances", "queue_delay_us", "preferred_batch", "param", "server_env"):

@@ -14,11 +14,12 @@ at a time: ``validate``'s checks, then the production ``preprocess/1/dali.py`` p
 
 from __future__ import annotations
 
-import argparse
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from typing import Annotated
 
 import numpy as np
+import typer
 from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs
 
 from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config
@@ -61,22 +62,31 @@ def classify(items: Iterable[FuzzInput], device_id: int | None = None) -> Counte
     return outcomes
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Classify the fuzz inputs; 1 if the decoder refused any that validate let through."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--inputs", type=int, default=3000, help="fuzz inputs per seed")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated fuzz seeds")
-    parser.add_argument("--device", type=int, default=None, help="CUDA device (default CPU)")
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf decoder-refusals`` alone, for ``python -m camdet.perf.decoder_refusals``."""
+
+
+@app.command()
+def decoder_refusals(
+    inputs: Annotated[int, typer.Option(help="Fuzz inputs per seed.")] = 3000,
+    seeds: Annotated[str, typer.Option(help="Comma-separated fuzz seeds.")] = "0,1,2",
+    device: Annotated[
+        int | None, typer.Option(help="CUDA device of the DALI pipeline.", show_default="CPU")
+    ] = None,
+) -> None:
+    """Does any frame that passes validate make the decoder refuse it?
+
+    Exit 1 if the decoder refused any input that validate let through.
+    """
     outcomes: Counter = Counter()
-    for seed in (int(s) for s in args.seeds.split(",")):
-        outcomes += classify(fuzz_inputs(args.inputs, seed), args.device)
+    for seed in (int(s) for s in seeds.split(",")):
+        outcomes += classify(fuzz_inputs(inputs, seed), device)
     for (kind, outcome), count in sorted(outcomes.items()):
         print(f"{kind:16s} {outcome:24s} {count:6d}")
     missed = sum(n for (_, outcome), n in outcomes.items() if outcome == REFUSED_BY_DECODER)
     print(f"validated but refused by the decoder: {missed} of {sum(outcomes.values())}")
-    return int(missed > 0)
+    raise typer.Exit(int(missed > 0))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.decoder_refusals")

@@ -18,16 +18,17 @@ decodes with libjpeg-turbo (OpenCV), letterboxes with OpenCV and runs the ONNX i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 import torch
+import typer
 
 from camdet.detector.data import EVAL_STREAM, frame_rng
 from camdet.detector.evaluate import (
@@ -263,25 +264,31 @@ def measure(count: int, width: int, height: int, hw_load: float) -> dict[str, ob
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: measure and write the JSON report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=500, help="held-out frames")
-    parser.add_argument("--width", type=int, default=1920, help="frame width, pixels")
-    parser.add_argument("--height", type=int, default=1080, help="frame height, pixels")
-    parser.add_argument("--hw-load", type=float, default=1.0, help="hardware JPEG decoder share")
-    parser.add_argument("--out", type=Path, default=None, help="JSON report path")
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf gpu-parity`` alone, for ``python -m camdet.perf.gpu_parity``."""
+
+
+@app.command()
+def gpu_parity(
+    frames: Annotated[int, typer.Option(help="Held-out frames.")] = 500,
+    width: Annotated[int, typer.Option(help="Frame width, pixels.")] = 1920,
+    height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 1080,
+    hw_load: Annotated[float, typer.Option(help="Hardware JPEG decoder share.")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
+) -> None:
+    """Where GPU results differ from CPU results, step by step, and what it does to mAP.
+
+    Needs a CUDA GPU (exit 2 without one). Prints the report as JSON.
+    """
     if not torch.cuda.is_available():
         print("gpu_parity needs a CUDA GPU", file=sys.stderr)
-        return 2
-    report = measure(args.frames, args.width, args.height, args.hw_load)
+        raise typer.Exit(2)
+    report = measure(frames, width, height, hw_load)
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    if out:
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.gpu_parity")

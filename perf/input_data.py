@@ -30,9 +30,10 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 from camdet.perf.frames import EncodedFrame
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
@@ -368,55 +369,61 @@ def read_encoded_frames(path: Path, input_name: str = "encoded_image") -> list[b
     return frames
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m camdet.perf.input_data``: write (or check) the perf_analyzer documents."""
-    import argparse
-    import os
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf input-data`` alone, for ``python -m camdet.perf.input_data``."""
 
+
+@app.command()
+def input_data(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("perf-data"),
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="CAMDET_MODEL_REPOSITORY",
+            help="Model repository whose configs the documents must fit.",
+            show_default="model_repository/",
+        ),
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Synthetic frames.")] = 16,
+    sizes: Annotated[str, typer.Option(help="Camera sizes WxH,...")] = "1280x720,1920x1080",
+    seed: Annotated[int, typer.Option(help="Scene seed.")] = 0,
+    tensor_frames: Annotated[int, typer.Option(help="Frames of the decoded steps.")] = 4,
+    runner: Annotated[
+        str, typer.Option(help="Detector runner of the postprocess inputs: onnxruntime, torch.")
+    ] = "onnxruntime",
+    check: Annotated[
+        Path | None, typer.Option(help="Only check this document against --model's config.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model of the --check document.")] = "detect",
+) -> None:
+    """perf_analyzer input-data JSON from real frames, for the ensemble and each step.
+
+    Checked against the documented format and the model configs; with --check, only
+    check a document (exit 1 if it is invalid).
+    """
     from camdet.perf.frames import parse_size, synthetic_frames
 
     from camdet.runtime.runners import RUNNERS, make_runner
     from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config
 
-    parser = argparse.ArgumentParser(
-        prog="python -m camdet.perf.input_data",
-        description="perf_analyzer input-data JSON from real frames, for the ensemble and "
-        "each step, checked against the documented format and the model configs.",
-    )
-    parser.add_argument("--out", type=Path, default=Path("perf-data"), help="output folder")
-    parser.add_argument(
-        "--repository",
-        type=Path,
-        default=Path(os.environ.get("CAMDET_MODEL_REPOSITORY", PRODUCTION_REPOSITORY)),
-    )
-    parser.add_argument("--frames", type=int, default=16, help="synthetic frames")
-    parser.add_argument("--sizes", default="1280x720,1920x1080", help="camera sizes WxH,...")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tensor-frames", type=int, default=4, help="frames of decoded steps")
-    parser.add_argument("--runner", default="onnxruntime", choices=sorted(RUNNERS))
-    parser.add_argument(
-        "--check", type=Path, help="only check this document against --model's config"
-    )
-    parser.add_argument("--model", default="detect", help="model of the --check document")
-    args = parser.parse_args(argv)
+    if runner not in RUNNERS:
+        raise typer.BadParameter(f"one of {', '.join(sorted(RUNNERS))}", param_hint="--runner")
+    repository = repository or PRODUCTION_REPOSITORY
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.check is not None:
-        document = json.loads(args.check.read_text())
-        config = read_config(args.repository / args.model / "config.pbtxt")
+    if check is not None:
+        document = json.loads(check.read_text())
+        config = read_config(repository / model / "config.pbtxt")
         problems = schema_problems(document) + contract_problems(document, config)
         for problem in problems:
             print(problem)
-        print(f"{args.check}: {'INVALID' if problems else 'valid'} for {args.model}")
-        return 1 if problems else 0
-    frames = synthetic_frames(
-        args.frames, tuple(parse_size(s) for s in args.sizes.split(",")), args.seed
-    )
-    runner = make_runner(args.runner, args.repository / "detector" / "1" / "model.onnx")
-    written = write_input_data(args.out, frames, args.repository, runner, args.tensor_frames)
+        print(f"{check}: {'INVALID' if problems else 'valid'} for {model}")
+        raise typer.Exit(1 if problems else 0)
+    encoded = synthetic_frames(frames, tuple(parse_size(s) for s in sizes.split(",")), seed)
+    detector = make_runner(runner, repository / "detector" / "1" / "model.onnx")
+    written = write_input_data(out, encoded, repository, detector, tensor_frames)
     for name, path in written.items():
         print(f"{name}: {path}")
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.input_data")

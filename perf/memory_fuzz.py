@@ -18,7 +18,6 @@ keeps buffers for the largest frames it met, bounded by ``max_pixels``).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -28,7 +27,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs, valid_frames
 from camdet.perf.rss import TreeRss, tree_gpu_mb, tree_rss
 
@@ -200,7 +201,7 @@ def fuzz_target(
             raise SystemExit("--url needs --server-pid (the tritonserver process to measure)")
         yield url, server_pid
         return
-    from camdet.perf.bench import default_repository
+    from camdet.perf.bench_config import default_repository
 
     from camdet.serving.server import Ports, serve
 
@@ -240,34 +241,51 @@ def print_report(report: FuzzReport) -> None:
         print(f"valid frame failed: {error}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the fuzz; 0 when the RSS ratio is within ``--max-ratio`` and the server lives."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="gRPC endpoint of a running server (default: start one)")
-    parser.add_argument("--server-pid", type=int, help="its tritonserver process, with --url")
-    parser.add_argument("--inputs", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--warmup-rounds", type=int, default=4)
-    parser.add_argument("--idle", type=float, default=10.0, help="seconds before the last RSS")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-ratio", type=float, default=1.2, help="whole RSS after/before")
-    parser.add_argument("--max-anon-ratio", type=float, help="anonymous RSS after/before")
-    parser.add_argument("--out", type=Path, default=Path("memory-fuzz-out"))
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    args.out.mkdir(parents=True, exist_ok=True)
-    with fuzz_target(args.url, args.server_pid, args.out / "server") as (url, pid):
-        report = run_fuzz(
-            url, pid, args.inputs, args.threads, args.warmup_rounds, args.idle, args.seed
-        )
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf memory-fuzz`` alone, for ``python -m camdet.perf.memory_fuzz``."""
+
+
+@app.command()
+def memory_fuzz(
+    url: Annotated[
+        str | None,
+        typer.Option(help="gRPC endpoint of a running server.", show_default="start one"),
+    ] = None,
+    server_pid: Annotated[
+        int | None, typer.Option(help="Its tritonserver process, with --url.")
+    ] = None,
+    inputs: Annotated[int, typer.Option(help="Malformed and edge-case requests.")] = 10_000,
+    threads: Annotated[int, typer.Option(help="Threads sending them.")] = 8,
+    warmup_rounds: Annotated[
+        int, typer.Option(help="Rounds of valid frames before the first RSS.")
+    ] = 4,
+    idle: Annotated[float, typer.Option(help="Seconds before the last RSS.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Seed of the fuzz inputs.")] = 0,
+    max_ratio: Annotated[float, typer.Option(help="Most whole RSS after/before.")] = 1.2,
+    max_anon_ratio: Annotated[
+        float | None, typer.Option(help="Most anonymous RSS after/before (not gated if unset).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder (memory_fuzz.json, server log).")] = Path(
+        "memory-fuzz-out"
+    ),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Info logging.")] = False,
+) -> None:
+    """Memory under fuzz: does the server's RSS come back after bad inputs?
+
+    Exit 1 when the RSS grew past --max-ratio (or --max-anon-ratio), or the server
+    stopped answering valid frames.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    out.mkdir(parents=True, exist_ok=True)
+    with fuzz_target(url, server_pid, out / "server") as (target, pid):
+        report = run_fuzz(target, pid, inputs, threads, warmup_rounds, idle, seed)
     print_report(report)
     summary = {**asdict(report), "ratio": report.ratio, "rss_ratio": report.rss_ratio}
-    (args.out / "memory_fuzz.json").write_text(json.dumps(summary, indent=2))
-    anon_ok = args.max_anon_ratio is None or report.ratio <= args.max_anon_ratio
-    held = report.rss_ratio <= args.max_ratio and anon_ok
-    return 0 if held and report.alive and not report.errors else 1
+    (out / "memory_fuzz.json").write_text(json.dumps(summary, indent=2))
+    anon_ok = max_anon_ratio is None or report.ratio <= max_anon_ratio
+    held = report.rss_ratio <= max_ratio and anon_ok
+    raise typer.Exit(0 if held and report.alive and not report.errors else 1)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.memory_fuzz")

@@ -13,15 +13,16 @@ served, bare, so drift on the machine shows as a spread of the two bare numbers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 from camdet.perf import perf_analyzer
 from camdet.perf.input_data import read_encoded_frames
 
@@ -94,25 +95,35 @@ def measure(
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: start a portable server (unless ``--url``), measure, print, write."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input-data", type=Path, required=True, help="preprocess.json")
-    parser.add_argument("--url", default=None, help="running server (default: start one)")
-    parser.add_argument("--batch", type=int, default=64, help="bare batch size")
-    parser.add_argument("--concurrency", type=int, default=128, help="served requests in flight")
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
-    parser.add_argument("--cpu", action="store_true", help="bare pipeline on the CPU")
-    parser.add_argument("--out", type=Path, default=Path("preprocess_ratio.json"))
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf preprocess-ratio`` alone, for ``python -m camdet.perf.preprocess_ratio``."""
+
+
+@app.command()
+def preprocess_ratio(
+    input_data: Annotated[
+        Path, typer.Option(help="perf_analyzer input data of preprocess (preprocess.json).")
+    ],
+    url: Annotated[
+        str | None,
+        typer.Option(help="gRPC endpoint of a running server.", show_default="start one"),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Bare batch size.")] = 64,
+    concurrency: Annotated[int, typer.Option(help="Served requests in flight.")] = 128,
+    seconds: Annotated[float, typer.Option(help="Seconds per measurement.")] = 8.0,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Bare pipeline on the CPU.")] = False,
+    out: Annotated[Path, typer.Option(help="JSON report path.")] = Path("preprocess_ratio.json"),
+) -> None:
+    """The served preprocess model against the bare DALI pipeline, in one run.
+
+    Starts a portable server unless --url is given, measures, prints and writes the report.
+    """
     logging.basicConfig(level=logging.INFO)
-    device_id = None if args.cpu else 0
-    folder = args.out.parent
+    device_id = None if cpu else 0
+    folder = out.parent
     folder.mkdir(parents=True, exist_ok=True)
-    if args.url:
-        report = measure(
-            args.url, args.input_data, folder, args.batch, args.concurrency, args.seconds, device_id
-        )
+    if url:
+        report = measure(url, input_data, folder, batch, concurrency, seconds, device_id)
     else:
         from camdet.serving.server import Ports, serve
 
@@ -121,18 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(PRODUCTION_REPOSITORY, Ports.free(), portable=True, workdir=Path(tmp)) as server,
         ):
             report = measure(
-                server.grpc_url,
-                args.input_data,
-                folder,
-                args.batch,
-                args.concurrency,
-                args.seconds,
-                device_id,
+                server.grpc_url, input_data, folder, batch, concurrency, seconds, device_id
             )
     print(json.dumps(report, indent=2))
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
+    out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.preprocess_ratio")

@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from camdet.perf.load import PointResult
+from camdet.perf.measurement import PointResult
 from camdet.perf.stats import STAT_KINDS
 
 _PACKAGES = ("tritonclient", "nvidia-pytriton", "nvidia-dali-cuda120", "onnxruntime", "torch")

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
-from camdet.perf.load import BarePoint, PointResult, Window, run_bare
+from camdet.perf.load import run_bare
+from camdet.perf.measurement import BarePoint, PointResult, Window
 from camdet.perf.pipelines import postprocess_raw
 from nvidia.dali import pipeline_def
 

@@ -14,7 +14,6 @@ result in ``perf/RESULTS.md``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
@@ -23,12 +22,15 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from camdet.perf.bench import BenchConfig, default_repository, load_frames
-from camdet.perf.load import LoadPoint, PointResult, ServerProbe, Window, run_point
+import typer
+from camdet.perf.bench_config import BenchConfig, default_repository
+from camdet.perf.bench_run import load_frames
+from camdet.perf.load import ServerProbe, run_point
+from camdet.perf.measurement import LoadPoint, PointResult, Window
 from camdet.perf.rss import client_rss, tree_rss
 
 logger = logging.getLogger(__name__)
@@ -109,18 +111,47 @@ def growth(rows: Sequence[dict[str, Any]], key: str, baseline_s: float) -> dict[
     }
 
 
-def run_soak(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the soak described by the parsed options and return its summary."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    frames, _ = load_frames(BenchConfig(repository=args.repository, out_dir=args.out))
-    point = LoadPoint("ours", args.cameras, fps=args.fps, processes=args.processes)
-    window = Window(warmup_s=args.warmup, duration_s=args.duration)
+@dataclass(frozen=True)
+class SoakConfig:
+    """One soak (the options of ``camdet perf soak``).
+
+    Attributes:
+        url: gRPC endpoint of a running server; None starts a portable one.
+        repository: Model repository of a started server (and of the frames).
+        out: Output folder (``soak.json``, ``rss.csv``, ``rss.jsonl``, server log).
+        cameras: Cameras at a fixed rate.
+        fps: Frames per second of each camera.
+        duration: Measured seconds.
+        warmup: Seconds of load before the window, not counted.
+        processes: Client worker processes.
+        sample_s: RSS sampling period, seconds.
+        baseline_s: RSS growth counts from this many seconds after the start.
+    """
+
+    url: str | None
+    repository: Path
+    out: Path
+    cameras: int
+    fps: float
+    duration: float
+    warmup: float
+    processes: int
+    sample_s: float
+    baseline_s: float
+
+
+def run_soak(config: SoakConfig) -> dict[str, Any]:
+    """Run the soak ``config`` describes and return its summary."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    frames, _ = load_frames(BenchConfig(repository=config.repository, out_dir=config.out))
+    point = LoadPoint("ours", config.cameras, fps=config.fps, processes=config.processes)
+    window = Window(warmup_s=config.warmup, duration_s=config.duration)
     rows: list[dict[str, Any]] = []
-    with soak_server(args.url, args.repository, args.out / "server") as probe:
+    with soak_server(config.url, config.repository, config.out / "server") as probe:
         stop = threading.Event()
         sampler = threading.Thread(
             target=sample_rss,
-            args=(probe.pid, args.sample_s, stop, rows, args.out / "rss.jsonl"),
+            args=(probe.pid, config.sample_s, stop, rows, config.out / "rss.jsonl"),
             daemon=True,
         )
         sampler.start()
@@ -129,7 +160,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stop.set()
             sampler.join()
-    with (args.out / "rss.csv").open("w", newline="") as f:
+    with (config.out / "rss.csv").open("w", newline="") as f:
         columns = list(dict.fromkeys(k for r in rows for k in r))
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -137,53 +168,78 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     # The load's warm-up is inside the first minute: growth counts from --baseline-s.
     summary = {
         "point": point.label,
-        "duration_s": args.duration,
-        "offered": int(args.cameras * args.fps * result.duration_s),
+        "duration_s": config.duration,
+        "offered": int(config.cameras * config.fps * result.duration_s),
         "completed": result.completed,
         "failed": result.failed,
         "dropped": result.dropped,
         "latency": result.latency,
         "errors": result.errors,
-        "client_rss": growth(rows, "client_mb", args.baseline_s),
+        "client_rss": growth(rows, "client_mb", config.baseline_s),
         "load1_mean": sum(r["load1"] for r in rows) / len(rows),
         "load1_max": max(r["load1"] for r in rows),
     }
     if probe.pid is not None:
-        summary["server_rss"] = growth(rows, "server_mb", args.baseline_s)
+        summary["server_rss"] = growth(rows, "server_mb", config.baseline_s)
     summary["result"] = asdict(result)
-    (args.out / "soak.json").write_text(json.dumps(summary, indent=2, default=str))
+    (config.out / "soak.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--url", help="gRPC endpoint of a running server (default: start one)")
-    parser.add_argument("--repository", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("soak-out"))
-    parser.add_argument("--cameras", type=int, default=16)
-    parser.add_argument("--fps", type=float, default=0.25, help="per camera")
-    parser.add_argument("--duration", type=float, default=1800.0, help="seconds")
-    parser.add_argument("--warmup", type=float, default=10.0, help="seconds, not counted")
-    parser.add_argument("--processes", type=int, default=1, help="client worker processes")
-    parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period")
-    parser.add_argument(
-        "--baseline-s", type=float, default=60.0, help="RSS growth counts from this time"
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf soak`` alone, for ``python -m camdet.perf.soak``."""
+
+
+@app.command()
+def soak(
+    url: Annotated[
+        str | None,
+        typer.Option(help="gRPC endpoint of a running server.", show_default="start one"),
+    ] = None,
+    repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model repository.",
+            show_default="CAMDET_MODEL_REPOSITORY, ./model_repository or the installed one",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output folder (soak.json, rss.csv, server log).")
+    ] = Path("soak-out"),
+    cameras: Annotated[int, typer.Option(help="Cameras at a fixed rate.")] = 16,
+    fps: Annotated[float, typer.Option(help="Frames per second, per camera.")] = 0.25,
+    duration: Annotated[float, typer.Option(help="Measured seconds.")] = 1800.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of load first, not counted.")] = 10.0,
+    processes: Annotated[int, typer.Option(help="Client worker processes.")] = 1,
+    sample_s: Annotated[float, typer.Option(help="RSS sampling period, seconds.")] = 5.0,
+    baseline_s: Annotated[
+        float, typer.Option(help="RSS growth counts from this many seconds after the start.")
+    ] = 60.0,
+    max_growth: Annotated[
+        float, typer.Option(help="Most RSS growth of either side, e.g. 0.05 = 5%.")
+    ] = 0.05,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Info logging.")] = False,
+) -> None:
+    """Soak: many cameras at a fixed rate for a long time, watching failures and memory.
+
+    Prints the summary; exit 1 on a failed request or too much RSS growth.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    config = SoakConfig(
+        url,
+        repository or default_repository(),
+        out,
+        cameras,
+        fps,
+        duration,
+        warmup,
+        processes,
+        sample_s,
+        baseline_s,
     )
-    parser.add_argument("--max-growth", type=float, default=0.05, help="e.g. 0.05 = 5%%")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    args.repository = args.repository or default_repository()
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the soak, print the summary; 1 on a failed request or too much RSS growth."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    summary = run_soak(args)
+    summary = run_soak(config)
     print(
-        f"{summary['point']} for {args.duration:.0f} s: completed {summary['completed']}"
+        f"{summary['point']} for {duration:.0f} s: completed {summary['completed']}"
         f" of ~{summary['offered']} offered, failed {summary['failed']},"
         f" dropped {summary['dropped']}, p99 {summary['latency']['p99_ms']:.0f} ms"
     )
@@ -192,16 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if side in summary:
             g = summary[side]
             print(
-                f"{side}: {g['baseline_mb']:.0f} MiB at {args.baseline_s:.0f} s -> "
+                f"{side}: {g['baseline_mb']:.0f} MiB at {baseline_s:.0f} s -> "
                 f"{g['end_mb']:.0f} MiB at the end (max {g['max_mb']:.0f}), "
                 f"growth {100 * g['growth']:+.1f}%"
             )
-            bad |= g["growth"] > args.max_growth
+            bad |= g["growth"] > max_growth
     print(f"load average (1 min) mean {summary['load1_mean']:.1f}, max {summary['load1_max']:.1f}")
     if summary["errors"]:
         print("errors:", *summary["errors"], sep="\n  ")
-    return 1 if bad else 0
+    raise typer.Exit(1 if bad else 0)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.soak")

@@ -15,14 +15,15 @@ longer; the clip starts with a keyframe, so a loop is a valid stream too).
 
 from __future__ import annotations
 
-import argparse
+import enum
 import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 from camdet.perf.input_data import (
     INPUT_DATA_SCHEMA,
     SCHEMA_FILE,
@@ -88,22 +89,30 @@ def write_video_input_data(
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m camdet.perf.video_input_data``: write the ``detect_video`` document."""
-    parser = argparse.ArgumentParser(
-        prog="python -m camdet.perf.video_input_data", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--out", type=Path, default=Path("perf-data"), help="output folder")
-    parser.add_argument("--streams", type=int, default=8, help="cameras (one stream each)")
-    parser.add_argument("--frames", type=int, default=60, help="access units per camera")
-    parser.add_argument("--size", default="1920x1080", help="frame size WxH, pixels")
-    parser.add_argument("--codec", default="h264", choices=["h264", "hevc"])
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf video-input-data`` alone, for ``python -m camdet.perf.video_input_data``."""
+
+
+class Codec(enum.StrEnum):
+    """Codec of the synthetic camera clips."""
+
+    H264 = "h264"
+    HEVC = "hevc"
+
+
+@app.command()
+def video_input_data(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("perf-data"),
+    streams: Annotated[int, typer.Option(help="Cameras (one stream each).")] = 8,
+    frames: Annotated[int, typer.Option(help="Access units per camera.")] = 60,
+    size: Annotated[str, typer.Option(help="Frame size WxH, pixels.")] = "1920x1080",
+    codec: Annotated[Codec, typer.Option(help="Codec of the clips.")] = Codec.H264,
+) -> None:
+    """perf_analyzer input data for detect_video: one stream of access units per camera."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    print(write_video_input_data(args.out, args.streams, args.frames, width, height, args.codec))
-    return 0
+    width, height = (int(v) for v in size.lower().split("x"))
+    print(write_video_input_data(out, streams, frames, width, height, codec.value))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    app(prog_name="python -m camdet.perf.video_input_data")

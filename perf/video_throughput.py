@@ -8,14 +8,15 @@ decode + the batched DALI letterbox. A GPU measurement for issue 11's numbers (N
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
 from camdet.scenes.video import scene_clip
 from camdet.steps.video.decoders import open_decoder
@@ -46,29 +47,38 @@ def measure(units: list, streams: int, rounds: int, device_id: int | None, lette
     return {"streams": streams, "frames": decoded, "seconds": seconds, "fps": decoded / seconds}
 
 
-def main() -> None:
-    """Measure and write a JSON report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--rounds", type=int, default=120, help="access units per stream")
-    parser.add_argument("--cpu", action="store_true", help="PyAV instead of NVDEC")
-    parser.add_argument("--out", type=Path, default=None, help="JSON report path")
-    args = parser.parse_args()
-    device_id = None if args.cpu else 0
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet perf video-throughput`` alone, for ``python -m camdet.perf.video_throughput``."""
+
+
+@app.command()
+def video_throughput(
+    streams: Annotated[
+        str, typer.Option(help="Decoder counts to measure, comma-separated.")
+    ] = "1,8,32",
+    rounds: Annotated[int, typer.Option(help="Access units per stream.")] = 120,
+    cpu: Annotated[bool, typer.Option("--cpu", help="PyAV instead of NVDEC.")] = False,
+    out: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
+) -> None:
+    """Decode throughput of the per-camera decoders, alone and with the DALI letterbox.
+
+    Prints one JSON line per decoder count, and writes the whole report with --out.
+    """
+    device_id = None if cpu else 0
     _, units = scene_clip(7, 60, 1920, 1080, gop=60)
-    report = {"device": "cpu (PyAV)" if args.cpu else "cuda:0 (NVDEC)", "results": []}
-    for streams in args.streams:
-        letterbox = VideoLetterbox(min(streams, 64), 4, device_id) if streams <= 64 else None
+    report = {"device": "cpu (PyAV)" if cpu else "cuda:0 (NVDEC)", "results": []}
+    for count in (int(s) for s in streams.split(",") if s.strip()):
+        letterbox = VideoLetterbox(min(count, 64), 4, device_id) if count <= 64 else None
         report["results"].append(
             {
-                "decode": measure(units, streams, args.rounds, device_id, None),
-                "decode_letterbox": measure(units, streams, args.rounds, device_id, letterbox),
+                "decode": measure(units, count, rounds, device_id, None),
+                "decode_letterbox": measure(units, count, rounds, device_id, letterbox),
             }
         )
         print(json.dumps(report["results"][-1]))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    if out:
+        out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m camdet.perf.video_throughput")

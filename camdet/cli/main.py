@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -15,6 +16,7 @@ from rich.console import Console
 from camdet.cli.doctor import doctor
 from camdet.cli.model import app as model_app
 from camdet.cli.scenes import app as scenes_app
+from camdet.cli.scripts import detector_app, perf_app, track_app
 from camdet.client.cli import ingest
 from camdet.perf.cli import register as register_bench
 from camdet.serving.repository import find_repository
@@ -109,7 +111,7 @@ def serve(
 ) -> None:
     """Serve the detection ensemble until Ctrl-C (or SIGTERM)."""
     from camdet.serving.security import endpoint_lines, exposure_from_options
-    from camdet.serving.server import Ports
+    from camdet.serving.server import Ports, ServerError
     from camdet.serving.server import serve as start
 
     try:
@@ -123,7 +125,14 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     ports = Ports(http_port, grpc_port, metrics_port)
-    with start(repository, ports, portable, log_verbose, exposure=exposure) as server:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(
+                start(repository, ports, portable, log_verbose, exposure=exposure)
+            )
+        except ServerError as error:  # a port in use is one line naming its holder
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1) from None
         mode = "portable" if server.launch.portable else "container"
         console.print(f"[green]tritonserver ready[/] ({mode}), ensemble [bold]detect[/]")
         for line in endpoint_lines(exposure, http_port, grpc_port, metrics_port):
@@ -207,6 +216,9 @@ app.add_typer(model_app, name="model", help="Bring your own YOLO model; list the
 app.command("ingest")(ingest)
 app.command("doctor")(doctor)
 register_bench(app)
+app.add_typer(detector_app, name="detector")
+app.add_typer(track_app, name="track")
+app.add_typer(perf_app, name="perf")
 
 
 if __name__ == "__main__":

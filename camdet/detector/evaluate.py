@@ -15,7 +15,6 @@ against :func:`camdet.scenes.to_coco` ground truth.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -25,9 +24,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+import typer
 from torch.utils.data import DataLoader
 
 from camdet import scenes
@@ -247,38 +248,49 @@ def _report(frames: EvalFrames, result: EvalResult, model: str) -> dict[str, obj
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m camdet.detector.evaluate``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m camdet.detector.evaluate", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("onnx", type=Path, nargs="?", help="ONNX file (onnxruntime, CPU)")
-    parser.add_argument("--weights", type=Path, help="torch weights instead of ONNX (GPU if any)")
-    parser.add_argument("--frames", type=int, default=500)
-    parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--height", type=int, default=1080)
-    parser.add_argument("--seed", type=int, default=12345, help="evaluation-stream seed")
-    parser.add_argument(
-        "--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY, help="0 for uncompressed frames"
-    )
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
-    parser.add_argument("--out", type=Path, help="write the result as JSON here")
-    args = parser.parse_args(argv)
-    if (args.onnx is None) == (args.weights is None):
-        parser.error("give exactly one of ONNX or --weights")
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet detector evaluate`` alone, for ``python -m camdet.detector.evaluate``."""
+
+
+@app.command()
+def evaluate_command(
+    onnx: Annotated[
+        Path | None, typer.Argument(help="ONNX file (onnxruntime, CPU).", show_default=False)
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Torch weights instead of ONNX (GPU if any).")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Held-out frames.")] = 500,
+    width: Annotated[int, typer.Option(help="Frame width, pixels.")] = 1920,
+    height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 1080,
+    seed: Annotated[int, typer.Option(help="Evaluation-stream seed.")] = 12345,
+    jpeg_quality: Annotated[
+        int, typer.Option(help="JPEG quality of the frames; 0 for uncompressed frames.")
+    ] = DEFAULT_JPEG_QUALITY,
+    batch: Annotated[int, typer.Option(help="Frames per detector run.")] = 16,
+    workers: Annotated[
+        int, typer.Option(help="Frame-rendering loader processes.", show_default="CPU cores - 1")
+    ] = max(1, (os.cpu_count() or 2) - 1),
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+) -> None:
+    """COCO mAP of the detector on held-out synthetic frames, through the serving math.
+
+    Give exactly one of ONNX or --weights. Prints the result as JSON.
+    """
+    if (onnx is None) == (weights is None):
+        raise typer.BadParameter("give exactly one of ONNX or --weights")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    predict, model = _predictor(args.onnx, args.weights)
-    frames = EvalFrames(args.seed, args.frames, args.width, args.height, args.jpeg_quality or None)
-    result = evaluate(predict, frames, args.batch, args.workers)
-    report = _report(frames, result, model)
+    predict, model = _predictor(onnx, weights)
+    held_out = EvalFrames(seed, frames, width, height, jpeg_quality or None)
+    result = evaluate(predict, held_out, batch, workers)
+    report = _report(held_out, result, model)
     logger.info("mAP@0.5 %.4f  mAP@0.5:0.95 %.4f  (%s)", report["map50"], report["map50_95"], model)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m camdet.detector.evaluate")

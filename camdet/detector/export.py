@@ -12,13 +12,14 @@ onnxruntime is installed, its outputs are compared with torch's at batch 1 and 3
 
 from __future__ import annotations
 
-import argparse
 import logging
 import warnings
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+import typer
 
 from camdet.constants import INPUT_SHAPE, format_input_size, parse_input_size
 from camdet.detector.model import Detector, load_weights
@@ -182,27 +183,33 @@ def export_weights(
         logger.info("onnxruntime vs torch at batch 1 and 3: max abs diff %.2e", worst)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m camdet.detector.export``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m camdet.detector.export", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("weights", type=Path, help="weights written by camdet.detector.train")
-    parser.add_argument("--out", type=Path, required=True, help="destination .onnx file")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    parser.add_argument("--no-compare", action="store_true", help="skip the onnxruntime comparison")
-    parser.add_argument(
-        "--input-size",
-        type=parse_input_size,
-        default=INPUT_SHAPE,
-        help=f"WIDTHxHEIGHT (default {format_input_size(INPUT_SHAPE)}, CAMDET_INPUT_SIZE)",
-    )
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet detector export`` alone, for ``python -m camdet.detector.export``."""
+
+
+@app.command()
+def export(
+    weights: Annotated[
+        Path, typer.Argument(help="Weights written by camdet.detector.train.", exists=True)
+    ],
+    out: Annotated[Path, typer.Option(help="Destination .onnx file.")],
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
+    compare: Annotated[
+        bool,
+        typer.Option("--compare/--no-compare", help="Compare onnxruntime's outputs with torch's."),
+    ] = True,
+    input_size: Annotated[
+        str, typer.Option(help="WIDTHxHEIGHT of the graph's input (CAMDET_INPUT_SIZE).")
+    ] = format_input_size(INPUT_SHAPE),
+) -> None:
+    """Export trained weights to ONNX in ultralytics' layout, then verify the file."""
+    try:
+        shape = parse_input_size(input_size)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--input-size") from error
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    export_weights(
-        args.weights, args.out, args.opset, compare=not args.no_compare, shape=args.input_size
-    )
+    export_weights(weights, out, opset, compare=compare, shape=shape)
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m camdet.detector.export")

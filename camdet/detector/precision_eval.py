@@ -19,15 +19,16 @@ server does (FP16, one CUDA graph per batch size; :class:`camdet.runtime.runners
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import platform
 import time
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+import typer
 
 from camdet.constants import INPUT_SHAPE, format_input_size
 from camdet.detector.data import EvalFrames
@@ -157,46 +158,65 @@ def _versions(runner: str) -> dict[str, str]:
     return {package: metadata.version(package)} if package else {}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m camdet.detector.precision_eval``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m camdet.detector.precision_eval", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    acc = sub.add_parser("accuracy", help="mAP of FP32/FP16/INT8 conversions")
-    acc.add_argument("onnx", type=Path, help="FP32 ONNX export at CAMDET_INPUT_SIZE")
-    acc.add_argument("--workdir", type=Path, default=Path("precision_eval"))
-    acc.add_argument("--frames", type=int, default=500)
-    acc.add_argument("--calibration-frames", type=int, default=128)
-    acc.add_argument("--batch", type=int, default=8)
-    # 0: render in this process. A forked loader worker can deadlock on locks that
-    # ModelOpt's and ONNX Runtime's threads held at the fork (seen after INT8 calibration).
-    acc.add_argument("--workers", type=int, default=0)
-    spd = sub.add_parser("speed", help="images/s of ONNX files, ABBA")
-    spd.add_argument("onnx", type=Path, nargs="+")
-    spd.add_argument("--batch", type=int, default=8)
-    spd.add_argument("--rounds", type=int, default=8)
-    spd.add_argument("--threads", type=int, default=None)
-    spd.add_argument(
-        "--runner", default="onnxruntime", help="onnxruntime (CPU) or torch (FP16 on a GPU)"
-    )
-    for command in (acc, spd):
-        command.add_argument("--out", type=Path, help="write the result as JSON here")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.command == "accuracy":
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        report = accuracy(
-            args.onnx, args.workdir, args.frames, args.calibration_frames, args.batch, args.workers
-        )
-    else:
-        report = speed(args.onnx, args.batch, args.rounds, args.threads, args.runner)
+app = typer.Typer(
+    help="mAP of the FP32, FP16 and INT8 conversions, and detector images/s.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+"""``camdet detector precision`` alone, for ``python -m camdet.detector.precision_eval``."""
+
+OutOption = Annotated[Path | None, typer.Option(help="Write the result as JSON here.")]
+
+
+def _print(report: dict[str, object], out: Path | None) -> None:
+    """Print the report as JSON, and write it to ``out`` if given."""
     text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     print(text)
 
 
+@app.command("accuracy")
+def accuracy_command(
+    onnx: Annotated[Path, typer.Argument(help="FP32 ONNX export at CAMDET_INPUT_SIZE.")],
+    workdir: Annotated[Path, typer.Option(help="Folder of the converted files.")] = Path(
+        "precision_eval"
+    ),
+    frames: Annotated[int, typer.Option(help="Held-out frames.")] = 500,
+    calibration_frames: Annotated[int, typer.Option(help="INT8 calibration scenes.")] = 128,
+    batch: Annotated[int, typer.Option(help="Frames per detector run.")] = 8,
+    # 0: render in this process. A forked loader worker can deadlock on locks that
+    # ModelOpt's and ONNX Runtime's threads held at the fork (seen after INT8 calibration).
+    workers: Annotated[
+        int, typer.Option(help="Frame-rendering loader processes (0: in this process).")
+    ] = 0,
+    out: OutOption = None,
+) -> None:
+    """Score the FP32, FP16 and INT8 conversions of ONNX by mAP (ONNX Runtime, CPU)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    workdir.mkdir(parents=True, exist_ok=True)
+    _print(accuracy(onnx, workdir, frames, calibration_frames, batch, workers), out)
+
+
+@app.command("speed")
+def speed_command(
+    onnx: Annotated[list[Path], typer.Argument(help="ONNX files, run in ABBA order.")],
+    batch: Annotated[int, typer.Option(help="Images per run.")] = 8,
+    rounds: Annotated[int, typer.Option(help="Timed runs of each file.")] = 8,
+    threads: Annotated[
+        int | None, typer.Option(help="Runner threads.", show_default="the runner's")
+    ] = None,
+    runner: Annotated[
+        str, typer.Option(help="onnxruntime (CPU) or torch (FP16 on a GPU).")
+    ] = "onnxruntime",
+    out: OutOption = None,
+) -> None:
+    """Measure images/s of the detector alone in ONNX files, in ABBA order."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    _print(speed(onnx, batch, rounds, threads, runner), out)
+
+
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m camdet.detector.precision_eval")

@@ -8,13 +8,12 @@ the weights (what gets saved and validated), gradient-norm clipping. Writes
 ``DIR/last.pt`` and ``DIR/best.pt`` (EMA weights, fp16, lowest validation loss for best),
 ``DIR/run.json`` (command, seeds, machine, throughput, losses) and ``DIR/train.log``.
 
-Importable without typer, rich, onnxruntime or tritonclient, so it runs with a bare
-PyTorch install (the GPU machine's).
+Importable without rich, onnxruntime or tritonclient, so it runs with a bare PyTorch
+install plus typer (the GPU machine's).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -28,9 +27,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
+import typer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -402,55 +403,68 @@ def train(cfg: TrainConfig) -> dict[str, object]:
     return record
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Command line -> :class:`TrainConfig`."""
-    defaults = TrainConfig(out=Path("."), minutes=0.0)
-    parser = argparse.ArgumentParser(
-        prog="python -m camdet.detector.train", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument(
-        "--minutes", type=float, required=True, help="training-loop wall-clock budget"
-    )
-    parser.add_argument("--batch", type=int, default=defaults.batch)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument(
-        "--workers", type=int, default=None, help="loader processes (default: CPU cores - 1)"
-    )
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
-    parser.add_argument("--val-batches", type=int, default=defaults.val_batches)
-    parser.add_argument("--val-every-s", type=float, default=defaults.val_every_s)
-    parser.add_argument("--log-every", type=int, default=defaults.log_every)
-    parser.add_argument("--init", type=Path, default=None, help="start from these weights")
-    parser.add_argument(
-        "--imgsz-check", action="store_true", help="check the [1, 4+nc, 8400] layout at 640"
-    )
-    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    args = parser.parse_args(argv)
-    workers = recommended_workers(os.cpu_count()) if args.workers is None else args.workers
-    return TrainConfig(
-        out=args.out,
-        minutes=args.minutes,
-        batch=args.batch,
-        seed=args.seed,
-        workers=workers,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps,
-        val_batches=args.val_batches,
-        val_every_s=args.val_every_s,
-        log_every=args.log_every,
-        init=args.init,
-        imgsz_check=args.imgsz_check,
-        device=args.device,
-    )
+_DEFAULTS = TrainConfig(out=Path("."), minutes=0.0)
+
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet detector train`` alone, for ``python -m camdet.detector.train``."""
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m camdet.detector.train``."""
-    cfg = parse_args(argv)
+@app.command()
+def train_command(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    minutes: Annotated[
+        float, typer.Option(help="Wall-clock budget of the training loop, minutes.")
+    ],
+    batch: Annotated[int, typer.Option(help="Frames per step.")] = _DEFAULTS.batch,
+    seed: Annotated[
+        int, typer.Option(help="Seed of torch, numpy, Python and the training frames.")
+    ] = (_DEFAULTS.seed),
+    workers: Annotated[
+        int | None, typer.Option(help="Data-loader processes.", show_default="CPU cores - 1")
+    ] = None,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = _DEFAULTS.lr,
+    weight_decay: Annotated[
+        float, typer.Option(help="Weight decay of convolution weights (not BN or biases).")
+    ] = (_DEFAULTS.weight_decay),
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warmup.")] = (
+        _DEFAULTS.warmup_steps
+    ),
+    val_batches: Annotated[
+        int, typer.Option(help="Validation batches (of --batch frames), rendered at the start.")
+    ] = (_DEFAULTS.val_batches),
+    val_every_s: Annotated[
+        float, typer.Option(help="Seconds between validations of the EMA weights.")
+    ] = (_DEFAULTS.val_every_s),
+    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = (
+        _DEFAULTS.log_every
+    ),
+    init: Annotated[
+        Path | None, typer.Option(help="Start from these weights (a file written by save_weights).")
+    ] = None,
+    imgsz_check: Annotated[
+        bool, typer.Option("--imgsz-check", help="Check the [1, 4+nc, 8400] layout at 640.")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cuda or cpu.", show_default="cuda if available")
+    ] = None,
+) -> None:
+    """Time-budgeted training of the demo detector on synthetic frames."""
+    cfg = TrainConfig(
+        out=out,
+        minutes=minutes,
+        batch=batch,
+        seed=seed,
+        workers=recommended_workers(os.cpu_count()) if workers is None else workers,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        val_batches=val_batches,
+        val_every_s=val_every_s,
+        log_every=log_every,
+        init=init,
+        imgsz_check=imgsz_check,
+        device=device,
+    )
     cfg.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
@@ -469,4 +483,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m camdet.detector.train")

@@ -26,7 +26,6 @@ settings (``--set``) can be compared on the same boxes without running the detec
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -34,6 +33,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from camdet.contract import FrameDetections
 from camdet.scenes import SceneSequence, TrackingEvents
@@ -187,76 +189,85 @@ def _settings(pairs: Sequence[str]) -> TrackerSettings:
     return TrackerSettings(**values)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: print the report as JSON (and write it with ``--out``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=3, help="clips (seeds) to evaluate")
-    parser.add_argument(
-        "--first-seed",
-        type=int,
-        default=CLIP_SEED_BASE,
-        help=f"seed of the first clip (held-out clips: {', '.join(map(str, HELD_OUT_SEEDS))})",
-    )
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each clip")
-    parser.add_argument("--width", type=int, default=1920, help="frame width, pixels")
-    parser.add_argument("--height", type=int, default=1080, help="frame height, pixels")
-    parser.add_argument("--fps", type=int, default=30, help="frames per second")
-    parser.add_argument("--onnx", type=Path, default=DEFAULT_ONNX, help="detector ONNX file")
-    parser.add_argument("--out", type=Path, help="also write the JSON report here")
-    parser.add_argument(
-        "--occluders", type=int, default=DEFAULT_EVENTS.occluders, help="pillars per scene"
-    )
-    parser.add_argument(
-        "--crossing-every",
-        type=int,
-        default=DEFAULT_EVENTS.crossing_every,
-        help="frames between designed crossings",
-    )
-    parser.add_argument(
-        "--plain", action="store_true", help="plain scenes: no occluders, no designed crossings"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a TrackerSettings field, e.g. --set match_iou=0.1 (repeatable)",
-    )
-    parser.add_argument(
-        "--no-colors",
-        action="store_true",
-        help="track by motion alone, as with a server without the colors output",
-    )
-    parser.add_argument(
-        "--detections",
-        type=Path,
-        help="detections .npz: read if it exists (no detector run), else written",
-    )
-    args = parser.parse_args(argv)
+app = typer.Typer(add_completion=False, pretty_exceptions_show_locals=False)
+"""``camdet track evaluate`` alone, for ``python -m camdet.tracking.evaluate``."""
+
+
+@app.command()
+def evaluate_command(
+    clips: Annotated[int, typer.Option(help="Clips (seeds) to evaluate.")] = 3,
+    first_seed: Annotated[
+        int,
+        typer.Option(
+            help=f"Seed of the first clip (held-out clips: {', '.join(map(str, HELD_OUT_SEEDS))})."
+        ),
+    ] = CLIP_SEED_BASE,
+    seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 20.0,
+    width: Annotated[int, typer.Option(help="Frame width, pixels.")] = 1920,
+    height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 1080,
+    fps: Annotated[int, typer.Option(help="Frames per second.")] = 30,
+    onnx: Annotated[
+        Path,
+        typer.Option(
+            help="Detector ONNX file.", show_default="the production repository's detector"
+        ),
+    ] = DEFAULT_ONNX,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
+    occluders: Annotated[int, typer.Option(help="Pillars per scene.")] = (DEFAULT_EVENTS.occluders),
+    crossing_every: Annotated[int, typer.Option(help="Frames between designed crossings.")] = (
+        DEFAULT_EVENTS.crossing_every
+    ),
+    plain: Annotated[
+        bool,
+        typer.Option("--plain", help="Plain scenes: no occluders, no designed crossings."),
+    ] = False,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="NAME=VALUE",
+            help="A TrackerSettings field, e.g. --set match_iou=0.1 (repeatable).",
+        ),
+    ] = None,
+    colors: Annotated[
+        bool,
+        typer.Option(
+            "--colors/--no-colors",
+            help="Track by colour and motion; --no-colors: by motion alone, as with a "
+            "server without the colors output.",
+        ),
+    ] = True,
+    detections: Annotated[
+        Path | None,
+        typer.Option(help="Detections .npz: read if it exists (no detector run), else written."),
+    ] = None,
+) -> None:
+    """Tracking quality of the real detector plus ByteTrack on rendered clips, with motmetrics.
+
+    Prints the report as JSON (and writes it with --out).
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     events = None
-    if not args.plain:
-        events = replace(
-            DEFAULT_EVENTS, occluders=args.occluders, crossing_every=args.crossing_every
-        )
+    if not plain:
+        events = replace(DEFAULT_EVENTS, occluders=occluders, crossing_every=crossing_every)
     report = evaluate(
-        args.clips,
-        args.seconds,
-        args.width,
-        args.height,
-        args.fps,
-        args.onnx,
+        clips,
+        seconds,
+        width,
+        height,
+        fps,
+        onnx,
         events,
-        _settings(args.set),
-        args.detections,
-        args.first_seed,
-        not args.no_colors,
+        _settings(settings or []),
+        detections,
+        first_seed,
+        colors,
     )
     text = json.dumps(report, indent=2)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    if out is not None:
+        out.write_text(text + "\n")
     sys.stdout.write(text + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m camdet.tracking.evaluate")
