@@ -1,8 +1,9 @@
-"""``camdet doctor``: the pre-flight check before a deployment or a migration.
+"""What a ``camdet doctor`` check is: a :class:`Check` and the helpers that make one.
 
 Each check returns one :class:`Check` (pass, warn, fail, or skip with the reason, and
-the fix when it is not a pass); :func:`run_checks` runs them all in order and
-:func:`exit_code` is non-zero when any failed. The checks themselves live in
+the fix when it is not a pass); :func:`camdet.doctor.run.run_checks` runs them all in
+order and :func:`camdet.doctor.run.exit_code` is non-zero when any failed. The checks
+themselves live in
 :mod:`camdet.doctor.local` (environment, GPU stack, repository) and
 :mod:`camdet.doctor.server` (a running server and the smoke benchmark).
 """
