@@ -74,7 +74,8 @@ def bench_server(config: BenchConfig) -> Iterator[ServerProbe]:
     if config.url is not None:
         yield ServerProbe(config.url)
         return
-    from camdet.serving.server import Ports, has_cuda_gpu, serve
+    from camdet.serving.launch import has_cuda_gpu
+    from camdet.serving.server import Ports, serve
 
     workdir = config.out_dir / "server"
     repository = config.repository

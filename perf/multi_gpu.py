@@ -132,14 +132,8 @@ class LayoutResult:
 
 def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
     """A not yet started portable server that sees only the ``visible`` CUDA devices."""
-    from camdet.serving.server import (
-        Launch,
-        Ports,
-        TritonServer,
-        cuda_pool_args,
-        has_cuda_gpu,
-        portable_launch,
-    )
+    from camdet.serving.launch import Launch, cuda_pool_args, has_cuda_gpu, portable_launch
+    from camdet.serving.server import Ports, TritonServer
 
     ports = Ports.free()
     launch = portable_launch(repository, ports, workdir)
@@ -154,8 +148,8 @@ def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
 @contextlib.contextmanager
 def running_servers(config: MultiGpuConfig) -> Iterator[dict[str, Any]]:
     """Every server the layouts need, by visible devices, started in parallel."""
+    from camdet.serving.launch import has_cuda_gpu
     from camdet.serving.portable import generate_portable_repository
-    from camdet.serving.server import has_cuda_gpu
 
     root = config.out_dir / "servers"
     repository = generate_portable_repository(

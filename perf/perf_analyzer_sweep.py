@@ -77,7 +77,7 @@ def machine_has_gpu() -> bool:
     """Whether this machine has a usable NVIDIA GPU (``nvidia-smi -L``, else torch)."""
     if _nvidia_smi_lists_a_gpu():
         return True
-    from camdet.serving.server import has_cuda_gpu
+    from camdet.serving.launch import has_cuda_gpu
 
     return has_cuda_gpu()
 

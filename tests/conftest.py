@@ -21,7 +21,7 @@ from tests.helpers.rtsp import RtspServer, require_gst_rtsp, rtsp_mounts
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip GPU tests, with the reason, where there is no CUDA device."""
-    from camdet.serving.server import has_cuda_gpu
+    from camdet.serving.launch import has_cuda_gpu
 
     if has_cuda_gpu():
         return

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from camdet.cli.main import app
-from camdet.serving.server import Ports, TritonServer, has_cuda_gpu
+from camdet.serving.launch import has_cuda_gpu
+from camdet.serving.server import Ports, TritonServer
 
 GPU_CHECKS = ("gpu", "nvjpeg-hw", "nvdec", "plan")
 runner = CliRunner()

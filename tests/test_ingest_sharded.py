@@ -25,8 +25,9 @@ from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions
 from typer.testing import CliRunner
 
 from camdet.cli.main import app
+from camdet.serving.launch import has_cuda_gpu, portable_launch
 from camdet.serving.portable import generate_portable_repository
-from camdet.serving.server import Ports, TritonServer, has_cuda_gpu, portable_launch
+from camdet.serving.server import Ports, TritonServer
 from tests.helpers.clips import make_clips
 from tests.helpers.ingest import Watch, wait_until
 

@@ -99,7 +99,9 @@ def test_inconsistent_ensemble_is_reported(production: dict[str, mc.ModelConfig]
 
 
 def test_portable_contracts_equal_production(production, portable) -> None:
-    assert set(portable) == set(production)
+    # With a GPU, the one-process pipelines come on top (tests/test_pipeline.py).
+    pipelines = {"detect_pipeline", "detect_video_pipeline"}
+    assert set(portable) - pipelines == set(production)
     for name in production:
         assert contract(portable[name]) == contract(production[name]), name
     assert ensemble_problems(portable) == []

@@ -13,8 +13,9 @@ from tritonclient.utils import InferenceServerException
 from camdet.cli.demo import match
 from camdet.contract import ENSEMBLE, detect, parse_result, requested_outputs
 from camdet.scenes import render_frame
+from camdet.serving.launch import ServerError, has_cuda_gpu
 from camdet.serving.repository import PRODUCTION_REPOSITORY
-from camdet.serving.server import Ports, ServerError, has_cuda_gpu, serve
+from camdet.serving.server import Ports, serve
 from tests.helpers.images import encode, with_claimed_size
 from tests.helpers.triton import send_concurrently
 
@@ -221,7 +222,7 @@ def test_portable_server_refuses_numpy_2(tmp_path, monkeypatch) -> None:
 
 
 def test_cuda_pool_holds_256_cameras_of_frames_on_every_gpu() -> None:
-    from camdet.serving.server import cuda_pool_args
+    from camdet.serving.launch import cuda_pool_args
 
     args = cuda_pool_args(PRODUCTION_REPOSITORY, gpus=2)
     assert [a.split("=")[1].split(":")[0] for a in args] == ["0", "1"]

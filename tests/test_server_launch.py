@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from camdet.serving.launch import _PYTHON_BACKEND_SHM, ServerError, has_cuda_gpu, portable_launch
 from camdet.serving.repository import PRODUCTION_REPOSITORY
-from camdet.serving.server import (
-    _PYTHON_BACKEND_SHM,
-    Ports,
-    ServerError,
-    TritonServer,
-    has_cuda_gpu,
-    portable_launch,
-)
+from camdet.serving.server import Ports, TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -129,7 +123,8 @@ def test_a_second_server_on_ports_in_use_fails_at_once_naming_the_holder(tmp_pat
     import subprocess
     import sys
 
-    from camdet.serving.server import PortInUseError, serve
+    from camdet.serving.launch import PortInUseError
+    from camdet.serving.server import serve
 
     with small_server(tmp_path / "first").start() as first:
         holder = rf"is in use by tritonserver \(pid {first.process.pid}\)"

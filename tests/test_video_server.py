@@ -16,8 +16,9 @@ from tritonclient.utils import InferenceServerException
 from camdet.cli.demo import match
 from camdet.contract import Detection
 from camdet.scenes.video import EncodedUnit
+from camdet.serving.launch import has_cuda_gpu
 from camdet.serving.repository import read_config, write_config
-from camdet.serving.server import Ports, has_cuda_gpu, serve
+from camdet.serving.server import Ports, serve
 from tests.helpers.video import clip, huge_keyframe, reference_rgb, send, send_interleaved
 
 pytestmark = pytest.mark.server

@@ -110,8 +110,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the detection ensemble until Ctrl-C (or SIGTERM)."""
+    from camdet.serving.launch import ServerError
     from camdet.serving.security import endpoint_lines, exposure_from_options
-    from camdet.serving.server import Ports, ServerError
+    from camdet.serving.server import Ports
     from camdet.serving.server import serve as start
 
     try:

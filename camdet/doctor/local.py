@@ -58,7 +58,7 @@ def check_python() -> Check:
 
 def check_numpy() -> Check:
     """Numpy 1.x as the portable server's models will see it (numpy 2 breaks the stub)."""
-    from camdet.serving.server import ServerError, check_stub_numpy
+    from camdet.serving.launch import ServerError, check_stub_numpy
 
     try:
         version = check_stub_numpy(Path(sys.executable).parent)
@@ -80,7 +80,7 @@ def _nvidia_smi(*query: str) -> list[str]:
 
 def check_gpu() -> Check:
     """GPUs, driver and CUDA as the driver and torch see them."""
-    from camdet.serving.server import has_cuda_gpu
+    from camdet.serving.launch import has_cuda_gpu
 
     rows = _nvidia_smi("name", "driver_version", "compute_cap")
     if not has_cuda_gpu():
@@ -113,7 +113,7 @@ def check_dali() -> Check:
 
 def check_jpeg_hardware(repository: Path) -> Check:
     """Whether DALI decodes JPEGs on this GPU, and with its hardware JPEG decoder."""
-    from camdet.serving.server import has_cuda_gpu
+    from camdet.serving.launch import has_cuda_gpu
 
     if not has_cuda_gpu():
         return skipped("nvjpeg-hw", _NO_GPU)
@@ -160,7 +160,7 @@ def check_jpeg_hardware(repository: Path) -> Check:
 
 def check_nvdec() -> Check:
     """NVDEC for ``preprocess_video``: the driver's libnvcuvid, PyNvVideoCodec, a decode."""
-    from camdet.serving.server import has_cuda_gpu
+    from camdet.serving.launch import has_cuda_gpu
     from camdet.steps.video.decoders import VideoDecodeError
 
     if not has_cuda_gpu():
@@ -210,7 +210,8 @@ def check_tensorrt() -> Check:
 
 def check_plan(repository: Path) -> Check:
     """Whether the detector's TensorRT plan and its sidecar fit this TensorRT and GPU."""
-    from camdet.serving.server import container_binary, container_plan_problems, has_cuda_gpu
+    from camdet.serving.launch import container_binary, has_cuda_gpu
+    from camdet.serving.server import container_plan_problems
 
     plan = repository / "detector" / "1" / "model.plan"
     if not has_cuda_gpu():
@@ -230,9 +231,9 @@ def check_plan(repository: Path) -> Check:
 def check_repository(repository: Path) -> list[Check]:
     """The repository parses, its ensembles are consistent, and portable == production."""
     from camdet.contract import VIDEO_ENSEMBLE
+    from camdet.serving.launch import has_cuda_gpu
     from camdet.serving.portable import generate_portable_repository
     from camdet.serving.repository import ENSEMBLE, contract, ensemble_problems, read_repository
-    from camdet.serving.server import has_cuda_gpu
 
     fix = "pytest tests/test_repository.py shows each problem; fix the config.pbtxt named"
     production = read_repository(repository)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from camdet.serving.launch import Launch, has_cuda_gpu, portable_launch
 from camdet.serving.portable import generate_portable_repository
-from camdet.serving.server import Launch, Ports, TritonServer, has_cuda_gpu, portable_launch
+from camdet.serving.server import Ports, TritonServer
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
