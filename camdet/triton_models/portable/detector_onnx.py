@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from camdet.runtime.sessions import onnx_session
+from camdet.runtime.sessions import ORT_FLOAT_TYPES, onnx_session
 from camdet.steps.preprocess.heap import give_back_heap
 from camdet.triton_models.common import (
     DeviceStats,
@@ -23,8 +23,6 @@ from camdet.triton_models.common import (
     parameter,
     tensor_names,
 )
-
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
 class TritonPythonModel:
@@ -47,7 +45,7 @@ class TritonPythonModel:
         self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         onnx_input = self.session.get_inputs()[0]
         self.onnx_input_name = onnx_input.name
-        self.onnx_input_dtype = _ORT_TYPES[onnx_input.type]
+        self.onnx_input_dtype = ORT_FLOAT_TYPES[onnx_input.type]
         self.stats = DeviceStats(args["model_name"])
 
     @guarded_execute
