@@ -17,7 +17,8 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 DATA=/tmp/pd
 BENCH=(python -m camdet.perf.bench --server-mode portable --input-data "$DATA/detect.json"
-       --processes 8 --runner torch --repeats 1 --duration 8 --warmup 3 --no-plot)
+       --processes 8 --runner torch --bare-preprocess dali --bare-dali-device 0 --bare-batch 64
+       --ratio-cameras 256 --repeats 1 --duration 8 --warmup 3 --no-plot)
 
 input_data() {
   [ -f "$DATA/detect.json" ] || python -m camdet.perf.input_data --frames 64 --sizes 1920x1080 \
@@ -27,8 +28,8 @@ input_data() {
 tests() {
   pytest -q -p no:cacheprovider -m gpu tests > "$OUT/test_gpu.txt" 2>&1
   echo "gpu tests rc=$?" | tee -a "$OUT/summary.txt"
-  pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_server.py \
-    tests/test_video_server.py > "$OUT/test_server.txt" 2>&1
+  pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_video_server.py \
+    tests/test_server.py > "$OUT/test_server.txt" 2>&1
   echo "server tests rc=$?" | tee -a "$OUT/summary.txt"
 }
 
@@ -44,7 +45,7 @@ jpeg() {
   input_data
   CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 128,256 --modes ours,naive,bare \
     --out "$OUT/jpeg-pipelines" > "$OUT/jpeg-pipelines.txt" 2>&1
-  CAMDET_PIPELINES=0 "${BENCH[@]}" --cameras 128,256 --modes ours \
+  CAMDET_PIPELINES=0 "${BENCH[@]}" --cameras 256 --modes ours \
     --out "$OUT/jpeg-steps" > "$OUT/jpeg-steps.txt" 2>&1
   for n in 2 4; do
     CAMDET_PIPELINES=1 CAMDET_PIPELINE_INSTANCES=$n "${BENCH[@]}" --cameras 256 --modes ours \

@@ -17,6 +17,7 @@ import tritonclient.grpc as grpcclient
 
 from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE, frame_input
 from camdet.scenes import render_frame
+from camdet.serving.launch import has_cuda_gpu
 from camdet.serving.portable import generate_portable_repository
 from camdet.serving.repository import (
     PRODUCTION_REPOSITORY,
@@ -100,12 +101,19 @@ def after_preprocess(client, image: np.ndarray, size: np.ndarray) -> dict:
     return infer(client, "postprocess", post_inputs, DETECTIONS)
 
 
+# On the CPU both ways run the same kernels: equal up to float printing. On a GPU the
+# detector's CUDA graph for the pipeline's batch size may pick other FP16 kernels than
+# the step's batch of one: boxes within 1 px, scores and colours within 0.02.
+TOLERANCE = {"boxes": 1.0, "scores": 0.02, "colors": 0.02} if has_cuda_gpu() else {}
+
+
 def assert_same(got: dict, expected: dict) -> None:
     for name in DETECTIONS:
-        if name == "labels":
-            assert got[name].tolist() == expected[name].tolist()
+        if name in ("labels", "class_ids", "num_detections"):
+            assert got[name].tolist() == expected[name].tolist(), name
         else:
-            np.testing.assert_allclose(got[name], expected[name], atol=1e-4, err_msg=name)
+            atol = TOLERANCE.get(name, 1e-4)
+            np.testing.assert_allclose(got[name], expected[name], atol=atol, err_msg=name)
 
 
 def send_all(client, model: str, payloads: list[bytes], parameters: list) -> list:
