@@ -11,10 +11,10 @@ import numpy as np
 import torch
 import tritonclient.grpc as grpcclient
 from rich.console import Console
-from rich.table import Table
 from torchvision.ops import box_iou
 from tritonclient.utils import InferenceServerException
 
+from camdet.client.report import FittingTable
 from camdet.contract import Detection, detect
 from camdet.scenes import Frame, SceneSequence, encode_jpeg
 
@@ -111,10 +111,13 @@ def run_demo(
 
 
 def _print(console: Console, reports: list[CameraReport], wall_s: float) -> None:
-    table = Table(title="camdet demo: per-camera results (detections vs. exact ground truth)")
-    for column in ("camera", "frames ok", "failed", "fps", "p50 ms", "p99 ms", "det/frame"):
+    # A FittingTable wraps its headers at spaces rather than cut them in a narrow terminal.
+    title = "camdet demo: per-camera results (detections vs. exact ground truth)"
+    table = FittingTable(title=title)
+    table.add_column("camera", overflow="fold")
+    for column in ("frames ok", "failed", "fps", "p50 ms", "p99 ms", "dets per frame"):
         table.add_column(column, justify="right")
-    for column in ("recall@.5", "precision@.5", "mean IoU"):
+    for column in ("recall @.5 IoU", "precision @.5 IoU", "mean IoU"):
         table.add_column(column, justify="right")
     for r in reports:
         ok = len(r.latencies_s)
