@@ -24,6 +24,7 @@ from camdet.client.sources import SourceError
 from camdet.client.streamer import Ingest, IngestOptions, Mode
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from camdet.contract import DEFAULT_URL, threshold_parameters
 from camdet.tracking.lines import CountLine
@@ -56,7 +57,8 @@ def _sinks(jsonl: Path | None, video_dir: Path | None) -> list[Sink]:
 async def _run(ingest: Ingest, duration_s: float | None) -> None:
     """Run until the cameras end, ``duration_s`` passes, or SIGINT/SIGTERM.
 
-    A first signal drains cleanly; a second one abandons the drain.
+    A first signal drains cleanly; a second one cuts the drain short (frames on the wire
+    stay in flight).
     """
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(ingest.run())
@@ -68,7 +70,7 @@ async def _run(ingest: Ingest, duration_s: float | None) -> None:
         if signals == 1:
             ingest.stop()
         else:
-            task.cancel()
+            ingest.abandon()  # no traceback, no frame failed by the stop
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
@@ -246,6 +248,18 @@ def ingest(
         if metrics is not None:
             metrics.close()
         console.print(totals_table(runner.accounting.snapshot(), crossings=crossings()))
+    _exit_if_nothing_captured(runner, console)
+
+
+def _exit_if_nothing_captured(runner: Ingest, console: Console) -> None:
+    """One line per camera that captured nothing, and exit 1 if none captured anything."""
+    idle = runner.never_captured()
+    for camera_id, reason in idle.items():
+        line = f"[yellow]camera {escape(camera_id)}:[/] {escape(reason)}"
+        console.print(line, highlight=False, soft_wrap=True)
+    if idle and len(idle) == len(runner.cameras):
+        console.print("[red]error:[/] no camera delivered a frame")
+        raise typer.Exit(1)
 
 
 def main() -> None:

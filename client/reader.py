@@ -287,6 +287,8 @@ class CameraReader:
         self._delivered = False
         self._warned_fps = False
         self._clock = StreamClock()
+        self.last_error: str | None = None
+        """Why the latest session failed (None: none has)."""
         self._thread = threading.Thread(target=self._run, name=f"camera-{camera.id}", daemon=True)
 
     def start(self) -> None:
@@ -359,11 +361,13 @@ class CameraReader:
                     self._capture(frame, session, now)
                     self._delivered = True
         except SourceError as error:
+            self.last_error = str(error)
             logger.warning("camera %s: %s", self.camera.id, error)
             return False
-        except Exception:
+        except Exception as error:
             # Whatever else a camera or FFmpeg throws, this camera reconnects and the
             # others go on.
+            self.last_error = f"unexpected error: {error!r}"
             logger.exception("camera %s: unexpected error", self.camera.id)
             return False
         finally:

@@ -14,7 +14,9 @@ skipped) fails after :data:`MAX_DECODER_LAG` more requests. At the end (a stop o
 camera session) the decoder is flushed and the sequence ended (``sequence_end``).
 
 Frame accounting: a frame is in flight from capture until its id comes back (answered),
-it is dropped before sending, or its request or sequence fails (failed).
+it is dropped before sending, or its request or sequence fails (failed). A stop that cuts
+the sequence short (:meth:`VideoSequence.leave`) leaves the frames sent and not answered
+in flight: the stop is no failure.
 """
 
 from __future__ import annotations
@@ -179,12 +181,12 @@ class VideoSequence:
         try:
             if endpoint is not None and self._pool.is_up(endpoint):
                 await self._flush(endpoint)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # a stop cut the flush short
+            self.leave()
             raise
         except Exception as error:
             logger.debug("camera %s: ending its sequence failed: %s", self.camera_id, error)
-        finally:
-            self.abandon("sequence ended")
+        self.abandon("sequence ended")
 
     def abandon(self, why: str) -> None:
         """Forget the open sequence: frames still in the decoder fail; next: a keyframe."""
@@ -192,6 +194,14 @@ class VideoSequence:
             logger.debug("camera %s: %d frames lost: %s", self.camera_id, len(self._pending), why)
         for _ in self._pending:
             self._accounting.failed(self.camera_id)
+        self._pending.clear()
+        self._endpoint = None
+        self._skipping = True
+
+    def leave(self) -> None:
+        """Forget the open sequence at a stop: frames sent and not answered stay in flight."""
+        if self._pending:
+            logger.debug("camera %s: %d frames left in flight", self.camera_id, len(self._pending))
         self._pending.clear()
         self._endpoint = None
         self._skipping = True
@@ -204,8 +214,7 @@ class VideoSequence:
             frame_pts, detections = await self._infer(
                 endpoint, unit.data, frame.index, unit.codec, start=start
             )
-        except asyncio.CancelledError:
-            self._fail(frame.index)
+        except asyncio.CancelledError:  # a stop: the frame stays pending until leave()
             raise
         except Exception as error:
             self._fail(frame.index)

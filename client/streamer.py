@@ -16,6 +16,9 @@ are superseded); requests that fail count as failed.
 
 Stopping (:meth:`Ingest.stop`, e.g. on SIGINT/SIGTERM): readers stop, buffered and in-flight
 frames are drained for up to ``drain_timeout_s``, the rest is counted, sinks are closed.
+:meth:`Ingest.abandon` (a second signal) or the timeout cuts the drain short: frames not
+sent yet are dropped, frames whose request is on the wire stay *in flight* (their answers
+are not awaited). The stop itself never counts a frame as failed.
 """
 
 from __future__ import annotations
@@ -184,9 +187,12 @@ class Ingest:
         self._quality = {c.id: c.jpeg_quality or options.jpeg_quality for c in self.cameras}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._abandoning: asyncio.Event | None = None
         self._stop_requested = threading.Event()
+        self._abandon_requested = threading.Event()
         self._pool: ServerPool | None = None
         self._last_assignment: dict[str, str | None] = dict.fromkeys(self._sources)
+        self._readers: dict[str, CameraReader] = {}
 
     def stop(self) -> None:
         """Begin a clean shutdown (any thread; idempotent)."""
@@ -194,6 +200,38 @@ class Ingest:
         if self._loop is not None and self._stopping is not None:
             with contextlib.suppress(RuntimeError):  # loop already closed: nothing to stop
                 self._loop.call_soon_threadsafe(self._stopping.set)
+
+    def abandon(self) -> None:
+        """Stop without waiting for the drain (any thread; idempotent).
+
+        Frames not sent yet are dropped; frames whose request is on the wire stay in
+        flight; none counts as failed. :meth:`run` still returns the totals.
+        """
+        self._abandon_requested.set()
+        self.stop()
+        if self._loop is not None and self._abandoning is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed: nothing to stop
+                self._loop.call_soon_threadsafe(self._abandoning.set)
+
+    def never_captured(self) -> dict[str, str]:
+        """Why each camera that has captured no frame has none (empty when all have).
+
+        After :meth:`run`: the camera's last connection error, else what else happened.
+        """
+        reasons = {}
+        for camera_id, totals in self.accounting.snapshot().items():
+            if totals.captured:
+                continue
+            reader = self._readers.get(camera_id)
+            if reader is None:
+                reasons[camera_id] = "never started"
+            elif reader.last_error is not None:
+                reasons[camera_id] = f"never opened: {reader.last_error}"
+            elif reader.finished and not self._stop_requested.is_set():
+                reasons[camera_id] = "opened, but its stream ended without a frame"
+            else:
+                reasons[camera_id] = "no frame arrived before the stop"
+        return reasons
 
     def assignment(self) -> dict[str, str | None]:
         """The server URL serving each camera now (None: no server is up).
@@ -213,8 +251,11 @@ class Ingest:
         """
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        self._abandoning = asyncio.Event()
         if self._stop_requested.is_set():
             self._stopping.set()
+        if self._abandon_requested.is_set():
+            self._abandoning.set()
         try:
             async with ServerPool(
                 self.endpoints, self.tls, self.options.server_probe, models=self._models()
@@ -241,6 +282,7 @@ class Ingest:
         )
         source = self._sources[config.id]
         reader = CameraReader(config, source, buffer, self.accounting, self.options.reconnect)
+        self._readers[config.id] = reader
         reader.start()
         return _Camera(config, buffer, reader)
 
@@ -270,7 +312,19 @@ class Ingest:
         for camera in cameras:
             camera.buffer.close()
         await pool.stop_waiting()
-        _, pending = await asyncio.wait(pumps, timeout=self.options.drain_timeout_s)
+        abandoning = asyncio.create_task(self._abandoning.wait())
+        drained = asyncio.gather(*pumps, return_exceptions=True)
+        try:
+            await asyncio.wait(
+                [drained, abandoning],
+                timeout=self.options.drain_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            abandoning.cancel()
+        pending = [task for task in pumps if not task.done()]
+        if pending:
+            logger.info("stopping: %d cameras' frames left in flight", len(pending))
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -333,8 +387,8 @@ class Ingest:
                 task.add_done_callback(lambda _: slots.release())
             await asyncio.gather(*requests)
             await video.end()
-        except asyncio.CancelledError:
-            video.abandon("cancelled")
+        except asyncio.CancelledError:  # a stop cut the drain short
+            video.leave()
             for task in requests:
                 task.cancel()
             await asyncio.gather(*requests, return_exceptions=True)
@@ -359,10 +413,12 @@ class Ingest:
     async def _send(self, pool: ServerPool, endpoint: Endpoint, frame: CapturedFrame) -> None:
         """One request; the frame ends answered or failed, whatever happens."""
         camera_id = frame.camera_id
+        sending = False
         try:
             payload = frame.encoded
             if payload is None:
                 payload = await asyncio.to_thread(frame.jpeg, self._quality[camera_id])
+            sending = True
             response = await pool.client(endpoint).infer(
                 ENSEMBLE,
                 frame_input(payload),
@@ -373,7 +429,9 @@ class Ingest:
             detections = parse_result(response)
             damaged = is_damaged(response)
         except asyncio.CancelledError:
-            self.accounting.failed(camera_id)
+            # A stop cut the drain short: not sent yet, dropped; on the wire, still in flight.
+            if not sending:
+                self.accounting.dropped(camera_id)
             raise
         except Exception as error:
             self.accounting.failed(camera_id)
