@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from camdet.cli.demo import match
-from camdet.contract import Detection
+from camdet.contract import VIDEO_ENSEMBLE, Detection
 from camdet.scenes.video import EncodedUnit
 from camdet.serving.launch import has_cuda_gpu
 from camdet.serving.repository import read_config, write_config
@@ -67,7 +67,10 @@ def test_detections_per_frame_match_ground_truth(client, codec: str) -> None:
 
 
 def test_cameras_interleaved_are_batched_and_kept_apart(client) -> None:
-    before = client.get_inference_statistics("preprocess_video").model_stats[0]
+    # The model that decodes: preprocess_video, or on a GPU the one-process pipeline.
+    steps = client.get_model_config(VIDEO_ENSEMBLE).config.ensemble_scheduling.step
+    decoder = steps[0].model_name
+    before = client.get_inference_statistics(decoder).model_stats[0]
     clips = {200 + c: clip(30 + c, 6, 320, 240, gop=3) for c in range(4)}
     results = send_interleaved(client, {c: units for c, (_, units) in clips.items()})
     matched = truths = 0
@@ -78,7 +81,7 @@ def test_cameras_interleaved_are_batched_and_kept_apart(client) -> None:
         m, t = recall(clips[camera][0], got)
         matched, truths = matched + m, truths + t
     assert matched / truths >= 0.95, (matched, truths)
-    after = client.get_inference_statistics("preprocess_video").model_stats[0]
+    after = client.get_inference_statistics(decoder).model_stats[0]
     inferences = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
     assert inferences == 24 and executions < inferences  # batched across cameras
