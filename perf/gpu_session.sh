@@ -9,6 +9,7 @@
 #   bash perf/gpu_session.sh video       # detect_video at 64/128 cameras, 1080p H.264, and ~70% of peak
 #   bash perf/gpu_session.sh pa          # perf_analyzer CSVs: detect at 16/64/256, gRPC and CUDA shm
 #   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
+#   bash perf/gpu_session.sh profile     # where detect_pipeline's time goes at 256 cameras (its phases)
 #   bash perf/gpu_session.sh all         # everything above, in this order
 #
 # Each phase writes its own files, so a phase that fails does not cost the others' results.
@@ -85,6 +86,7 @@ pa() {
   done
   camdet perf-analyzer sweep "$DATA" "$OUT/perf_analyzer" --url localhost:8101 \
     --metrics-url localhost:8102/metrics --models detect --concurrency 16,64,256 --shm none,cuda \
+    --interval-ms 3000 --max-trials 6 --point-timeout-s 45 \
     > "$OUT/pa.txt" 2>&1
   echo "perf_analyzer rc=$?" | tee -a "$OUT/summary.txt"
   kill "$server"; wait "$server"
@@ -100,7 +102,26 @@ speed() {
   echo "speed rc=$?" | tee -a "$OUT/summary.txt"
 }
 
+profile() {
+  input_data
+  CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 256 --modes ours --duration 20 \
+    --out "$OUT/profile" > "$OUT/profile.txt" 2>&1 &
+  local bench=$! port=""
+  for _ in $(seq 120); do
+    port=$(pgrep -af tritonserver | grep -o "metrics-port=[0-9]*" | head -1 | cut -d= -f2)
+    [ -n "$port" ] && curl -sf "localhost:$port/metrics" \
+      | grep -q 'camdet_step_seconds_total{model="detect_pipeline"' && break
+    sleep 1
+  done
+  sleep 15  # well inside the measured window
+  curl -s "localhost:$port/metrics" | grep -E "^camdet_step_(seconds|batches)_total" \
+    > "$OUT/profile-metrics.txt"
+  top -b -n 1 -w 200 | head -40 > "$OUT/profile-top.txt"
+  wait "$bench"
+  echo "profile done" | tee -a "$OUT/summary.txt"
+}
+
 case "${1:-all}" in
-  all) tests; jpeg; video; pa; speed ;;
+  all) tests; jpeg; video; pa; speed; profile ;;
   *) "$1" ;;
 esac
