@@ -56,10 +56,6 @@ perf_app = lazy_group(
             "camdet.perf.decoder_refusals",
             "Does the decoder refuse any frame that validate lets through?",
         ),
-        "preprocess-ratio": Script(
-            "camdet.perf.preprocess_ratio",
-            "The served preprocess model against the bare DALI pipeline.",
-        ),
         "video-throughput": Script(
             "camdet.perf.video_throughput", "Decode throughput of the per-camera decoders."
         ),
