@@ -18,6 +18,11 @@ from camdet.serving.server import Ports, TritonServer, serve
 from tests.helpers.clips import CLIP_FRAMES, Clip, make_clips
 from tests.helpers.rtsp import RtspServer, require_gst_rtsp, rtsp_mounts
 
+# Servers the tests start run the Python stand-in for preprocess even where Triton's DALI
+# backend is built (camdet.serving.server.dali_backend), so that every machine tests the
+# same arrangement; tests/test_dali_backend.py serves the backend itself.
+os.environ.setdefault("CAMDET_DALI_BACKEND", "0")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip GPU tests, with the reason, where there is no CUDA device."""
@@ -65,7 +70,7 @@ def rtsp(clips: list[Clip] | dict[str, Clip]) -> Iterator[RtspServer]:
         yield server
 
 
-_ALLOWED_SKIPS = ("needs an NVIDIA GPU", "needs TensorRT")
+_ALLOWED_SKIPS = ("needs an NVIDIA GPU", "needs TensorRT", "needs the DALI backend")
 _unexpected_skips: list[str] = []
 
 

@@ -124,3 +124,15 @@ def test_demo_streams_cameras_and_checks_truth(repository: Path) -> None:
     assert "cam0" in result.stdout and "cam1" in result.stdout
     assert "8 frames answered" in result.stdout
     assert "server stopped." in result.stdout
+
+
+def test_backends_build_says_what_is_missing_in_one_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from camdet.cli.main import app
+
+    result = CliRunner().invoke(app, ["backends", "build", "dali", "--source", str(tmp_path)])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: build_dali_backend: missing source checkout ")
+    assert f"{tmp_path}/dali_backend" in line

@@ -230,3 +230,59 @@ def test_a_refused_frame_fails_its_whole_batch(
     # The backend's pipeline survives: the next batch of good frames is answered.
     again = send_concurrently(client, good)
     assert all(isinstance(r, grpcclient.InferResult) for r in again), again
+
+
+@pytest.fixture(scope="module")
+def ensemble(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[grpcclient.InferenceServerClient]:
+    """``camdet serve``'s portable server where the backend is built: the whole repository.
+
+    The suite serves the Python stand-in (tests/conftest.py sets ``CAMDET_DALI_BACKEND=0``);
+    this server is what a user who built the backend gets.
+    """
+    from camdet.serving.server import serve
+
+    workdir = tmp_path_factory.mktemp("dali-ensemble")
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("CAMDET_DALI_BACKEND", raising=False)
+        with (
+            serve(PRODUCTION_REPOSITORY, Ports.free(), portable=True, workdir=workdir) as running,
+            grpcclient.InferenceServerClient(running.grpc_url) as connection,
+        ):
+            yield connection
+
+
+def test_serve_runs_the_ensemble_on_the_dali_backend_as_on_the_stand_in(
+    ensemble: grpcclient.InferenceServerClient, server: TritonServer
+) -> None:
+    from camdet.contract import detect
+    from camdet.scenes import render_frame
+
+    assert ensemble.get_model_config(MODEL).config.backend == "dali"
+    rng = np.random.default_rng(31)
+    payloads = [encode(render_frame(rng, w, h).image) for w, h in [(1280, 720), (720, 1280)] * 3]
+    found = 0
+    with grpcclient.InferenceServerClient(server.grpc_url) as reference:
+        for payload in payloads:
+            got, expected = detect(ensemble, payload), detect(reference, payload)
+            assert [d.label for d in got] == [d.label for d in expected]
+            np.testing.assert_allclose([d.box for d in got], [d.box for d in expected], atol=1e-3)
+            found += len(got)
+    assert found > 10
+
+
+def test_validate_keeps_a_refused_frame_from_failing_its_dali_batch(
+    ensemble: grpcclient.InferenceServerClient,
+) -> None:
+    # The DALI backend fails a whole batch for one frame its decoder refuses (above);
+    # through the ensemble, validate refuses that frame first, alone.
+    from tests.helpers.triton import send_concurrently as send_frames
+
+    good = frames()
+    payloads = [good[0], refused_jpeg(), good[2], good[3]]
+    answers = send_frames(ensemble, payloads)
+    assert answers[1][0] is None and "invalid image" in answers[1][1].message()
+    for result, error in (answers[0], answers[2], answers[3]):
+        assert error is None
+        assert result.as_numpy("num_detections") is not None

@@ -13,11 +13,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from camdet.cli.backends import app as backends_app
 from camdet.cli.doctor import doctor
 from camdet.cli.model import app as model_app
 from camdet.cli.scenes import app as scenes_app
 from camdet.cli.scripts import detector_app, perf_app, track_app
 from camdet.client.cli import ingest
+from camdet.client.view.options import (
+    ViewFpsOption,
+    ViewKeyOption,
+    ViewOption,
+    ViewWidthOption,
+)
 from camdet.perf.cli import register as register_bench
 from camdet.serving.repository import find_repository
 
@@ -188,24 +195,44 @@ def demo(
     height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 720,
     seed: Annotated[int, typer.Option(help="Scene seed of the first camera.")] = 0,
     repository: RepositoryOption = None,
+    view: ViewOption = None,
+    view_key: ViewKeyOption = None,
+    view_fps: ViewFpsOption = 5.0,
+    view_width: ViewWidthOption = 640,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="With --view: stop after this many seconds (default: Ctrl-C)."),
+    ] = None,
 ) -> None:
     """Start the portable server, stream synthetic cameras through it, print detections.
 
     Every camera renders moving objects with exact ground truth, sends JPEG frames over
     gRPC (one request per frame, batched by the server across cameras), and the table
-    shows frame rates, latency and how the detections match the truth.
+    shows frame rates, latency and how the detections match the truth. With --view, the
+    cameras loop (with a count line) through camdet ingest's pipeline and a live page
+    shows them until Ctrl-C.
     """
-    from camdet.cli.demo import run_demo
+    from camdet.cli.demo import run_demo, run_view_demo
+    from camdet.client.view.options import view_settings
     from camdet.serving.server import Ports
     from camdet.serving.server import serve as start
 
+    ports = Ports.free()
+    try:
+        metrics = [f"http://127.0.0.1:{ports.metrics}/metrics"]
+        settings = view_settings(view, view_key, view_fps, view_width, metrics, [])
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     repository = _served_repository(repository)
     with console.status("starting the portable tritonserver ..."):
-        server_cm = start(repository, Ports.free(), portable=True)
+        server_cm = start(repository, ports, portable=True)
         server = server_cm.__enter__()
     try:
         console.print(f"[green]tritonserver ready[/] on {server.grpc_url} (portable)")
-        run_demo(server.grpc_url, cameras, frames, width, height, seed, console)
+        if settings is None:
+            run_demo(server.grpc_url, cameras, frames, width, height, seed, console)
+        else:
+            run_view_demo(server, cameras, width, height, seed, settings, duration, console)
     finally:
         with console.status("stopping the server ..."):
             server_cm.__exit__(None, None, None)
@@ -220,6 +247,9 @@ register_bench(app)
 app.add_typer(detector_app, name="detector")
 app.add_typer(track_app, name="track")
 app.add_typer(perf_app, name="perf")
+app.add_typer(
+    backends_app, name="backends", help="Build Triton backends the pip-installed server lacks."
+)
 
 
 if __name__ == "__main__":

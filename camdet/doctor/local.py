@@ -38,6 +38,7 @@ def local_checks(repository: Path) -> Iterator[tuple[str, CheckFunction]]:
     yield "numpy", check_numpy
     yield "gpu", check_gpu
     yield "dali", check_dali
+    yield "dali-backend", check_dali_backend
     yield "nvjpeg-hw", partial(check_jpeg_hardware, repository)
     yield "nvdec", check_nvdec
     yield "tensorrt", check_tensorrt
@@ -109,6 +110,23 @@ def check_dali() -> Check:
             "pip install nvidia-dali-cuda120 (CPU machines too: the wheel runs on the CPU)",
         )
     return passed("dali", f"DALI {dali.__version__}")
+
+
+def check_dali_backend() -> Check:
+    """Which runs the portable server's ``preprocess``: Triton's DALI backend or the stand-in.
+
+    Both are correct (the tests compare them); the backend is the production model as it
+    is, and it fails a whole batch for one frame its decoder refuses (validate guards it).
+    """
+    from camdet.serving.backends import dali_backend_status
+    from camdet.serving.server import dali_backend
+
+    backend, line = dali_backend_status()
+    if backend is None:
+        return passed("dali-backend", line)
+    if dali_backend() is None:
+        return passed("dali-backend", f"{line}; not used: CAMDET_DALI_BACKEND=0")
+    return passed("dali-backend", f"preprocess runs on Triton's DALI backend: {line}")
 
 
 def check_jpeg_hardware(repository: Path) -> Check:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
+from camdet.serving.backends import serialize_dali_pipeline
 from camdet.serving.repository import read_config, read_repository, write_config
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ __all__ = ["TritonPythonModel"]
 
 
 def generate_portable_repository(
-    source: Path, destination: Path, gpu: bool = False, pipelines: bool | None = None
+    source: Path,
+    destination: Path,
+    gpu: bool = False,
+    pipelines: bool | None = None,
+    dali_backend: bool = False,
 ) -> Path:
     """Write the portable rendering of ``source`` into ``destination`` (replaced).
 
@@ -65,6 +70,10 @@ def generate_portable_repository(
         gpu: Whether the portable server has a CUDA GPU for GPU instance groups.
         pipelines: Serve each ensemble's preprocess -> detector -> postprocess as one
             ``<ensemble>_pipeline`` model (None: with a GPU, where it is faster).
+        dali_backend: The server has Triton's DALI backend (built by
+            ``camdet backends build dali``): DALI-backend models stay as they are (CPU
+            instances without a GPU, their ``dali.py`` serialized for the CPU) instead of
+            becoming Python stand-ins.
 
     Returns:
         ``destination``.
@@ -79,7 +88,8 @@ def generate_portable_repository(
             model_dir, target, ignore=shutil.ignore_patterns("*.plan", "*.plan.json", "__pycache__")
         )
         config = read_config(config_path)
-        stand_ins = _STAND_INS.get(config.backend or config.platform)
+        runtime = config.backend or config.platform
+        stand_ins = None if dali_backend and runtime == "dali" else _STAND_INS.get(runtime)
         stand_in = stand_ins[gpu] if stand_ins else None
         if stand_in is not None:
             _to_python_backend(config, target, stand_in)
@@ -89,6 +99,8 @@ def generate_portable_repository(
             _to_cpu(config)
             if stand_in == "portable.detector_onnx":
                 _detector_per_core(config, os.cpu_count() or 1)
+            if runtime == "dali" and stand_in is None:
+                serialize_dali_pipeline(target)
         else:
             _cpu_steps_per_cores(config, os.cpu_count() or 1)
         write_config(config, target / "config.pbtxt")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from camdet.contract import STEP_BATCHES_METRIC
+from camdet.serving.backends import DaliBackend, add_dali_backend, find_dali_backend
 from camdet.serving.launch import (
     Launch,
     PortInUseError,
@@ -27,6 +28,7 @@ from camdet.serving.launch import (
     container_binary,
     container_launch,
     has_cuda_gpu,
+    portable_backend_dir,
     portable_launch,
 )
 from camdet.serving.ports import Ports, busy_port, listener
@@ -249,6 +251,17 @@ def _kept_log(ports: Ports) -> Path:
     return Path(tempfile.gettempdir()) / f"camdet-tritonserver-{ports.grpc}.log"
 
 
+def dali_backend() -> DaliBackend | None:
+    """Triton's DALI backend, where it is built for this DALI, unless ``CAMDET_DALI_BACKEND=0``.
+
+    With it the portable server runs the production ``preprocess`` model as it is
+    (``backend: "dali"``); without it, the Python stand-in (:mod:`.portable`).
+    """
+    if os.environ.get("CAMDET_DALI_BACKEND", "").strip() in ("0", "false", "no"):
+        return None
+    return find_dali_backend()
+
+
 def _pipelines_from_env() -> bool | None:
     """``CAMDET_PIPELINES`` (``1``/``0``) as a choice, or None (the machine decides)."""
     value = os.environ.get("CAMDET_PIPELINES", "").strip()
@@ -294,13 +307,17 @@ def serve(
     with tempfile.TemporaryDirectory(prefix="camdet-") as tmp:
         root = Path(workdir or tmp)
         if use_portable:
+            dali = dali_backend()
             repository = generate_portable_repository(
                 production_repository,
                 root / "portable_repository",
                 gpu=has_cuda_gpu(),
                 pipelines=pipelines if pipelines is not None else _pipelines_from_env(),
+                dali_backend=dali is not None,
             )
             launch = portable_launch(repository, ports, root, verbose, exposure)
+            if dali is not None:
+                add_dali_backend(portable_backend_dir(root), dali)
         else:
             if binary is None:
                 raise ServerError(
