@@ -22,9 +22,9 @@ is also served as one model, ``<ensemble>_pipeline``
 three steps' code with their own configs in one process: ``detect`` becomes ``validate``
 -> ``detect_pipeline`` and ``detect_video`` becomes ``detect_video_pipeline``, with the
 ensembles' inputs and outputs unchanged. Three Python-backend processes handing each
-frame's letterboxed image to each other capped the H100 at ~870 frames/s; one process per
-batch does not (perf/RESULTS.md, issue #21). The step models stay in the repository
-(benchmarks and tests call them alone).
+frame's letterboxed image to each other served 881 frames/s at 256 JPEG cameras on an
+H200, one process per batch 1,103 (perf/RESULTS.md, session 6). The step models stay in
+the repository (benchmarks and tests call them alone).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def _to_cpu(config: mc.ModelConfig) -> None:
 
 PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "3"))
 """Instances of each ``*_pipeline`` model per GPU (``CAMDET_PIPELINE_INSTANCES``): one batch
-decodes while another runs the detector and a third is answered (perf/RESULTS.md, H100)."""
+decodes while others run the detector or are answered. 2 / 3 / 4 instances gave 758 /
+1,103 / 1,083 frames/s at 256 JPEG cameras on an H200 (perf/RESULTS.md, session 6)."""
 
 _PIPELINE_MODULES = {False: "portable.pipeline", True: "portable.pipeline_video"}
 """The one-process model's module, by whether its preprocessing is sequence-batched."""
