@@ -9,9 +9,10 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from camdet.client.config import CameraConfig, camera_from_argument, check_unique, load_cameras
@@ -22,12 +23,26 @@ from camdet.client.sharding import SHARD_ENV, Shard, choose_servers, shard_camer
 from camdet.client.sinks import AnnotatedVideoSink, JsonLinesSink, Sink
 from camdet.client.sources import SourceError
 from camdet.client.streamer import Ingest, IngestOptions, Mode
+from camdet.client.view.options import (
+    MetricsOption,
+    ViewFpsOption,
+    ViewKeyOption,
+    ViewOption,
+    ViewSettings,
+    ViewWidthOption,
+    attach_view,
+    view_settings,
+)
+from camdet.client.view.sink import ViewSink
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
 from camdet.contract import DEFAULT_URL, threshold_parameters
 from camdet.tracking.lines import CountLine
+
+if TYPE_CHECKING:
+    from camdet.client.view.app import View
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +60,10 @@ def _cameras(
     return check_unique(replace(c, fps=c.fps or fps, loop=c.loop or loop) for c in cameras)
 
 
-def _sinks(jsonl: Path | None, video_dir: Path | None) -> list[Sink]:
-    sinks: list[Sink] = []
+def _sinks(
+    jsonl: Path | None, video_dir: Path | None, view: ViewSettings | None = None
+) -> list[Sink]:
+    sinks: list[Sink] = [] if view is None else [ViewSink(view.fps, view.max_width)]
     if jsonl is not None:
         sinks.append(JsonLinesSink(jsonl))
     if video_dir is not None:
@@ -54,13 +71,40 @@ def _sinks(jsonl: Path | None, video_dir: Path | None) -> list[Sink]:
     return sinks
 
 
-async def _run(ingest: Ingest, duration_s: float | None) -> None:
+async def _run(
+    ingest: Ingest,
+    duration_s: float | None,
+    view: View | None = None,
+    on_view: Callable[[str], None] = print,
+) -> None:
     """Run until the cameras end, ``duration_s`` passes, or SIGINT/SIGTERM.
 
     A first signal drains cleanly; a second one cuts the drain short (frames on the wire
-    stay in flight).
+    stay in flight). The view, if any, listens from before the first frame to the end.
     """
     loop = asyncio.get_running_loop()
+    if view is not None:
+        on_view(await view.start())
+    try:
+        await _run_until_stopped(ingest, duration_s, loop)
+    finally:
+        if view is not None:
+            await view.close()
+
+
+def run_with_view(
+    ingest: Ingest,
+    duration_s: float | None,
+    view: View | None,
+    on_view: Callable[[str], None] = print,
+) -> None:
+    """Run an ingest (and its view) on a new event loop until it ends or is stopped."""
+    asyncio.run(_run(ingest, duration_s, view, on_view))
+
+
+async def _run_until_stopped(
+    ingest: Ingest, duration_s: float | None, loop: asyncio.AbstractEventLoop
+) -> None:
     task = asyncio.ensure_future(ingest.run())
     signals = 0
 
@@ -195,6 +239,11 @@ def ingest(
         Path | None,
         typer.Option(help="PEM client certificate chain (mutual TLS).", **_EXISTING_FILE),
     ] = None,
+    view: ViewOption = None,
+    view_key: ViewKeyOption = None,
+    view_fps: ViewFpsOption = 5.0,
+    view_width: ViewWidthOption = 640,
+    triton_metrics: MetricsOption = None,
 ) -> None:
     """Stream cameras to the detect ensemble; Ctrl-C or SIGTERM stops cleanly.
 
@@ -217,6 +266,7 @@ def ingest(
     try:
         chosen = choose_servers(server, camera_file, DEFAULT_URL)
         urls = [f"grpcs://{u.split('://')[-1]}" if ssl else u for u in chosen]
+        settings = view_settings(view, view_key, view_fps, view_width, triton_metrics, urls)
         selected = _cameras(cameras or [], camera_file, fps, loop)
         if shard is not None:
             selected = shard_cameras(selected, shard)
@@ -224,7 +274,7 @@ def ingest(
         runner = Ingest(
             selected,
             urls,
-            _sinks(jsonl, video_dir),
+            _sinks(jsonl, video_dir, settings),
             options,
             TlsFiles(root_certificates, private_key, certificate_chain),
         )
@@ -237,13 +287,18 @@ def ingest(
     if metrics is not None:
         console.print(f"metrics at {metrics.url}")
     show_live = sys.stdout.isatty() if live is None else live
-    view = LiveView(runner.accounting, runner.assignment, crossings)
+    table = LiveView(runner.accounting, runner.assignment, crossings)
+    page = attach_view(runner, settings)
+
+    def on_view(url: str) -> None:
+        console.print(f"view at {url}" + (" (add ?key=<the view key>)" if view_key else ""))
+
     try:
         if show_live:
-            with Live(get_renderable=view.render, console=console, refresh_per_second=1):
-                asyncio.run(_run(runner, duration))
+            with Live(get_renderable=table.render, console=console, refresh_per_second=1):
+                asyncio.run(_run(runner, duration, page, on_view))
         else:
-            asyncio.run(_run(runner, duration))
+            asyncio.run(_run(runner, duration, page, on_view))
     finally:
         if metrics is not None:
             metrics.close()

@@ -11,7 +11,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -23,6 +23,7 @@ import numpy as np
 from camdet.client.reader import CapturedFrame
 
 from camdet.contract import Detection
+from camdet.tracking.lines import CountLine
 
 logger = logging.getLogger(__name__)
 
@@ -127,13 +128,21 @@ def camera_file_name(camera_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", camera_id)
 
 
-def annotate(image_rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
+def annotate(
+    image_rgb: np.ndarray,
+    detections: list[Detection],
+    count_line: CountLine | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> np.ndarray:
     """A copy of the frame with each detection's box, label and score drawn on it.
 
     Tracked detections are labelled ``#<track id>`` first and coloured by track, so an
     object keeps its colour while it keeps its id; untracked ones are coloured by class.
+    A count line is drawn with its ``in``/``out`` counts next to its first end point.
     """
     canvas = np.ascontiguousarray(image_rgb).copy()
+    if count_line is not None:
+        _draw_count_line(canvas, count_line, counts or {})
     for detection in detections:
         tracked = detection.track_id is not None
         key = detection.track_id if tracked else detection.class_id
@@ -152,6 +161,19 @@ def annotate(image_rgb: np.ndarray, detections: list[Detection]) -> np.ndarray:
             cv2.LINE_AA,
         )
     return canvas
+
+
+def _draw_count_line(canvas: np.ndarray, line: CountLine, counts: Mapping[str, int]) -> None:
+    """The count line (white on black, so it shows on any scene) and its counts, in place."""
+    start, end = (round(line.x1), round(line.y1)), (round(line.x2), round(line.y2))
+    cv2.line(canvas, start, end, (0, 0, 0), 4, cv2.LINE_AA)
+    cv2.line(canvas, start, end, (255, 255, 255), 2, cv2.LINE_AA)
+    text = f"in {counts.get('in', 0)}  out {counts.get('out', 0)}"
+    origin = (max(2, start[0] + 4), max(16, start[1] - 6))
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(
+        canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA
+    )
 
 
 class _VideoWriter:

@@ -243,6 +243,15 @@ class Ingest:
         routes = {c.id: self._pool.route(c.id) for c in self.cameras}
         return {cid: None if e is None else e.url for cid, e in routes.items()}
 
+    def servers_up(self) -> dict[str, bool]:
+        """Whether each server is up (ready at its last probe, no failure since) right now."""
+        pool = self._pool
+        return {e.url: pool is not None and pool.is_up(e) for e in self.endpoints}
+
+    def camera_errors(self) -> dict[str, str | None]:
+        """Each started camera's last connection error (None: none yet)."""
+        return {camera_id: reader.last_error for camera_id, reader in self._readers.items()}
+
     async def run(self) -> dict[str, CameraTotals]:
         """Stream until every camera has ended or :meth:`stop` is called.
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +20,10 @@ from tritonclient.utils import InferenceServerException
 from camdet.client.report import FittingTable
 from camdet.contract import Detection, detect
 from camdet.scenes import Frame, SceneSequence, encode_jpeg
+
+if TYPE_CHECKING:
+    from camdet.client.view.options import ViewSettings
+    from camdet.serving.server import TritonServer
 
 MATCH_IOU = 0.5
 """IoU at which a detection counts as finding a ground-truth object of its class."""
@@ -144,3 +151,47 @@ def _print(console: Console, reports: list[CameraReport], wall_s: float) -> None
             f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]" for d in r.first[:4]
         )
         console.print(f"cam{r.camera} frame 0: {sample or 'no detections'}")
+
+
+def run_view_demo(
+    server: TritonServer,
+    cameras: int,
+    width: int,
+    height: int,
+    seed: int,
+    settings: ViewSettings,
+    duration_s: float | None,
+    console: Console,
+) -> None:
+    """Stream looping synthetic clips through ``camdet ingest``'s pipeline, with the view.
+
+    Each camera is a clip of moving objects (10 fps, looped, paced like a camera) with a
+    vertical count line through the middle; runs until Ctrl-C or ``duration_s``.
+    """
+    from camdet.client.cli import run_with_view
+    from camdet.client.config import CameraConfig
+    from camdet.client.report import totals_table
+    from camdet.client.streamer import Ingest, IngestOptions
+    from camdet.client.view.options import attach_view
+    from camdet.client.view.sink import ViewSink
+    from camdet.scenes import write_clip
+    from camdet.tracking.lines import CountLine
+
+    with tempfile.TemporaryDirectory(prefix="camdet-demo-") as folder:
+        with console.status(f"rendering {cameras} clips of {width}x{height} ..."):
+            clips = [Path(folder) / f"cam{c}.mp4" for c in range(cameras)]
+            for c, path in enumerate(clips):
+                write_clip(path, seed + c, 100, width, height, fps=10)
+        configs = [CameraConfig(f"cam{c}", str(path), loop=True) for c, path in enumerate(clips)]
+        line = CountLine(width / 2, 0, width / 2, height)
+        runner = Ingest(
+            configs,
+            [server.grpc_url],
+            [ViewSink(settings.fps, settings.max_width)],
+            IngestOptions(count_line=line),
+        )
+        view = attach_view(runner, settings)
+        console.print("Ctrl-C to stop.")
+        run_with_view(runner, duration_s, view, lambda url: console.print(f"view at {url}"))
+        crossings = runner.tracking.crossings() if runner.tracking is not None else {}
+        console.print(totals_table(runner.accounting.snapshot(), crossings=crossings))
