@@ -311,7 +311,8 @@ def write_input_data(
     Raises:
         ValueError: If a generated document breaks the schema or its model's contract.
     """
-    from camdet.serving.repository import ENSEMBLE, read_repository
+    from camdet.contract import ENSEMBLE
+    from camdet.serving.repository import read_repository
 
     configs = read_repository(repository)
     samples = step_samples([f.data for f in frames], configs, reference_steps(runner), ENSEMBLE)

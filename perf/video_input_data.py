@@ -32,12 +32,11 @@ from camdet.perf.input_data import (
     tensor_json,
 )
 
+from camdet.contract import VIDEO_ENSEMBLE
 from camdet.scenes.video import EncodedUnit, scene_clip
 from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config
 
 logger = logging.getLogger(__name__)
-
-ENSEMBLE = "detect_video"
 
 
 def stream_entries(units: Sequence[EncodedUnit]) -> list[dict[str, Any]]:
@@ -77,13 +76,13 @@ def write_video_input_data(
         ValueError: If the document breaks the schema or the ensemble's contract.
     """
     document = video_document(streams, frames, width, height, codec)
-    config = read_config(repository / ENSEMBLE / "config.pbtxt")
+    config = read_config(repository / VIDEO_ENSEMBLE / "config.pbtxt")
     problems = schema_problems(document) + contract_problems(document, config, sequence=True)
     if problems:
-        raise ValueError(f"input data of {ENSEMBLE} is invalid: " + "; ".join(problems[:5]))
+        raise ValueError(f"input data of {VIDEO_ENSEMBLE} is invalid: " + "; ".join(problems[:5]))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SCHEMA_FILE).write_text(json.dumps(INPUT_DATA_SCHEMA, indent=2) + "\n")
-    path = out_dir / f"{ENSEMBLE}.json"
+    path = out_dir / f"{VIDEO_ENSEMBLE}.json"
     path.write_text(json.dumps(document))
     logger.info("wrote %s: %d streams of %d access units", path, streams, frames)
     return path

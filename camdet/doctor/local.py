@@ -248,10 +248,10 @@ def check_plan(repository: Path) -> Check:
 
 def check_repository(repository: Path) -> list[Check]:
     """The repository parses, its ensembles are consistent, and portable == production."""
-    from camdet.contract import VIDEO_ENSEMBLE
+    from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
     from camdet.serving.launch import has_cuda_gpu
     from camdet.serving.portable import generate_portable_repository
-    from camdet.serving.repository import ENSEMBLE, contract, ensemble_problems, read_repository
+    from camdet.serving.repository import contract, ensemble_problems, read_repository
 
     fix = "pytest tests/test_repository.py shows each problem; fix the config.pbtxt named"
     production = read_repository(repository)

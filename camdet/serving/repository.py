@@ -14,16 +14,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.utils import triton_to_np_dtype
 
-from camdet.contract import TensorSpec
+from camdet.contract import ENSEMBLE, TensorSpec
 
 PRODUCTION_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 """The production repository of a source checkout (editable install)."""
 
 LOCAL_REPOSITORY = "model_repository"
 """A folder of this name in the current directory is served before the installed one."""
-
-ENSEMBLE = "detect"
-"""Name of the ensemble clients call."""
 
 
 def find_repository(explicit: Path | None, cwd: Path | None = None) -> tuple[Path, str]:

@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from camdet.contract import VIDEO_ENSEMBLE
 from camdet.scenes import Frame
 from camdet.scenes.video import EncodedUnit, scene_clip
 
-ENSEMBLE = "detect_video"
+ENSEMBLE = VIDEO_ENSEMBLE
 OUTPUTS = ("boxes", "scores", "class_ids", "labels", "num_detections", "frame_pts")
 
 
