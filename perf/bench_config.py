@@ -93,6 +93,10 @@ class BenchConfig:
         cameras: Camera counts of the capacity sweep (back-to-back requests).
         rates: (cameras, fps per camera) points at fixed rates.
         window: Warm-up and measured seconds per point.
+        warmup_run: Before the first repeat, run every mode unmeasured (each server
+            pipeline at its most cameras for ``window.warmup_s``, every bare loop for a
+            few batches), so the first-run costs (lazy imports, the server's first batch
+            of each size, ONNX Runtime's and DALI's first runs) stay out of repeat 0.
         processes: Client worker processes per point (0: threads of this process).
         shm: Input transports to measure (``none``, ``system``, ``cuda``).
         bare_batches: Batch sizes of the bare loop.
@@ -124,6 +128,7 @@ class BenchConfig:
     cameras: tuple[int, ...] = (1, 2, 4, 8)
     rates: tuple[tuple[int, float], ...] = ()
     window: Window = field(default_factory=Window)
+    warmup_run: bool = True
     processes: int = 1
     shm: tuple[str, ...] = ("none",)
     bare_batches: tuple[int, ...] = (1, 4)
@@ -216,6 +221,7 @@ def config_from_options(options: dict[str, Any]) -> BenchConfig:
         cameras=_int_list(options["cameras"]),
         rates=tuple(_rate(r) for r in options["rate"]),
         window=Window(options["warmup"], options["duration"]),
+        warmup_run=options.get("warmup_run", True),
         processes=options["processes"],
         shm=_names(options["shm"]),
         bare_batches=_int_list(options["bare_batch"]),

@@ -19,7 +19,7 @@ from camdet.perf.bench_config import VIDEO_MODES, BenchConfig
 from camdet.perf.bench_server import bench_server
 from camdet.perf.frames import synthetic_frames
 from camdet.perf.load import ServerProbe, run_bare, run_point
-from camdet.perf.measurement import LoadPoint, PointResult
+from camdet.perf.measurement import LoadPoint, PointResult, Window
 from camdet.perf.ratios import side_by_side_ratios
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class BenchReport:
     files: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     """Modes that could not run here, with the reason (e.g. ``segment`` without a GPU)."""
+    warmup: dict[str, Any] = field(default_factory=dict)
+    """The unmeasured warm-up run before repeat 0 (:func:`warm_up`); empty without one."""
 
     def headline(self, cameras: int, shm: str = "none") -> dict[str, float]:
         """Median ratios at ``cameras`` cameras: ``{"ours/bare": x, "ours/naive": y}``."""
@@ -133,7 +135,10 @@ def run_bench(config: BenchConfig) -> BenchReport:
     loops["segment"] = _segment_loops(config) if "segment" in modes else []
     inputs = {"video": [u.data for u in units], "segment": _segments(units, config.video.gop)}
     results: list[PointResult] = []
+    warmup: dict[str, Any] = {}
     with bench_server(config) as probe:
+        if config.warmup_run:
+            warmup = warm_up(config, modes, frames, inputs, probe, loops)
         for repeat in range(config.repeats):
             # Odd repeats run the modes in reverse (ABBA), so a linear drift of the
             # machine's load cancels out of the ratios' medians.
@@ -142,7 +147,78 @@ def run_bench(config: BenchConfig) -> BenchReport:
                 results += _run_mode(config, mode, sent, probe, loops.get(mode, []), repeat)
     machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     settings = {**asdict(config), "input_data": str(input_data), "frame_count": len(frames)}
-    return BenchReport(machine, settings, results, side_by_side_ratios(results), skipped=skipped)
+    ratios = side_by_side_ratios(results)
+    return BenchReport(machine, settings, results, ratios, skipped=skipped, warmup=warmup)
+
+
+WARMUP_BATCHES = 2
+"""Batches each bare (or segment) loop runs in the warm-up run."""
+
+
+def warm_up(
+    config: BenchConfig,
+    modes: Sequence[str],
+    frames: Sequence[bytes],
+    inputs: dict[str, list[bytes]],
+    probe: ServerProbe,
+    loops: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """The warm-up run: every mode once, unmeasured, before repeat 0.
+
+    On a fresh server and a fresh bench process the first frames pay one-time costs: the
+    Python backend steps' lazy imports (``validate`` and ``postprocess`` have no
+    ``model_warmup``), the first batch of each size through DALI and ONNX Runtime, and in
+    the bare loop the first decode, letterbox and postprocess (torch's first operations;
+    seconds on 2 cores). The per-point warm-up (``--warmup``) is too short to absorb
+    them at few cameras, so without this repeat 0 runs slower than the others. Each
+    server pipeline runs its largest camera count (so the dynamic batcher forms every
+    batch size the points will) for ``window.warmup_s`` seconds (at least 1), each loop
+    :data:`WARMUP_BATCHES` batches; nothing of it enters the results or the ratios.
+
+    Returns:
+        What ran: ``{"seconds": total, "points": [{"label", "seconds", "frames"}]}``.
+    """
+    started = time.time()
+    ran: list[dict[str, Any]] = []
+    seconds = max(1.0, config.window.warmup_s)
+    for mode in modes:
+        if mode in ("bare", "segment"):
+            sent = inputs.get(mode, frames)
+            for loop in loops.get(mode, []):
+                t0, count = time.time(), 0
+                for index in range(WARMUP_BATCHES):
+                    batch = [sent[(index * loop.batch_size + i) % len(sent)]
+                             for i in range(loop.batch_size)]  # fmt: skip
+                    count += len(loop.detect_batch(batch))
+                label = getattr(loop, "label", None) or _loop_label(mode, loop)
+                ran.append(_warmup_entry(label, time.time() - t0, count))
+            continue
+        cameras = max([*config.cameras, *(c for c, _ in config.rates)])
+        for shm in {p.shm: None for p in server_points(config, mode)}:
+            point = LoadPoint(
+                mode, cameras, None, config.processes, shm, config.torch_threads,
+                config.video.codec,
+            )  # fmt: skip
+            t0 = time.time()
+            result = run_point(
+                probe.url, inputs.get(mode, frames), point, Window(0.0, seconds), probe
+            )
+            ran.append(
+                _warmup_entry(result.label, time.time() - t0, result.completed + result.held)
+            )
+    for entry in ran:
+        logger.info("warm-up (not measured) %-24s %5.1f s  %d frames", *entry.values())
+    return {"seconds": round(time.time() - started, 1), "points": ran}
+
+
+def _loop_label(mode: str, loop: Any) -> str:
+    if mode == "bare":
+        return f"bare {getattr(loop, 'preprocess_name', 'opencv')} batch {loop.batch_size}"
+    return f"{mode} batch {loop.batch_size}"
+
+
+def _warmup_entry(label: str, seconds: float, frames: int) -> dict[str, Any]:
+    return {"label": label, "seconds": round(seconds, 1), "frames": frames}
 
 
 def _unavailable_modes(config: BenchConfig) -> dict[str, str]:
@@ -249,18 +325,27 @@ def write_report(report: BenchReport, out_dir: Path, plot: bool = True) -> str:
         report.files["png"] = str(out_dir / "bench.png")
         machine = report.machine
         title = f"{machine['cpu']} x{machine['cores']} cores, GPU: {machine['gpu'] or 'none'}"
-        render.write_plot(out_dir / "bench.png", report.results, title)
+        render.write_plot(out_dir / "bench.png", report.results, title, report.ratios)
     render.write_csv(out_dir / "bench.csv", report.results)
     render.write_json(out_dir / "bench.json", asdict(report))
     skipped = [f"{mode}: skipped: {reason}" for mode, reason in report.skipped.items()]
     return "\n\n".join(
         [
+            warmup_line(report.warmup),
             render.results_table(report.results),
             render.model_stats_table([r for r in report.results if r.model_stats]),
             render.ratios_table(report.ratios),
             *skipped,
         ]
     )
+
+
+def warmup_line(warmup: dict[str, Any]) -> str:
+    """One line saying what the warm-up run did, or that there was none."""
+    if not warmup:
+        return "no warm-up run (--no-warmup-run): repeat 0 includes the first-run costs"
+    done = ", ".join(f"{p['label']} {p['seconds']:g} s" for p in warmup["points"])
+    return f"warm-up run before repeat 0, not measured ({warmup['seconds']:g} s): {done}"
 
 
 def run_from_cli(config: BenchConfig, require_ratio: float | None, verbose: bool) -> int:

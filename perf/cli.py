@@ -93,6 +93,13 @@ def bench(
     ] = None,
     duration: Annotated[float, typer.Option(help="Measured seconds per point.")] = 10.0,
     warmup: Annotated[float, typer.Option(help="Warm-up seconds per point.")] = 3.0,
+    warmup_run: Annotated[
+        bool,
+        typer.Option(
+            "--warmup-run/--no-warmup-run",
+            help="Run every mode once, unmeasured, before repeat 0 (first-run costs).",
+        ),
+    ] = True,
     processes: Annotated[
         int, typer.Option(help="Client processes per point (0: threads of this process).")
     ] = 1,

@@ -184,45 +184,142 @@ def write_csv(path: Path, results: Sequence[PointResult]) -> None:
         writer.writerows(rows)
 
 
-def write_plot(path: Path, results: Sequence[PointResult], title: str) -> None:
-    """Latency versus throughput of each server pipeline's camera sweep, bare as lines.
+def write_plot(
+    path: Path,
+    results: Sequence[PointResult],
+    title: str,
+    ratios: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Write ``bench.png``: latency versus throughput, and the ratios the bench printed.
 
-    Lines join the medians over repeats (p50 solid, p99 dashed, labelled with the camera
-    count); faint dots are the single repeats; dotted verticals mark the bare loops'
-    median throughput.
+    Left, each server pipeline's camera sweep: lines join the medians over repeats (p50
+    solid, p99 dashed, labelled with the camera count), faint dots are the single
+    repeats; the grey vertical is the bare throughput the ratios divide by (each
+    repeat's fastest bare loop, :func:`~camdet.perf.ratios.bare_reference`: median, and
+    its range shaded). Right, the ratios per camera count exactly as printed (median over
+    repeats, min-max bars).
+
+    Args:
+        path: The PNG to write.
+        results: Every measured point.
+        title: The figure's title (the machine).
+        ratios: The printed ratios (default: computed from ``results``, as the bench does).
+
+    Returns:
+        What was drawn (:func:`plot_data`).
+    """
+    import matplotlib.pyplot as plt
+
+    figure, data = plot_figure(results, title, ratios)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return data
+
+
+def plot_data(
+    results: Sequence[PointResult], ratios: Sequence[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The values ``bench.png`` draws, taken from the same points the ratios use.
+
+    Returns:
+        ``{"sweeps": {name: {"cameras", "throughput_fps", "p50_ms", "p99_ms"}},
+        "bare": {"per_repeat": [(repeat, label, fps)], "median", "min", "max"},
+        "ratios": {name: {"cameras", "median", "min", "max"}}}``, lists in camera order.
+    """
+    from camdet.perf.ratios import bare_reference, side_by_side_ratios
+
+    if ratios is None:
+        ratios = side_by_side_ratios(results)
+    sweeps = {}
+    for name, points in sorted(_sweeps(results).items()):
+        cameras = sorted({p.cameras for p in points})
+        groups = [[p for p in points if p.cameras == c] for c in cameras]
+        sweeps[name] = {
+            "cameras": cameras,
+            "throughput_fps": [_median([p.throughput_fps for p in g]) for g in groups],
+            "p50_ms": [_median([p.latency["p50_ms"] for p in g]) for g in groups],
+            "p99_ms": [_median([p.latency["p99_ms"] for p in g]) for g in groups],
+        }
+    reference = bare_reference(results)
+    fps = [r.throughput_fps for r in reference.values()]
+    bare = {
+        "per_repeat": [(k, r.label, r.throughput_fps) for k, r in reference.items()],
+        "median": _median(fps),
+        "min": min(fps, default=float("nan")),
+        "max": max(fps, default=float("nan")),
+    }
+    series: dict[str, dict[str, list[Any]]] = {}
+    for row in sorted(ratios, key=lambda r: (r["name"], r["shm"], r["cameras"])):
+        name = row["name"] if row["shm"] == "none" else f"{row['name']} (shm {row['shm']})"
+        line = series.setdefault(name, {"cameras": [], "median": [], "min": [], "max": []})
+        for key in line:
+            line[key].append(row[key])
+    return {"sweeps": sweeps, "bare": bare, "ratios": series}
+
+
+def plot_figure(
+    results: Sequence[PointResult],
+    title: str,
+    ratios: Sequence[dict[str, Any]] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """The figure of :func:`write_plot` (not saved) and its :func:`plot_data`.
+
+    Its artists carry ``gid`` ``sweep:NAME``, ``bare-reference`` and ``ratio:NAME``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for name, points in sorted(_sweeps(results).items()):
-        cameras = sorted({p.cameras for p in points})
-        groups = [[p for p in points if p.cameras == c] for c in cameras]
-        x = [_median([p.throughput_fps for p in g]) for g in groups]
-        p50 = [_median([p.latency["p50_ms"] for p in g]) for g in groups]
-        p99 = [_median([p.latency["p99_ms"] for p in g]) for g in groups]
-        (line,) = axes.plot(x, p50, "o-", label=f"{name} p50")
-        axes.plot(x, p99, "s--", color=line.get_color(), label=f"{name} p99")
+    data = plot_data(results, ratios)
+    figure, (axes, ratio_axes) = plt.subplots(
+        1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    for name, sweep in data["sweeps"].items():
+        points = _sweeps(results)[name]
+        x, p50 = sweep["throughput_fps"], sweep["p50_ms"]
+        (line,) = axes.plot(x, p50, "o-", label=f"{name} p50", gid=f"sweep:{name}")
+        axes.plot(x, sweep["p99_ms"], "s--", color=line.get_color(), label=f"{name} p99")
         axes.scatter([p.throughput_fps for p in points], [p.latency["p50_ms"] for p in points],
                      color=line.get_color(), alpha=0.25, s=12)  # fmt: skip
-        for count, xi, yi in zip(cameras, x, p50, strict=True):
+        for count, xi, yi in zip(sweep["cameras"], x, p50, strict=True):
             axes.annotate(f"{count} cam", (xi, yi), fontsize=7, xytext=(3, -10),
                           textcoords="offset points")  # fmt: skip
-    for label in sorted({r.label for r in results if r.mode == "bare"}):
-        fps = _median([r.throughput_fps for r in results if r.label == label])
-        axes.axvline(fps, color="grey", linestyle=":", linewidth=1)
-        axes.annotate(label, (fps, 0), rotation=90, fontsize=7, va="bottom",
-                      xycoords=("data", "axes fraction"))  # fmt: skip
+    bare = data["bare"]
+    if bare["per_repeat"]:
+        axes.axvspan(bare["min"], bare["max"], color="grey", alpha=0.12, linewidth=0)
+        axes.axvline(bare["median"], color="grey", linestyle="-", linewidth=1.5,
+                     gid="bare-reference",
+                     label=f"bare {bare['median']:.1f} frames/s: the ratios' bare "
+                     "(fastest loop of each repeat; range shaded)")  # fmt: skip
     axes.set_xlabel("throughput (frames/s)")
     axes.set_ylabel("latency (ms)")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
+    for name, line in data["ratios"].items():
+        cameras, median = line["cameras"], line["median"]
+        below = [m - lo for m, lo in zip(median, line["min"], strict=True)]
+        above = [hi - m for m, hi in zip(median, line["max"], strict=True)]
+        (drawn,) = ratio_axes.plot(cameras, median, "o-", label=name, gid=f"ratio:{name}")
+        ratio_axes.errorbar(cameras, median, yerr=[below, above], fmt="none",
+                            ecolor=drawn.get_color(), capsize=3, alpha=0.6)  # fmt: skip
+        for count, value in zip(cameras, median, strict=True):
+            ratio_axes.annotate(f"{value:.2f}", (count, value), fontsize=7, xytext=(4, 3),
+                                textcoords="offset points")  # fmt: skip
+    ratio_axes.axhline(1.0, color="grey", linewidth=1)
+    ratio_axes.set_xscale("log", base=2)
+    ticks = sorted({c for line in data["ratios"].values() for c in line["cameras"]})
+    if ticks:
+        ratio_axes.set_xticks(ticks, [str(t) for t in ticks])
+        ratio_axes.minorticks_off()
+    ratio_axes.set_xlabel("cameras")
+    ratio_axes.set_ylabel("ratio (median over repeats, min-max)")
+    ratio_axes.set_title("the printed ratios", fontsize=9)
+    ratio_axes.grid(alpha=0.3)
+    ratio_axes.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure, data
 
 
 def _sweeps(results: Sequence[PointResult]) -> dict[str, list[PointResult]]:

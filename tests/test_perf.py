@@ -289,6 +289,7 @@ def test_command_line_fills_every_setting(tmp_path) -> None:
         "--server-env", "OMP_NUM_THREADS=1", "--torch-threads", "1",
         "--detector-onnx", "x.onnx", "--no-plot", "--video-size", "1280x720",
         "--video-frames", "90", "--gop", "15", "--codec", "hevc", "--segment-batch", "4,16",
+        "--no-warmup-run",
     ]  # fmt: skip
     # The real command line parses them (no bench runs): its options, by parameter name.
     context = typer.main.get_command(bench_app).make_context("camdet bench", argv)
@@ -301,7 +302,7 @@ def test_command_line_fills_every_setting(tmp_path) -> None:
     )
     assert config.sizes == ((640, 480),) and config.modes == ("ours", "bare")
     assert config.cameras == (1, 3) and config.rates == ((4, 2.5), (8, 1.0))
-    assert config.window == Window(warmup_s=1.0, duration_s=4.0)
+    assert config.window == Window(warmup_s=1.0, duration_s=4.0) and config.warmup_run is False
     assert (config.processes, config.shm, config.bare_batches) == (2, ("none", "system"), (2,))
     assert config.bare_preprocess == ("opencv", "dali") and config.bare_dali_device == 0
     assert (config.runner_threads, config.repeats, config.ratio_cameras) == (1, 3, 3)
@@ -430,11 +431,18 @@ def test_bench_runs_every_mode_on_the_input_data_frames(server, repository, inpu
     assert {(r["name"], r["cameras"]) for r in report.ratios} == {
         ("ours/bare", 1), ("ours/bare", 2), ("ours/naive", 1), ("ours/naive", 2),
     }  # fmt: skip
+    # Before repeat 0, every mode ran once unmeasured (issue 25): none of it in the results.
+    assert [p["label"] for p in report.warmup["points"]] == [
+        "ours 2 cam", "naive 2 cam",
+        "bare opencv batch 1", "bare opencv batch 2", "bare dali batch 1", "bare dali batch 2",
+    ]  # fmt: skip
+    assert all(p["frames"] > 0 for p in report.warmup["points"])
 
     from camdet.perf.bench import write_report
 
     text = write_report(report, tmp_path)
     assert "ours/bare" in text and "compute_infer ms" in text
+    assert text.startswith("warm-up run before repeat 0, not measured")
     with (tmp_path / "bench.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["label"] for r in rows] == labels
