@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from camdet.client.config import CameraConfig, camera_from_argument, check_unique, load_cameras
+from camdet.client.ingest_options import IngestOptions, Mode
 from camdet.client.metrics import IngestCollector, serve_metrics
 from camdet.client.report import LiveView, totals_table
 from camdet.client.servers import TlsFiles
 from camdet.client.sharding import SHARD_ENV, Shard, choose_servers, shard_cameras
 from camdet.client.sinks import AnnotatedVideoSink, JsonLinesSink, Sink
 from camdet.client.sources import SourceError
-from camdet.client.streamer import Ingest, IngestOptions, Mode
+from camdet.client.streamer import Ingest
 from camdet.client.view.options import (
     MetricsOption,
     ViewFpsOption,

@@ -22,8 +22,9 @@ import av
 import pytest
 from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig
+from camdet.client.ingest_options import IngestOptions, Mode
 from camdet.client.sinks import CallbackSink, JsonLinesSink, Result
-from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
+from camdet.client.streamer import BackgroundIngest, Ingest
 
 from camdet.scenes import encode_jpeg
 from tests.helpers.clips import CLIP_HEIGHT, CLIP_WIDTH

@@ -18,8 +18,9 @@ import pytest
 from camdet.client.accounting import CameraTotals
 from camdet.client.cli import _run
 from camdet.client.config import CameraConfig
+from camdet.client.ingest_options import IngestOptions, Mode
 from camdet.client.sinks import CallbackSink, Result
-from camdet.client.streamer import Ingest, IngestOptions, Mode
+from camdet.client.streamer import Ingest
 
 from camdet.scenes import render_frame
 from tests.helpers.images import encode

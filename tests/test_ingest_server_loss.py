@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from camdet.client.config import CameraConfig
+from camdet.client.ingest_options import IngestOptions, Mode
 from camdet.client.servers import Endpoint, TlsFiles, rendezvous_order
 from camdet.client.sinks import CallbackSink, Result
-from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
+from camdet.client.streamer import BackgroundIngest, Ingest
 
 from camdet.serving.server import TritonServer
 from tests.helpers.clips import CLIP_HEIGHT, CLIP_WIDTH, make_clips

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 from camdet.client.config import CameraConfig
+from camdet.client.ingest_options import IngestOptions
 from camdet.client.servers import Endpoint, rendezvous_order
 from camdet.client.sharding import Shard, shard_cameras
 from camdet.client.sinks import CallbackSink, Result
-from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions
+from camdet.client.streamer import BackgroundIngest, Ingest
 from typer.testing import CliRunner
 
 from camdet.cli.main import app

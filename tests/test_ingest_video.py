@@ -13,8 +13,9 @@ import pytest
 from camdet.client.accounting import CameraTotals
 from camdet.client.backoff import BackoffPolicy
 from camdet.client.config import CameraConfig
+from camdet.client.ingest_options import IngestOptions, Mode
 from camdet.client.sinks import CallbackSink, Result
-from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
+from camdet.client.streamer import BackgroundIngest, Ingest
 
 from tests.helpers.clips import (
     CLIP_HEIGHT,

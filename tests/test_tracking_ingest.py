@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from camdet.client.config import CameraConfig
+from camdet.client.ingest_options import IngestOptions, Mode
 from camdet.client.sinks import CallbackSink, Result
-from camdet.client.streamer import BackgroundIngest, Ingest, IngestOptions, Mode
+from camdet.client.streamer import BackgroundIngest, Ingest
 
 from camdet.scenes import TrackingEvents, mot_path, write_clip
 from camdet.scenes.mot import TrackTruth, read_mot

@@ -170,8 +170,9 @@ def run_view_demo(
     """
     from camdet.client.cli import run_with_view
     from camdet.client.config import CameraConfig
+    from camdet.client.ingest_options import IngestOptions
     from camdet.client.report import totals_table
-    from camdet.client.streamer import Ingest, IngestOptions
+    from camdet.client.streamer import Ingest
     from camdet.client.view.options import attach_view
     from camdet.client.view.sink import ViewSink
     from camdet.scenes import write_clip

@@ -21,7 +21,8 @@ from typing import Annotated
 import aiohttp
 import typer
 from camdet.client.config import CameraConfig
-from camdet.client.streamer import Ingest, IngestOptions
+from camdet.client.ingest_options import IngestOptions
+from camdet.client.streamer import Ingest
 from camdet.client.view.app import View
 from camdet.client.view.options import ViewAddress, ViewSettings
 from camdet.client.view.sink import ViewSink
