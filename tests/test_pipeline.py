@@ -8,14 +8,13 @@ answer is checked against the step models of the same server called one after an
 
 from __future__ import annotations
 
-import queue
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE, frame_input
+from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
 from camdet.scenes import render_frame
 from camdet.serving.launch import has_cuda_gpu
 from camdet.serving.portable import generate_portable_repository
@@ -27,6 +26,7 @@ from camdet.serving.repository import (
 )
 from camdet.serving.server import Ports, serve
 from tests.helpers.images import encode
+from tests.helpers.triton import send_concurrently
 from tests.helpers.video import clip, send
 
 DETECTIONS = ("boxes", "scores", "class_ids", "labels", "num_detections", "colors")
@@ -116,21 +116,6 @@ def assert_same(got: dict, expected: dict) -> None:
             np.testing.assert_allclose(got[name], expected[name], atol=atol, err_msg=name)
 
 
-def send_all(client, model: str, payloads: list[bytes], parameters: list) -> list:
-    """Send every payload at once (so the server batches them); (result, error) in order."""
-    answers: queue.Queue = queue.Queue()
-    for index, (data, params) in enumerate(zip(payloads, parameters, strict=True)):
-        client.async_infer(
-            model,
-            frame_input(data),
-            callback=lambda result, error, i=index: answers.put((i, result, error)),
-            outputs=[grpcclient.InferRequestedOutput(n) for n in DETECTIONS],
-            parameters=params,
-        )
-    got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=120) for _ in payloads))
-    return [got[i] for i in range(len(payloads))]
-
-
 def frames(sizes: list[tuple[int, int]], seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
     return [encode(render_frame(rng, w, h).image) for w, h in sizes]
@@ -139,7 +124,7 @@ def frames(sizes: list[tuple[int, int]], seed: int) -> list[bytes]:
 @pytest.mark.server
 def test_detect_answers_as_the_steps_chained(client) -> None:
     payloads = frames([(1280, 720), (1920, 1080), (720, 1280), (640, 480)] * 2, seed=21)
-    answers = send_all(client, ENSEMBLE, payloads, [None] * len(payloads))
+    answers = send_concurrently(client, payloads, outputs=DETECTIONS)
     detected = 0
     for data, (result, error) in zip(payloads, answers, strict=True):
         assert error is None
@@ -159,7 +144,9 @@ def test_a_refused_frame_or_bad_threshold_fails_alone_in_a_pipeline_batch(client
         infer(client, "preprocess", {"encoded_image": frame}, ("original_size",))
     payloads = [good[0], refused, good[1], good[2], good[3], good[4]]
     parameters = [None, None, None, {"iou_threshold": 0}, None, {"max_detections": 2}]
-    answers = send_all(client, "detect_pipeline", payloads, parameters)
+    answers = send_concurrently(
+        client, payloads, parameters, model="detect_pipeline", outputs=DETECTIONS
+    )
     assert answers[1][1] is not None
     assert answers[1][1].message() == step_error.value.message()
     assert (

@@ -33,18 +33,30 @@ BAD_PARAMETERS = [
 def send_concurrently(
     client: grpcclient.InferenceServerClient,
     payloads: list[bytes],
-    parameters: dict | None = None,
+    parameters: dict | list[dict | None] | None = None,
     timeout_s: float = 120.0,
+    model: str = ENSEMBLE,
+    outputs: tuple[str, ...] | None = None,
 ) -> list:
-    """Send every payload at once (so the server batches them); results in order."""
+    """Send every payload at once (so the server batches them); (result, error) in order.
+
+    ``parameters``: one dict for every request, or one (or None) per payload. ``outputs``:
+    the ensemble's by default (name them when ``model`` is a step).
+    """
+    each = parameters if isinstance(parameters, list) else [parameters] * len(payloads)
+    requested = (
+        requested_outputs()
+        if outputs is None
+        else [grpcclient.InferRequestedOutput(name) for name in outputs]
+    )
     answers: queue.Queue = queue.Queue()
-    for index, data in enumerate(payloads):
+    for index, (data, params) in enumerate(zip(payloads, each, strict=True)):
         client.async_infer(
-            ENSEMBLE,
+            model,
             frame_input(data),
             callback=lambda result, error, i=index: answers.put((i, result, error)),
-            outputs=requested_outputs(),
-            parameters=parameters,
+            outputs=requested,
+            parameters=params,
         )
     got = dict((i, (r, e)) for i, r, e in (answers.get(timeout=timeout_s) for _ in payloads))
     return [got[i] for i in range(len(payloads))]
