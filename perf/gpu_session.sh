@@ -10,7 +10,9 @@
 #   bash perf/gpu_session.sh pa          # perf_analyzer CSVs: detect at 16/64/256, gRPC and CUDA shm
 #   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
 #   bash perf/gpu_session.sh profile     # where detect_pipeline's time goes at 256 cameras (its phases)
-#   bash perf/gpu_session.sh all         # everything above, in this order
+#   bash perf/gpu_session.sh all         # everything above, in this order, then pack
+#   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
+#                                        # tool returns at most 8 files per call (end each call with it)
 #
 # Each phase writes its own files, so a phase that fails does not cost the others' results.
 set -uo pipefail
@@ -77,14 +79,14 @@ video() {
 
 pa() {
   input_data
-  camdet serve --portable --grpc-port 8101 --http-port 8100 --metrics-port 8102 \
+  python -m camdet.cli.main serve --portable --grpc-port 8101 --http-port 8100 --metrics-port 8102 \
     > "$OUT/pa-server.txt" 2>&1 &
   local server=$!
   for _ in $(seq 120); do
     curl -sf localhost:8100/v2/health/ready >/dev/null && break
     sleep 1
   done
-  camdet perf-analyzer sweep "$DATA" "$OUT/perf_analyzer" --url localhost:8101 \
+  python -m camdet.cli.main perf-analyzer sweep "$DATA" "$OUT/perf_analyzer" --url localhost:8101 \
     --metrics-url localhost:8102/metrics --models detect --concurrency 16,64,256 --shm none,cuda \
     --interval-ms 3000 --max-trials 6 --point-timeout-s 45 \
     > "$OUT/pa.txt" 2>&1
@@ -121,7 +123,14 @@ profile() {
   echo "profile done" | tee -a "$OUT/summary.txt"
 }
 
+pack() {
+  # Reports only (text, JSON, CSV, logs): the servers' repositories and frames stay behind.
+  (cd "$OUT" && find . -type f \( -name '*.txt' -o -name '*.json' -o -name '*.csv' \
+    -o -name '*.log' \) -size -20M ! -path '*/server/*' ! -path '*/input_data/*' -print0 \
+    | tar czf results.tgz --null -T - && find . -mindepth 1 ! -name results.tgz -delete)
+}
+
 case "${1:-all}" in
-  all) tests; jpeg; video; pa; speed; profile ;;
+  all) tests; jpeg; video; pa; speed; profile; pack ;;
   *) "$1" ;;
 esac
