@@ -154,11 +154,16 @@ class TritonPythonModel:
         tensors = [
             _tensor(IMAGE, image, self.dtypes[IMAGE]),
             _tensor(SIZE, size, self.dtypes[SIZE]),
+        ]
+        return pb_utils.InferenceResponse([*tensors, *self.frame_tensors(pts)])
+
+    def frame_tensors(self, pts: int) -> list[pb_utils.Tensor]:
+        """``damaged`` and ``frame_pts`` of a response about frame ``pts`` (-1: no frame)."""
+        return [
             # A damaged access unit is refused, never concealed: no answered frame is.
             pb_utils.Tensor(DAMAGED, np.zeros((1, 1), dtype=self.dtypes[DAMAGED])),
             pb_utils.Tensor(FRAME_PTS, np.array([[pts]], dtype=self.dtypes[FRAME_PTS])),
         ]
-        return pb_utils.InferenceResponse(tensors)
 
     def finalize(self) -> None:
         """Stop the sweeper and the decode threads, and free every decoder."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
@@ -29,7 +28,7 @@ from camdet.triton_models.common import (
 )
 from camdet.triton_models.portable.pipeline import Detector
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
-from camdet.triton_models.preprocess_video import DAMAGED, FRAME_PTS, NO_FRAME
+from camdet.triton_models.preprocess_video import NO_FRAME
 from camdet.triton_models.preprocess_video import TritonPythonModel as PreprocessVideo
 
 
@@ -79,11 +78,4 @@ class TritonPythonModel(PreprocessVideo):
 
     def _answer(self, tensors: list[pb_utils.Tensor], pts: int) -> pb_utils.InferenceResponse:
         """A response of the detections ``tensors`` of the frame ``pts`` (-1: none)."""
-        return pb_utils.InferenceResponse(
-            [
-                *tensors,
-                # A damaged access unit is refused, never concealed: no answered frame is.
-                pb_utils.Tensor(DAMAGED, np.zeros((1, 1), dtype=self.dtypes[DAMAGED])),
-                pb_utils.Tensor(FRAME_PTS, np.array([[pts]], dtype=self.dtypes[FRAME_PTS])),
-            ]
-        )
+        return pb_utils.InferenceResponse([*tensors, *self.frame_tensors(pts)])
