@@ -159,6 +159,11 @@ PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "3"))
 decodes while others run the detector or are answered. 2 / 3 / 4 instances gave 758 /
 1,103 / 1,083 frames/s at 256 JPEG cameras on an H200 (perf/RESULTS.md, session 6)."""
 
+PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
+"""Whether each ``*_pipeline`` instance overlaps its batches: a decode thread and a
+detect-and-answer thread (``CAMDET_PIPELINE_OVERLAP=0``: one thread does both; config
+parameter ``overlap``; :mod:`camdet.triton_models.portable.stages`)."""
+
 _PIPELINE_MODULES = {False: "portable.pipeline", True: "portable.pipeline_video"}
 """The one-process model's module, by whether its preprocessing is sequence-batched."""
 
@@ -188,6 +193,7 @@ def add_pipelines(
         pipeline = _pipeline_config(ensemble, run, configs)
         for group in pipeline.instance_group:
             group.count = instances if gpu else 1
+        pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
         _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])
         step = _pipeline_step(pipeline.name, run, {t.name for t in ensemble.output})
         new_steps = [*steps[:start], step, *steps[start + 3 :]]

@@ -121,19 +121,25 @@ class TritonPythonModel:
             ``[N, 3, H, W]`` letterboxed images and ``[N, 2]`` (height, width) sizes, in
             request order (None when no frame came out).
         """
-        answers = self._decode_all([_read(request) for request in requests])
+        return self.decode([read(request) for request in requests])
+
+    def decode(
+        self, units: list[AccessUnit | VideoRequestError]
+    ) -> tuple[list[DecodedFrame | VideoRequestError | None], Any, Any]:
+        """:meth:`frames` of access units already read from their requests (:func:`read`)."""
+        answers = self._decode_all(units)
         frames = [a for a in answers if isinstance(a, DecodedFrame)]
         images, sizes = self.letterbox.run([f.image for f in frames]) if frames else (None, None)
         return answers, images, sizes
 
     def _decode_all(
-        self, units: list[_Unit | VideoRequestError]
+        self, units: list[AccessUnit | VideoRequestError]
     ) -> list[DecodedFrame | VideoRequestError | None]:
         """Decode the batch: cameras in parallel threads, each camera's units in order."""
         answers: list[DecodedFrame | VideoRequestError | None] = list(units)
         by_camera: dict[int, list[int]] = {}
         for index, unit in enumerate(units):
-            if isinstance(unit, _Unit):
+            if isinstance(unit, AccessUnit):
                 by_camera.setdefault(unit.camera, []).append(index)
 
         def decode(indices: list[int]) -> None:
@@ -144,7 +150,7 @@ class TritonPythonModel:
             done.result()
         return answers
 
-    def _submit(self, unit: _Unit) -> DecodedFrame | VideoRequestError | None:
+    def _submit(self, unit: AccessUnit) -> DecodedFrame | VideoRequestError | None:
         try:
             return self.pool.submit(unit.camera, unit.flags, unit.codec, unit.chunk, unit.pts)
         except VideoRequestError as exc:
@@ -173,7 +179,7 @@ class TritonPythonModel:
 
 
 @dataclass(frozen=True)
-class _Unit:
+class AccessUnit:
     """One request's access unit, read from the request in the model's own thread."""
 
     camera: int
@@ -183,8 +189,12 @@ class _Unit:
     pts: int
 
 
-def _read(request: Any) -> _Unit | VideoRequestError:
-    """The request's access unit and sequence fields (Triton objects stay in one thread)."""
+def read(request: Any) -> AccessUnit | VideoRequestError:
+    """The request's access unit and sequence fields (Triton objects stay in one thread).
+
+    The access unit is copied out of the request, whose tensors are freed when
+    ``execute`` returns (the overlapped ``detect_video_pipeline`` decodes it later).
+    """
     chunk = pb_utils.get_input_tensor_by_name(request, CHUNK).as_numpy()
     pts = pb_utils.get_input_tensor_by_name(request, PTS).as_numpy()
     if chunk.shape[0] != 1:
@@ -194,9 +204,8 @@ def _read(request: Any) -> _Unit | VideoRequestError:
         codec = checked_parameters(request).get("codec")
     except RequestParameterError as exc:
         return VideoRequestError(f"bad request parameters: {exc}")
-    return _Unit(
-        request.correlation_id(), request.flags(), codec, chunk[0], int(pts.reshape(-1)[0])
-    )
+    pts = int(pts.reshape(-1)[0])
+    return AccessUnit(request.correlation_id(), request.flags(), codec, np.array(chunk[0]), pts)
 
 
 def _has_nvdec() -> bool:

@@ -7,7 +7,9 @@ head output once: 881 frames/s at 256 cameras on an H200, against 1,103 for this
 (perf/RESULTS.md, session 6, where decoding is now most of each batch). Here one process
 decodes a batch with the production ``dali.py``, runs the detector (torch FP16 with CUDA
 graphs; ONNX Runtime on a CPU) and postprocesses on the same device; only the final
-detections reach the host. Several instances overlap on the GPU as separate processes do.
+detections reach the host. Within an instance a decode thread and a detect-and-answer
+thread overlap consecutive batches (:mod:`camdet.triton_models.portable.stages`), each
+request answered by its own response sender.
 
 Each step runs its own code with its own config, read from the repository
 (:func:`~camdet.triton_models.common.step_args`): the tensor contracts, thresholds, labels
@@ -19,6 +21,7 @@ fails its request).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,6 @@ from camdet.steps.postprocess.detections import Thresholds
 from camdet.triton_models.common import (
     DeviceStats,
     error_response,
-    guarded_execute,
     instance_device,
     load_config,
     output_dtype,
@@ -40,6 +42,7 @@ from camdet.triton_models.common import (
 )
 from camdet.triton_models.portable.detector_torch import graph_runner, torch_dtype
 from camdet.triton_models.portable.preprocess import preprocessor
+from camdet.triton_models.portable.stages import Batch, Stages
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
 
 
@@ -75,8 +78,24 @@ class Detector:
         return torch.as_tensor(raw, device=self.device).to(self.output_dtype)
 
 
+@dataclass
+class _Frames:
+    """A batch's work between the stages: what ``execute`` read, then what was decoded."""
+
+    frames: list[np.ndarray]
+    owners: list[tuple[int, int]]
+    thresholds: list[Thresholds]
+    images: torch.Tensor | None = None
+    sizes: torch.Tensor | None = None
+
+
 class TritonPythonModel:
-    """Decode, detect and postprocess a batch of encoded frames, one response each."""
+    """Decode, detect and postprocess a batch of encoded frames, one response each.
+
+    ``execute`` reads the requests and returns; a decode thread and a detect-and-answer
+    thread (:class:`~camdet.triton_models.portable.stages.Stages`) overlap consecutive
+    batches, and each request is answered by its own response sender.
+    """
 
     def initialize(self, args: dict[str, str]) -> None:
         """Build the three steps from their own configs, on this instance's device."""
@@ -91,51 +110,81 @@ class TritonPythonModel:
         self.detector = Detector(det, self.device)
         self.post = Postprocessor(load_config(post), Path(post["model_repository"]), self.device)
         self.post.warm_up()
-        pb_utils.Logger.log_info(f"{args['model_name']}: one process on {self.device}")
         self.stats = DeviceStats(args["model_name"])
+        stages = [self._decode, self._detect] if overlapped(config) else [self._run]
+        self.stages = Stages(
+            args["model_name"], stages, self.device if device_id is not None else None
+        )
+        pb_utils.Logger.log_info(
+            f"{args['model_name']}: one process on {self.device}, {len(stages)} stage(s)"
+        )
 
-    @guarded_execute
-    def execute(self, requests: list) -> list:
-        """One response per request; a bad frame or threshold fails only its request."""
-        responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
-        with self.stats.phase("inputs"):
-            frames, owners, thresholds = self._collect(requests, responses)
+    def execute(self, requests: list) -> None:
+        """Read the requests, hand the batch to the stages; each is answered by its sender."""
+        batch = Batch([r.get_response_sender() for r in requests])
+        with self.stages.reading(batch), self.stats.phase("inputs"):
+            batch.work = self._collect(requests, batch)
+        if batch.work.frames:
+            self.stages.submit(batch)
+
+    def finalize(self) -> None:
+        """Answer the batches in flight, then stop the stage threads."""
+        self.stages.close()
+
+    def _run(self, batch: Batch) -> None:
+        """Both stages in one thread (``overlap: "no"``)."""
+        self._decode(batch)
+        self._detect(batch)
+
+    def _decode(self, batch: Batch) -> None:
+        """Stage 1: decode and letterbox; a frame the decoder refuses fails its request."""
+        work: _Frames = batch.work
         with self.stats.phase("preprocess"):
-            result = self.preprocessor.run(frames)
+            result = self.preprocessor.run(work.frames)
         kept, kept_thresholds = [], []
-        for k, (i, n) in enumerate(owners):
+        for k, (i, n) in enumerate(work.owners):
             if k in result.errors:
-                responses[i] = error_response(result.errors[k])
+                batch.answer(i, error_response(result.errors[k]))
             else:
                 kept.append((i, n))
-                kept_thresholds += [thresholds[k]] * n
+                kept_thresholds += [work.thresholds[k]] * n
+        work.owners, work.thresholds = kept, kept_thresholds
         if kept:
             outputs = dict(zip(self.pre_outputs, result.outputs, strict=True))
-            images, sizes = (torch.as_tensor(outputs[n]) for n in (IMAGE, SIZE))
-            with self.stats.phase("detector"):
-                raw = self.detector(images)
-            with self.stats.phase("postprocess"):
-                host, counts = self.post.detect(raw, sizes, images, kept_thresholds)
-            with self.stats.phase("outputs"):
-                for i, tensors in self.post.outputs(host, counts, kept).items():
-                    responses[i] = pb_utils.InferenceResponse(tensors)
-            inputs = {self.input_name: frames, SIZE: [sizes], IMAGE: [images], RAW: [raw]}
-            self.stats.record(inputs, {k: [v] for k, v in host.items()})
-        return responses
+            work.images, work.sizes = (torch.as_tensor(outputs[n]) for n in (IMAGE, SIZE))
 
-    def _collect(
-        self, requests: list, responses: list[pb_utils.InferenceResponse | None]
-    ) -> tuple[list[np.ndarray], list[tuple[int, int]], list[Thresholds]]:
-        """Each valid request's frames, ``(index, frames)`` and thresholds."""
+    def _detect(self, batch: Batch) -> None:
+        """Stage 2: detector, postprocess, and each request's response."""
+        work: _Frames = batch.work
+        images, sizes = work.images, work.sizes
+        if images.is_cuda:  # made on the decode stage's stream, freed after use on this one
+            images.record_stream(torch.cuda.current_stream())
+        with self.stats.phase("detector"):
+            raw = self.detector(images)
+        with self.stats.phase("postprocess"):
+            host, counts = self.post.detect(raw, sizes, images, work.thresholds)
+        with self.stats.phase("outputs"):
+            for i, tensors in self.post.outputs(host, counts, work.owners).items():
+                batch.answer(i, pb_utils.InferenceResponse(tensors))
+        inputs = {self.input_name: work.frames, SIZE: [sizes], IMAGE: [images], RAW: [raw]}
+        self.stats.record(inputs, {k: [v] for k, v in host.items()})
+
+    def _collect(self, requests: list, batch: Batch) -> _Frames:
+        """Each valid request's frames (copied: requests are freed when ``execute`` returns)."""
         frames, owners, thresholds = [], [], []
         for i, request in enumerate(requests):
             try:
                 setting = self.post.thresholds(request)
             except ValueError as exc:  # RequestParameterError
-                responses[i] = error_response(f"bad request parameters: {exc}")
+                batch.answer(i, error_response(f"bad request parameters: {exc}"))
                 continue
             encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            frames.append(encoded)
+            frames.append(np.array(encoded))
             owners.append((i, len(encoded)))
             thresholds.append(setting)
-        return frames, owners, thresholds
+        return _Frames(frames, owners, thresholds)
+
+
+def overlapped(config: dict) -> bool:
+    """Whether the config asks for overlapping stages (parameter ``overlap``, default yes)."""
+    return parameter(config, "overlap", "yes") != "no"

@@ -11,29 +11,51 @@ detections, as the ensemble of three answers it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import triton_python_backend_utils as pb_utils
 
 from camdet.serving.portable import PIPELINE_STEPS
+from camdet.steps.postprocess.detections import Thresholds
 from camdet.steps.video.pool import VideoRequestError
 from camdet.triton_models.common import (
     DeviceStats,
     error_response,
-    guarded_execute,
     load_config,
     parameter,
     step_args,
 )
-from camdet.triton_models.portable.pipeline import Detector
+from camdet.triton_models.portable.pipeline import Detector, overlapped
+from camdet.triton_models.portable.stages import Batch, Stages
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
-from camdet.triton_models.preprocess_video import NO_FRAME
+from camdet.triton_models.preprocess_video import NO_FRAME, AccessUnit, read
 from camdet.triton_models.preprocess_video import TritonPythonModel as PreprocessVideo
 
 
+@dataclass
+class _Units:
+    """A batch's work between the stages: access units, then decoded frames."""
+
+    units: list[AccessUnit | VideoRequestError]
+    thresholds: dict[int, Thresholds]
+    owners: list[tuple[int, int]] = field(default_factory=list)
+    frame_pts: dict[int, int] = field(default_factory=dict)
+    images: Any = None
+    sizes: Any = None
+
+
 class TritonPythonModel(PreprocessVideo):
-    """Decode each camera's access unit, detect on the batch's frames, one response each."""
+    """Decode each camera's access unit, detect on the batch's frames, one response each.
+
+    As :mod:`~camdet.triton_models.portable.pipeline`: ``execute`` reads the access units
+    and returns; a decode stage (the cameras' decoders, in parallel, each in order) and a
+    detect-and-answer stage overlap consecutive batches. A camera's units are decoded in
+    the order Triton's sequence batcher handed them over, since one stage thread takes
+    the batches one after another.
+    """
 
     def initialize(self, args: dict[str, str]) -> None:
         """Open ``preprocess_video`` with its own config; the detector and postprocess too."""
@@ -45,36 +67,65 @@ class TritonPythonModel(PreprocessVideo):
         self.post = Postprocessor(load_config(post), Path(post["model_repository"]), self.device)
         self.post.warm_up()
         self.stats = DeviceStats(args["model_name"])
+        stages = [self._decode, self._detect] if overlapped(config) else [self._run]
+        device = self.device if self.device_id is not None else None
+        self.stages = Stages(args["model_name"], stages, device)
 
-    @guarded_execute
-    def execute(self, requests: list) -> list:
-        """Feed each request's access unit to its camera; one response per request."""
+    def execute(self, requests: list) -> None:
+        """Read each request's access unit and hand the batch on; each is answered by its sender."""
+        batch = Batch([r.get_response_sender() for r in requests])
+        with self.stages.reading(batch), self.stats.phase("inputs"):
+            units = [read(request) for request in requests]
+            thresholds = {  # parameters are checked by read(): these cannot fail
+                i: self.post.thresholds(request)
+                for i, (request, unit) in enumerate(zip(requests, units, strict=True))
+                if not isinstance(unit, VideoRequestError)
+            }
+            batch.work = _Units(units, thresholds)
+        if batch.work is not None:
+            self.stages.submit(batch)
+
+    def finalize(self) -> None:
+        """Answer the batches in flight, then close the decoders."""
+        self.stages.close()
+        super().finalize()
+
+    def _run(self, batch: Batch) -> None:
+        """Both stages in one thread (``overlap: "no"``)."""
+        self._decode(batch)
+        self._detect(batch)
+
+    def _decode(self, batch: Batch) -> None:
+        """Stage 1: decode and letterbox; a refused unit or a frame not out yet is answered."""
+        work: _Units = batch.work
         with self.stats.phase("preprocess"):
-            answers, images, sizes = self.frames(requests)
-        responses: list[pb_utils.InferenceResponse | None] = [None] * len(requests)
-        owners, thresholds, frame_pts = [], [], {}
-        for i, (request, answer) in enumerate(zip(requests, answers, strict=True)):
+            answers, work.images, work.sizes = self.decode(work.units)
+        for i, answer in enumerate(answers):
             if isinstance(answer, VideoRequestError):
-                responses[i] = error_response(str(answer))
+                batch.answer(i, error_response(str(answer)))
             elif answer is None:
-                responses[i] = self._answer(self.post.no_detections(), NO_FRAME)
-            else:  # its parameters were checked when its access unit was read
-                owners.append((i, 1))
-                thresholds.append(self.post.thresholds(request))
-                frame_pts[i] = answer.pts
-        if owners:
-            images, sizes = (torch.as_tensor(x).to(self.device) for x in (images, sizes))
-            with self.stats.phase("detector"):
-                raw = self.detector(images)
-            with self.stats.phase("postprocess"):
-                host, counts = self.post.detect(raw, sizes, images, thresholds)
-            with self.stats.phase("outputs"):
-                for i, tensors in self.post.outputs(host, counts, owners).items():
-                    responses[i] = self._answer(tensors, frame_pts[i])
-            self.stats.record(
-                {SIZE: [sizes], IMAGE: [images], RAW: [raw]}, {k: [v] for k, v in host.items()}
-            )
-        return responses
+                batch.answer(i, self._answer(self.post.no_detections(), NO_FRAME))
+            else:
+                work.owners.append((i, 1))
+                work.frame_pts[i] = answer.pts
+
+    def _detect(self, batch: Batch) -> None:
+        """Stage 2: detector, postprocess, and each request's response."""
+        work: _Units = batch.work
+        images, sizes = (torch.as_tensor(x).to(self.device) for x in (work.images, work.sizes))
+        if images.is_cuda:  # made on the decode stage's stream, freed after use on this one
+            images.record_stream(torch.cuda.current_stream())
+        thresholds = [work.thresholds[i] for i, _ in work.owners]
+        with self.stats.phase("detector"):
+            raw = self.detector(images)
+        with self.stats.phase("postprocess"):
+            host, counts = self.post.detect(raw, sizes, images, thresholds)
+        with self.stats.phase("outputs"):
+            for i, tensors in self.post.outputs(host, counts, work.owners).items():
+                batch.answer(i, self._answer(tensors, work.frame_pts[i]))
+        self.stats.record(
+            {SIZE: [sizes], IMAGE: [images], RAW: [raw]}, {k: [v] for k, v in host.items()}
+        )
 
     def _answer(self, tensors: list[pb_utils.Tensor], pts: int) -> pb_utils.InferenceResponse:
         """A response of the detections ``tensors`` of the frame ``pts`` (-1: none)."""

@@ -1,0 +1,179 @@
+"""Overlap a one-process pipeline's batches: each stage on its own thread and CUDA stream.
+
+A Python-backend model instance runs one ``execute`` at a time, so a model that decodes,
+detects and answers inside ``execute`` leaves the hardware JPEG decoder idle while the
+detector runs and the detector idle while the next batch decodes; overlapping needed
+several instances, i.e. several processes whose CUDA contexts time-slice the GPU
+(perf/RESULTS.md, session 6: 3 instances 1,103 frames/s, 4 no more). Here ``execute``
+only reads its requests and hands the batch to the first stage thread; each request is
+answered by its own response sender (the Python backend allows that in default mode since
+24.06) when the last stage is done with it. The stages of one process then overlap on one
+CUDA context, each on its own stream.
+
+Back-pressure: a hand-over waits until the next stage takes the batch, so ``execute``
+returns only when the first stage is free; meanwhile Triton's dynamic batcher gathers
+the next batch, and batches stay as large as when ``execute`` did all the work.
+
+Every request gets exactly one final response: its stage's answer, its own error, or, if
+a stage fails unexpectedly, an ``INTERNAL`` error without a traceback (which goes to the
+server log), as :func:`~camdet.triton_models.common.guarded_execute` answers a batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+
+from camdet.triton_models.common import internal_error_response
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+@dataclass
+class Batch:
+    """One ``execute``'s requests on their way through the stages.
+
+    Attributes:
+        senders: Per request, its response sender; None once it is answered.
+        work: What the stages hand on (each stage reads and replaces it).
+        ready: CUDA event recorded after the previous stage's work, which the next
+            stage's stream waits for (None on the CPU).
+    """
+
+    senders: list[Any | None]
+    work: Any = None
+    ready: Any = field(default=None, repr=False)
+
+    def answer(self, index: int, response: pb_utils.InferenceResponse) -> None:
+        """Send request ``index``'s one and final response."""
+        sender, self.senders[index] = self.senders[index], None
+        if sender is not None:
+            sender.send(response, flags=FINAL)
+
+    def fail(self, model: str, exc: BaseException) -> None:
+        """Answer every request not answered yet with an ``INTERNAL`` error."""
+        for index in range(len(self.senders)):
+            self.answer(index, internal_error_response(model, exc))
+
+
+Stage = Callable[[Batch], None]
+"""A stage: reads ``batch.work``, answers what it can, leaves ``batch.work`` for the next."""
+
+
+class Stages:
+    """Threads that run batches through ``stages`` in order, one batch per stage at a time.
+
+    Args:
+        model: The model's name (for errors and the log).
+        stages: The stage functions, first to last; the last one answers the batch.
+        device: A torch CUDA device to give each thread its own stream on, or None.
+    """
+
+    def __init__(self, model: str, stages: Sequence[Stage], device: Any = None) -> None:
+        self.model = model
+        self.device = device
+        self.inboxes: list[queue.Queue[Batch | None]] = [queue.Queue(1) for _ in stages]
+        outboxes = [*self.inboxes[1:], None]
+        self.threads = [
+            threading.Thread(
+                target=self._serve,
+                args=(stage, inbox, outbox),
+                name=f"{model}-stage{i}",
+                daemon=True,
+            )
+            for i, (stage, inbox, outbox) in enumerate(
+                zip(stages, self.inboxes, outboxes, strict=True)
+            )
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    @contextlib.contextmanager
+    def reading(self, batch: Batch) -> Iterator[None]:
+        """Around ``execute``'s reading of ``batch``: an exception fails its requests.
+
+        The exception goes to the server log; ``execute`` then returns normally, since
+        every request of the batch has had its (error) response.
+        """
+        try:
+            yield
+        except Exception as exc:
+            self._log_failure(batch)
+            batch.fail(self.model, exc)
+
+    def submit(self, batch: Batch) -> None:
+        """Hand ``batch`` to the first stage; returns once that stage has taken it."""
+        _hand_over(self.inboxes[0], batch)
+
+    def close(self) -> None:
+        """Let every batch already submitted finish, then stop the threads."""
+        _hand_over(self.inboxes[0], None)
+        for thread in self.threads:
+            thread.join()
+
+    def _serve(
+        self, stage: Stage, inbox: queue.Queue[Batch | None], outbox: queue.Queue | None
+    ) -> None:
+        """One stage's loop: take a batch, run the stage on it, hand it on."""
+        stream = self._stream()
+        while True:
+            batch = inbox.get()
+            inbox.task_done()  # the hand-over is complete: the sender may go on
+            if batch is None:
+                if outbox is not None:
+                    _hand_over(outbox, None)
+                return
+            try:
+                if batch.ready is not None:
+                    stream.wait_event(batch.ready)
+                stage(batch)
+                batch.ready = self._record(stream)
+            except Exception as exc:
+                self._log_failure(batch)
+                batch.fail(self.model, exc)
+                continue
+            if outbox is not None and any(s is not None for s in batch.senders):
+                _hand_over(outbox, batch)
+
+    def _log_failure(self, batch: Batch) -> None:
+        pb_utils.Logger.log_error(
+            f"{self.model}: batch of {len(batch.senders)} failed:\n{traceback.format_exc()}"
+        )
+
+    def _stream(self) -> Any:
+        """This thread's own CUDA stream (None on the CPU).
+
+        The CUDA device is per thread: without ``set_device`` a thread works on GPU 0.
+        A stream of its own keeps this stage's kernels from queueing behind the others'.
+        """
+        if self.device is None:
+            return None
+        import torch
+
+        torch.cuda.set_device(self.device)
+        stream = torch.cuda.Stream(self.device)
+        torch.cuda.set_stream(stream)
+        return stream
+
+    def _record(self, stream: Any) -> Any:
+        """An event after this stage's work on ``stream``, for the next stage to wait on."""
+        if stream is None:
+            return None
+        import torch
+
+        event = torch.cuda.Event()
+        event.record(stream)
+        return event
+
+
+def _hand_over(inbox: queue.Queue, item: Batch | None) -> None:
+    """Put ``item`` and wait until the consumer has taken it (a rendezvous)."""
+    inbox.put(item)
+    inbox.join()
