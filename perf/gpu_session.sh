@@ -10,6 +10,10 @@
 #   bash perf/gpu_session.sh pa          # perf_analyzer CSVs: detect at 16/64/256, gRPC and CUDA shm
 #   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
 #   bash perf/gpu_session.sh profile     # where detect_pipeline's time goes at 256 cameras (its phases)
+#   bash perf/gpu_session.sh variants    # detect at 256 cameras per arrangement: overlapped stages
+#                                        # x1/x2/x3, one thread x3 (session 6), validate per 2 cores
+#   bash perf/gpu_session.sh dali        # the DALI backend (.gpu/dali, built on the CPU machine):
+#                                        # its tests on the GPU, and detect through it vs the stand-in
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -29,7 +33,9 @@ input_data() {
 }
 
 tests() {
-  pytest -q -p no:cacheprovider -m gpu tests > "$OUT/test_gpu.txt" 2>&1
+  # Named files: the GPU machine lacks some CPU-test dependencies (collection of all fails).
+  pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_video_gpu.py \
+    tests/test_torch_runner.py tests/test_segment.py > "$OUT/test_gpu.txt" 2>&1
   echo "gpu tests rc=$?" | tee -a "$OUT/summary.txt"
   pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_video_server.py \
     tests/test_server.py > "$OUT/test_server.txt" 2>&1
@@ -121,6 +127,41 @@ profile() {
   top -b -n 1 -w 200 | head -40 > "$OUT/profile-top.txt"
   wait "$bench"
   echo "profile done" | tee -a "$OUT/summary.txt"
+}
+
+# One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only.
+variant() {
+  local name=$1; shift
+  env "$@" "${BENCH[@]}" --cameras 256 --modes ours --out "$OUT/var-$name" \
+    > "$OUT/var-$name.txt" 2>&1
+  echo "$name: $(peak "$OUT/var-$name/bench.json" ours) frames/s ($*)" | tee -a "$OUT/summary.txt"
+}
+
+variants() {
+  input_data
+  variant overlap-x1 CAMDET_PIPELINE_INSTANCES=1
+  variant overlap-x2 CAMDET_PIPELINE_INSTANCES=2
+  variant overlap-x3 CAMDET_PIPELINE_INSTANCES=3
+  variant serial-x3 CAMDET_PIPELINE_OVERLAP=0 CAMDET_PIPELINE_INSTANCES=3
+  variant overlap-x2-validate8 CAMDET_PIPELINE_INSTANCES=2 CAMDET_CORES_PER_CPU_STEP=2
+}
+
+dali() {
+  # The backend built on the CPU machine (camdet backends build dali), carried as .gpu/dali;
+  # its RUNPATH names that machine's paths, so DALI's libraries come from LD_LIBRARY_PATH.
+  mkdir -p /tmp/backends/dali && cp .gpu/dali/* /tmp/backends/dali/
+  export CAMDET_BACKENDS_DIR=/tmp/backends
+  export LD_LIBRARY_PATH=/tmp/site/nvidia/dali:$TRITONSERVER_LIBS:$LD_LIBRARY_PATH
+  python -m camdet.cli.main doctor --json > "$OUT/dali-doctor.json" 2>&1
+  pytest -q -p no:cacheprovider tests/test_dali_backend.py > "$OUT/test_dali_backend.txt" 2>&1
+  echo "dali backend tests rc=$?" | tee -a "$OUT/summary.txt"
+  input_data
+  CAMDET_PIPELINES=0 "${BENCH[@]}" --cameras 256 --modes ours \
+    --out "$OUT/dali-backend" > "$OUT/dali-backend.txt" 2>&1
+  echo "three steps, DALI backend: $(peak "$OUT/dali-backend/bench.json" ours)" | tee -a "$OUT/summary.txt"
+  CAMDET_PIPELINES=0 CAMDET_DALI_BACKEND=0 "${BENCH[@]}" --cameras 256 --modes ours \
+    --out "$OUT/dali-stand-in" > "$OUT/dali-stand-in.txt" 2>&1
+  echo "three steps, stand-in: $(peak "$OUT/dali-stand-in/bench.json" ours)" | tee -a "$OUT/summary.txt"
 }
 
 pack() {

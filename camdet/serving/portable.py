@@ -132,8 +132,14 @@ def _detector_per_core(config: mc.ModelConfig, cores: int) -> None:
     config.parameters["intra_op_threads"].string_value = "1"
 
 
-def _cpu_steps_per_cores(config: mc.ModelConfig, cores: int) -> None:
-    """On a GPU server, one instance of each CPU step (``validate``) per 4 cores.
+CORES_PER_CPU_STEP = int(os.environ.get("CAMDET_CORES_PER_CPU_STEP", "4"))
+"""On a GPU server, cores per instance of each CPU step (``CAMDET_CORES_PER_CPU_STEP``)."""
+
+
+def _cpu_steps_per_cores(
+    config: mc.ModelConfig, cores: int, per_instance: int = CORES_PER_CPU_STEP
+) -> None:
+    """On a GPU server, one instance of each CPU step (``validate``) per ``per_instance`` cores.
 
     ``validate`` costs ~2 ms of CPU per 1080p frame in its stub (reading the frame,
     checking it, handing it on): its 2 production instances top out near 1,000 frames/s,
@@ -142,7 +148,7 @@ def _cpu_steps_per_cores(config: mc.ModelConfig, cores: int) -> None:
     """
     for group in config.instance_group:
         if group.kind == mc.ModelInstanceGroup.KIND_CPU:
-            group.count = max(group.count, cores // 4)
+            group.count = max(group.count, cores // per_instance)
 
 
 def _to_cpu(config: mc.ModelConfig) -> None:
