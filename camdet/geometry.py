@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from camdet.constants import INPUT_SHAPE, INPUT_SIZE, PAD_VALUE, PIXEL_SCALE
 
@@ -125,35 +125,45 @@ def to_model_input(letterboxed: np.ndarray, dtype: np.dtype = np.float16) -> np.
     return (letterboxed.transpose(2, 0, 1).astype(np.float32) * PIXEL_SCALE).astype(dtype)
 
 
-def scale_boxes_to_original(
-    boxes: torch.Tensor, original_sizes: torch.Tensor, size: Size = INPUT_SHAPE
-) -> torch.Tensor:
+def scale_boxes_to_original(boxes: Any, original_sizes: Any, size: Size = INPUT_SHAPE) -> Any:
     """Map xyxy boxes from letterboxed input pixels back to original pixels, clipped.
 
     Works for one frame's boxes or for all boxes of a batch at once (each box carries
-    the size of its own frame), on whatever device the tensors live.
+    the size of its own frame), on numpy arrays (the CPU postprocess, no torch import) or
+    on torch tensors on whatever device they live (the GPU postprocess): the same float32
+    operations in the same order either way, so both give the same boxes.
 
     Args:
-        boxes: ``[N, 4]`` float xyxy boxes in input pixels.
+        boxes: ``[N, 4]`` float xyxy boxes in input pixels (numpy or torch).
         original_sizes: ``[N, 2]`` (height, width) in original pixels of each box's frame,
-            or ``[2]`` for one frame.
+            or ``[2]`` for one frame (the same kind of array as ``boxes``).
         size: Detector input ``(height, width)`` in pixels, or the side of a square.
 
     Returns:
-        ``[N, 4]`` float32 xyxy boxes in original pixels, clipped to the frame.
+        ``[N, 4]`` float32 xyxy boxes in original pixels, clipped to the frame (a new
+        array of ``boxes``' kind).
     """
-    sizes = original_sizes.to(device=boxes.device, dtype=torch.float32).reshape(-1, 2)
+    if isinstance(boxes, np.ndarray):
+        xp: Any = np
+        sizes = np.asarray(original_sizes, dtype=np.float32).reshape(-1, 2)
+        out = boxes.astype(np.float32)  # a copy
+    else:
+        import torch
+
+        xp = torch
+        sizes = original_sizes.to(device=boxes.device, dtype=torch.float32).reshape(-1, 2)
+        out = boxes.to(torch.float32).clone()
     height, width = sizes[:, 0], sizes[:, 1]
     size_h, size_w = input_hw(size)
-    gain = torch.minimum(size_h / height, size_w / width)
-    # The same integer placement as letterbox_params, computed on tensors.
-    left = torch.div(size_w - torch.floor(width * gain + 0.5), 2, rounding_mode="floor")
-    top = torch.div(size_h - torch.floor(height * gain + 0.5), 2, rounding_mode="floor")
-    out = boxes.to(torch.float32).clone()
-    out[:, 0::2] = ((out[:, 0::2] - left[:, None]) / gain[:, None]).clamp(min=0)
-    out[:, 1::2] = ((out[:, 1::2] - top[:, None]) / gain[:, None]).clamp(min=0)
-    out[:, 0::2] = torch.minimum(out[:, 0::2], width[:, None])
-    out[:, 1::2] = torch.minimum(out[:, 1::2], height[:, None])
+    gain = xp.minimum(size_h / height, size_w / width)
+    # The same integer placement as letterbox_params, computed on arrays (the halves are
+    # exact in float32, so floor(x / 2) is the integer floor division).
+    left = xp.floor((size_w - xp.floor(width * gain + 0.5)) / 2)
+    top = xp.floor((size_h - xp.floor(height * gain + 0.5)) / 2)
+    out[:, 0::2] = xp.clip((out[:, 0::2] - left[:, None]) / gain[:, None], 0, None)
+    out[:, 1::2] = xp.clip((out[:, 1::2] - top[:, None]) / gain[:, None], 0, None)
+    out[:, 0::2] = xp.minimum(out[:, 0::2], width[:, None])
+    out[:, 1::2] = xp.minimum(out[:, 1::2], height[:, None])
     return out
 
 

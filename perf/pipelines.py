@@ -79,7 +79,8 @@ def postprocess_raw(
     """The project's postprocessing (decode, NMS, back to original pixels) on the client.
 
     Args:
-        raw: ``[B, 4 + nc, A]`` head output (numpy or torch).
+        raw: ``[B, 4 + nc, A]`` head output: numpy (postprocessed without torch, as on a
+            CPU server) or torch (with torch, on its device, as on a GPU server).
         sizes: ``(height, width)`` of each original frame, pixels.
         images: ``[B, 3, H, W]`` the detector's input (numpy or torch), for the boxes'
             colours as the server's ``postprocess`` reads them; None: no colours.
@@ -87,6 +88,14 @@ def postprocess_raw(
     Returns:
         One :class:`FrameDetections` per frame, with the server's default thresholds.
     """
+    if isinstance(raw, np.ndarray) and (images is None or isinstance(images, np.ndarray)):
+        # The CPU path (numpy, as the server's CPU postprocess gets it): no torch.
+        from camdet.steps.postprocess.host import postprocess_host
+        from camdet.steps.postprocess.thresholds import Thresholds
+
+        settings = [Thresholds()] * len(raw)
+        batch = postprocess_host(raw, np.array(list(sizes), np.int32), settings, images=images)
+        return batch.frames()
     import torch
 
     from camdet.steps.postprocess.detections import postprocess

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 import tritonclient.grpc as grpcclient
+from pycocotools import mask as mask_utils
 from rich.console import Console
-from torchvision.ops import box_iou
 from tritonclient.utils import InferenceServerException
 
 from camdet.client.report import FittingTable
@@ -52,13 +51,9 @@ def match(detections: list[Detection], truth: Frame) -> list[float]:
     """
     if not detections or len(truth.boxes) == 0:
         return []
-    iou = box_iou(
-        torch.tensor([d.box for d in detections]), torch.as_tensor(truth.boxes, dtype=torch.float32)
-    )
-    same_class = torch.tensor([d.class_id for d in detections])[:, None] == torch.as_tensor(
-        truth.class_ids
-    )
-    iou = torch.where(same_class, iou, torch.zeros_like(iou))
+    iou = _box_iou(np.array([d.box for d in detections]), np.asarray(truth.boxes))
+    same_class = np.array([d.class_id for d in detections])[:, None] == np.asarray(truth.class_ids)
+    iou = np.where(same_class, iou, 0.0)
     found = []
     for row in iou:  # detections arrive sorted by score
         best = int(row.argmax())
@@ -66,6 +61,17 @@ def match(detections: list[Detection], truth: Frame) -> list[float]:
             found.append(float(row[best]))
             iou[:, best] = 0
     return found
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[N, M]`` IoU of xyxy boxes ``a`` ``[N, 4]`` and ``b`` ``[M, 4]`` (pixels), by pycocotools.
+
+    pycocotools (a base dependency, unlike torchvision) takes x, y, width, height.
+    """
+    a, b = (np.array(x, np.float64).reshape(-1, 4) for x in (a, b))  # copies: edited below
+    a[:, 2:] -= a[:, :2]
+    b[:, 2:] -= b[:, :2]
+    return np.asarray(mask_utils.iou(a, b, [0] * len(b)), np.float64).reshape(len(a), len(b))
 
 
 def _stream_camera(url: str, report: CameraReport, frames: list[Frame], jpegs: list[bytes]) -> None:

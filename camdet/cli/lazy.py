@@ -19,6 +19,8 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
+from camdet.extras import missing_extra
+
 
 @dataclass(frozen=True)
 class Script:
@@ -58,10 +60,21 @@ class LazyGroup(TyperGroup):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        """The command to run: a script's module is imported here."""
+        """The command to run: a script's module is imported here.
+
+        A script of the ``gpu`` extra (torch) on a CPU install ends here with one line
+        that names the extra, not an import traceback.
+        """
         name, command, rest = super().resolve_command(ctx, args)
         if name in self.scripts:
-            command = self.scripts[name].command(name)
+            try:
+                command = self.scripts[name].command(name)
+            except ImportError as error:
+                missing = missing_extra(error, f"{ctx.command_path} {name}")
+                if missing is None:
+                    raise
+                typer.echo(f"Error: {missing}", err=True)
+                raise typer.Exit(1) from error
         return name, command, rest
 
 

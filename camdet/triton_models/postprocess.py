@@ -1,24 +1,28 @@
-"""``postprocess``: YOLO head -> per-frame detections, in torch on the inputs' device.
+"""``postprocess``: YOLO head -> per-frame detections, on the instance's device.
 
-Inputs arrive by DLPack (``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``), so on a GPU server the
-head output and the letterboxed images never leave the GPU; the whole batch goes through
-one NMS call, each box's mean colour is read from its image (the tracker's appearance cue,
+On a GPU instance (torch, imported only there) inputs arrive by DLPack
+(``FORCE_CPU_ONLY_INPUT_TENSORS: "no"``), so the head output and the letterboxed images
+never leave the GPU; the whole batch goes through one NMS call, each box's mean colour is
+read from its image (the tracker's appearance cue,
 :func:`camdet.steps.postprocess.detections.box_colors`), and only the final boxes,
 scores, class ids and colours are copied to the host, once per batch, for Triton to send.
+On a CPU instance the same postprocess runs without torch
+(:mod:`camdet.steps.postprocess.host`: numpy, OpenCV's NMS, ONNX Runtime's RoiAlign), so a
+CPU server needs no torch install; both give the same detections.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 from camdet.constants import INPUT_SHAPE
 from camdet.engine.contract import expected_anchors
-from camdet.steps.postprocess.detections import BatchDetections, Thresholds, postprocess_flat
+from camdet.steps.postprocess.host import BoxColors, HostDetections, postprocess_host
+from camdet.steps.postprocess.thresholds import Thresholds
 from camdet.triton_models.common import (
     DeviceStats,
     checked_parameters,
@@ -31,13 +35,29 @@ from camdet.triton_models.common import (
     parameter,
 )
 
+if TYPE_CHECKING:
+    import torch
+
+    from camdet.steps.postprocess.detections import BatchDetections
+
 RAW, SIZE, IMAGE = "raw_detections", "original_size", "preprocessed_image"
 BOXES, SCORES, CLASS_IDS, LABELS, COUNT = "boxes", "scores", "class_ids", "labels", "num_detections"
 COLORS = "colors"
 
 
 def _to_torch(tensor: pb_utils.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.from_dlpack(tensor.to_dlpack())
+
+
+def _to_numpy(tensor: pb_utils.Tensor) -> np.ndarray:
+    return tensor.as_numpy()
+
+
+def is_cpu(device: torch.device | str) -> bool:
+    """Whether ``device`` (a torch device or its name, e.g. ``"cpu"``) is the CPU."""
+    return getattr(device, "type", str(device).split(":")[0]) == "cpu"
 
 
 class Postprocessor:
@@ -45,16 +65,19 @@ class Postprocessor:
 
     Shared by this model and the one-process GPU ``pipeline`` model
     (:mod:`camdet.triton_models.portable.pipeline`), which hands it the detector's output
-    without a process crossing.
+    without a process crossing. On the CPU it runs the torch-free postprocess
+    (:func:`~camdet.steps.postprocess.host.postprocess_host`), on a GPU the torch one.
 
     Args:
         config: The ``postprocess`` model config (Triton's JSON form).
         model_dir: The ``postprocess`` model folder (holds the labels file).
-        device: Where the batch is computed.
+        device: Where the batch is computed: a ``torch.device``, or ``"cpu"`` (no torch).
     """
 
-    def __init__(self, config: dict[str, Any], model_dir: Path, device: torch.device) -> None:
+    def __init__(self, config: dict[str, Any], model_dir: Path, device: torch.device | str) -> None:
         self.device = device
+        self.on_cpu = is_cpu(device)
+        self.colors = BoxColors() if self.on_cpu else None
         self.defaults = Thresholds(
             float(parameter(config, "confidence_threshold")),
             float(parameter(config, "iou_threshold")),
@@ -69,25 +92,33 @@ class Postprocessor:
             n: output_dtype(config, n) for n in (BOXES, SCORES, CLASS_IDS, COUNT, COLORS)
         }
         raw = pb_utils.get_input_config_by_name(config, RAW)
-        self.raw_dtype = torch.from_numpy(
-            np.zeros(0, pb_utils.triton_string_to_numpy(raw["data_type"]))
-        ).dtype
+        self.raw_dtype = np.dtype(pb_utils.triton_string_to_numpy(raw["data_type"]))
 
     def warm_up(self) -> None:
         """Run the whole postprocess once on this device, as the detector feeds it.
 
-        The first CUDA call of each kernel (and torchvision's NMS library load) costs far
-        more than a batch; pay it here, not on the first camera's first frame: a head of
-        the served input size, in the config's dtype (CUDA loads kernels per dtype).
+        The first CUDA call of each kernel (and torchvision's NMS library load; on the CPU
+        the colour session's build) costs far more than a batch; pay it here, not on the
+        first camera's first frame: a head of the served input size, in the config's dtype
+        (CUDA loads kernels per dtype).
         """
-        generator = torch.Generator().manual_seed(0)
-        anchors = expected_anchors(INPUT_SHAPE)
-        head = torch.rand((1, 4 + len(self.labels), anchors), generator=generator) * 320
-        head[:, 4:] /= 320
-        sizes = torch.tensor([[720, 1280]], dtype=torch.int32)
-        head = head.to(self.device, self.raw_dtype)
-        images = torch.rand((1, 3, *INPUT_SHAPE), generator=generator).to(self.device)
-        postprocess_flat(head, sizes.to(self.device), [self.defaults], images=images.half())
+        rng = np.random.default_rng(0)
+        head = rng.random((1, 4 + len(self.labels), expected_anchors(INPUT_SHAPE)), np.float32)
+        head[:, :4] *= 320
+        sizes = np.array([[720, 1280]], dtype=np.int32)
+        images = rng.random((1, 3, *INPUT_SHAPE), np.float32).astype(np.float16)
+        if self.on_cpu:
+            self.detect(head.astype(self.raw_dtype), sizes, images, [self.defaults])
+            return
+        import torch
+
+        from camdet.steps.postprocess.detections import postprocess_flat
+
+        head_t, sizes_t, images_t = (
+            torch.from_numpy(a).to(self.device)
+            for a in (head.astype(self.raw_dtype), sizes, images)
+        )
+        postprocess_flat(head_t, sizes_t, [self.defaults], images=images_t)
 
     def thresholds(self, request: pb_utils.InferenceRequest) -> Thresholds:
         """The request's thresholds (its parameters over the config's defaults).
@@ -104,21 +135,43 @@ class Postprocessor:
 
     def detect(
         self,
-        raw: torch.Tensor,
-        sizes: torch.Tensor,
-        images: torch.Tensor,
+        raw: torch.Tensor | np.ndarray,
+        sizes: torch.Tensor | np.ndarray,
+        images: torch.Tensor | np.ndarray,
         thresholds: list[Thresholds],
     ) -> tuple[dict[str, np.ndarray], list[int]]:
         """A batch's final detections on the host, and each frame's count.
 
         Args:
-            raw: ``[B, 4 + nc, A]`` head output.
+            raw: ``[B, 4 + nc, A]`` head output: torch on this device, or, on the CPU,
+                numpy (torch CPU tensors are read as numpy there).
             sizes: ``[B, 2]`` INT32 (height, width) of the original frames, pixels.
             images: ``[B, 3, H, W]`` FP16 letterboxed frames in [0, 1] (the colours).
             thresholds: One per frame.
         """
+        if self.on_cpu:
+            host = postprocess_host(
+                np.asarray(raw),
+                np.asarray(sizes),
+                thresholds,
+                images=np.asarray(images),
+                colors=self.colors,
+            )
+            return self._host_outputs(host), host.counts
+        from camdet.steps.postprocess.detections import postprocess_flat
+
         batch = postprocess_flat(raw, sizes, thresholds, images=images)
         return self._to_host(batch), batch.counts
+
+    def _host_outputs(self, batch: HostDetections) -> dict[str, np.ndarray]:
+        """The CPU postprocess's detections, in the config's output dtypes."""
+        return {
+            BOXES: batch.boxes.astype(self.dtypes[BOXES], copy=False),
+            SCORES: batch.scores.astype(self.dtypes[SCORES], copy=False),
+            CLASS_IDS: batch.class_ids.astype(self.dtypes[CLASS_IDS]),
+            LABELS: self.labels[batch.class_ids],
+            COLORS: batch.colors.astype(self.dtypes[COLORS], copy=False),
+        }
 
     def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:
         """The batch's final detections on the host, in one device-to-host copy.
@@ -126,6 +179,8 @@ class Postprocessor:
         Only these few bytes per frame leave the GPU; Triton sends them from host memory
         anyway, so returning host arrays saves one small GPU buffer per output and request.
         """
+        import torch
+
         flat = torch.cat(
             (
                 batch.boxes,
@@ -195,11 +250,11 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
         """Read defaults, labels and output dtypes from the config; warm up on the device."""
         device_id = instance_device(args)
-        device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
-        if device_id is None:
-            # Small per-batch tensor ops: torch's thread pool costs more than it saves and
-            # competes with the detector for the cores (perf/RESULTS.md: 20-50 ms -> ~4 ms).
-            torch.set_num_threads(1)
+        device: torch.device | str = "cpu"
+        if device_id is not None:
+            import torch
+
+            device = torch.device(f"cuda:{device_id}")
         self.post = Postprocessor(load_config(args), Path(args["model_repository"]), device)
         self.post.warm_up()
         self.stats = DeviceStats(args["model_name"])
@@ -211,13 +266,9 @@ class TritonPythonModel:
         with self.stats.phase("inputs"):
             raws, sizes, images, thresholds, owners = self._collect(requests, responses)
         if raws:
-            device = self.post.device
             with self.stats.phase("compute"):
                 host, counts = self.post.detect(
-                    join_on(raws, device),
-                    join_on(sizes, device),
-                    join_on(images, device),
-                    thresholds,
+                    self._join(raws), self._join(sizes), self._join(images), thresholds
                 )
             with self.stats.phase("outputs"):
                 for i, tensors in self.post.outputs(host, counts, owners).items():
@@ -226,6 +277,10 @@ class TritonPythonModel:
                 {RAW: raws, SIZE: sizes, IMAGE: images}, {k: [v] for k, v in host.items()}
             )
         return responses
+
+    def _join(self, parts: list) -> Any:
+        """The requests' tensors as one batch on the postprocess's device."""
+        return np.concatenate(parts) if self.post.on_cpu else join_on(parts, self.post.device)
 
     def _collect(
         self, requests: list, responses: list[pb_utils.InferenceResponse | None]
@@ -238,9 +293,12 @@ class TritonPythonModel:
             except ValueError as exc:  # RequestParameterError, before the batch is joined
                 responses[i] = error_response(f"bad request parameters: {exc}")
                 continue
-            raws.append(_to_torch(pb_utils.get_input_tensor_by_name(request, RAW)))
-            sizes.append(_to_torch(pb_utils.get_input_tensor_by_name(request, SIZE)))
-            images.append(_to_torch(pb_utils.get_input_tensor_by_name(request, IMAGE)))
+            # A CPU instance's inputs are host tensors (Triton places CPU instances' inputs
+            # in CPU memory): numpy views, no torch.
+            read = _to_numpy if self.post.on_cpu else _to_torch
+            raws.append(read(pb_utils.get_input_tensor_by_name(request, RAW)))
+            sizes.append(read(pb_utils.get_input_tensor_by_name(request, SIZE)))
+            images.append(read(pb_utils.get_input_tensor_by_name(request, IMAGE)))
             thresholds += [setting] * raws[-1].shape[0]
             owners.append((i, raws[-1].shape[0]))
         return raws, sizes, images, thresholds, owners

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 from camdet.constants import PAD_VALUE, PIXEL_SCALE
@@ -225,7 +224,10 @@ def _has_nvdec() -> bool:
 
 
 def _tensor(name: str, data: Any, dtype: np.dtype) -> pb_utils.Tensor:
-    """An output tensor from numpy (host) or torch (GPU, by DLPack, no copy)."""
-    if isinstance(data, torch.Tensor):
-        return pb_utils.Tensor.from_dlpack(name, data.contiguous())
-    return pb_utils.Tensor(name, np.ascontiguousarray(data, dtype=dtype))
+    """An output tensor from numpy (host) or torch (GPU, by DLPack, no copy).
+
+    Told apart without importing torch, which a CPU install does not have.
+    """
+    if isinstance(data, np.ndarray):
+        return pb_utils.Tensor(name, np.ascontiguousarray(data, dtype=dtype))
+    return pb_utils.Tensor.from_dlpack(name, data.contiguous())

@@ -1,8 +1,10 @@
-"""YOLO head decoding, class-aware NMS and mapping back to original pixels.
+"""YOLO head decoding, class-aware NMS and mapping back to original pixels, in torch.
 
-Everything here is plain torch on whatever device the inputs live, so the Triton
-``postprocess`` model runs it on the GPU in production and on the CPU in portable mode,
-and a whole batch goes through one ``torchvision.ops.batched_nms`` call.
+Everything here is plain torch on whatever device the inputs live: the Triton
+``postprocess`` model runs it on the GPU, and a whole batch goes through one
+``torchvision.ops.nms`` call. On a CPU the model runs the torch-free twin of this module,
+:mod:`camdet.steps.postprocess.host` (OpenCV's NMS, ONNX Runtime's RoiAlign), which gives
+the same detections (``tests/test_postprocess_host.py``) without installing torch.
 
 Each detection also gets the mean colour of its box's centre, read from the letterboxed
 input (:func:`box_colors`): the appearance cue the per-camera tracker uses to tell objects
@@ -25,44 +27,32 @@ from torchvision.ops import nms, roi_align
 
 from camdet.contract import FrameDetections
 from camdet.geometry import INPUT_SHAPE, Size, scale_boxes_to_original
-from camdet.steps.parameters import MAX_DETECTIONS_LIMIT, check_number
+from camdet.steps.postprocess.thresholds import (
+    COLOR_REGION,
+    COLOR_SAMPLES,
+    DEFAULT_CONFIDENCE,
+    DEFAULT_IOU,
+    DEFAULT_MAX_DETECTIONS,
+    MAX_NMS_CANDIDATES,
+    Thresholds,
+)
 
-DEFAULT_CONFIDENCE: float = 0.25
-DEFAULT_IOU: float = 0.7
-DEFAULT_MAX_DETECTIONS: int = 300
-MAX_NMS_CANDIDATES: int = MAX_DETECTIONS_LIMIT
-"""Per-frame cap on boxes entering NMS (ultralytics' ``max_nms``), bounding NMS time."""
-COLOR_REGION: float = 0.5
-"""Share of a box's width and height, around its centre, that :func:`box_colors` averages:
-mostly the object itself even for a star or a person, little of the background."""
-COLOR_SAMPLES: int = 8
-"""Bilinear samples per side of that region (64 in all)."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Filtering settings of one frame.
-
-    Attributes:
-        confidence: Minimum class score, exclusive, in [0, 1).
-        iou: IoU above which a lower-scored box of the same class is suppressed, in (0, 1].
-        max_detections: Most detections kept for the frame, in [0, 30000].
-
-    Raises:
-        camdet.steps.parameters.RequestParameterError: (a ``ValueError``) for a value
-            of the wrong type or out of range, as for a request parameter.
-    """
-
-    confidence: float = DEFAULT_CONFIDENCE
-    iou: float = DEFAULT_IOU
-    max_detections: int = DEFAULT_MAX_DETECTIONS
-
-    def __post_init__(self) -> None:
-        # The request parameters' own checks, so no setting can reach the batch-wide
-        # tensors below (an int64 overflow there fails every frame of the batch).
-        check_number("confidence_threshold", self.confidence)
-        check_number("iou_threshold", self.iou)
-        check_number("max_detections", self.max_detections)
+__all__ = [
+    "COLOR_REGION",
+    "COLOR_SAMPLES",
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_IOU",
+    "DEFAULT_MAX_DETECTIONS",
+    "MAX_NMS_CANDIDATES",
+    "BatchDetections",
+    "Detections",
+    "Thresholds",
+    "box_colors",
+    "postprocess",
+    "postprocess_batch",
+    "postprocess_flat",
+    "xywh_to_xyxy",
+]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
 
 from camdet.steps.preprocess.runner import BatchPreprocessor, split_rows
@@ -84,9 +83,11 @@ class TritonPythonModel:
             ]
 
     def _tensors(self, arrays: tuple) -> list:
+        # numpy on the CPU, torch on a GPU: told apart without importing torch (CPU installs
+        # have none).
         return [
-            pb_utils.Tensor.from_dlpack(name, a)
-            if isinstance(a, torch.Tensor)
-            else pb_utils.Tensor(name, np.ascontiguousarray(a))
+            pb_utils.Tensor(name, np.ascontiguousarray(a))
+            if isinstance(a, np.ndarray)
+            else pb_utils.Tensor.from_dlpack(name, a)
             for name, a in zip(self.output_names, arrays, strict=True)
         ]
