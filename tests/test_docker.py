@@ -179,8 +179,10 @@ def test_images_share_the_project_layout() -> None:
 
 def test_docker_pins_agree_with_pyproject() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    # the builder also converts precisions: camdet's "precision" extra
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["precision"]]
+    # the server image runs the GPU steps (camdet's "gpu" extra: torch); the builder also
+    # converts precisions (the "precision" extra)
+    extras = project["optional-dependencies"]
+    requirements = [*project["dependencies"], *extras["gpu"], *extras["precision"]]
     declared = {canonicalize_name(Requirement(r).name): Requirement(r) for r in requirements}
     for path in DOCKERFILES:
         pins = {canonicalize_name(n): v for n, v in pip_pins(path).items()}
