@@ -4,8 +4,8 @@
 # $OUT (default gpu-out/): copy them to perf/results/h100/ and into perf/RESULTS.md.
 #
 #   bash perf/gpu_session.sh tests       # GPU tests + the server tests on the GPU server
-#   bash perf/gpu_session.sh jpeg        # detect: pipelines vs steps vs naive vs bare, 128/256 cameras,
-#                                        # instance counts, a fixed-rate point at ~70% of the peak
+#   bash perf/gpu_session.sh jpeg        # detect: ours vs naive vs bare at 128/256 cameras
+#                                        # (JPEG_CAMERAS), a fixed-rate point at ~70% of the peak
 #   bash perf/gpu_session.sh video       # detect_video at 64/128 cameras, 1080p H.264, and ~70% of peak
 #   bash perf/gpu_session.sh pa          # perf_analyzer CSVs: detect at 16/64/256, gRPC and CUDA shm
 #   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
@@ -23,8 +23,10 @@ set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 DATA=/tmp/pd
+# Client processes: 8 left the server idle at 256 cameras in session 7 (16: +14%).
+PROCESSES=${PROCESSES:-16}
 BENCH=(python -m camdet.perf.bench --server-mode portable --input-data "$DATA/detect.json"
-       --processes 8 --runner torch --bare-preprocess dali --bare-dali-device 0 --bare-batch 64
+       --processes "$PROCESSES" --runner torch --bare-preprocess dali --bare-dali-device 0 --bare-batch 64
        --ratio-cameras 256 --repeats 1 --duration 8 --warmup 3 --no-plot)
 
 input_data() {
@@ -52,18 +54,13 @@ EOF
 
 jpeg() {
   input_data
-  CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 128,256 --modes ours,naive,bare \
+  # The arrangements side by side: `variants`.
+  "${BENCH[@]}" --cameras "${JPEG_CAMERAS:-128,256}" --modes ours,naive,bare \
     --out "$OUT/jpeg-pipelines" > "$OUT/jpeg-pipelines.txt" 2>&1
-  CAMDET_PIPELINES=0 "${BENCH[@]}" --cameras 256 --modes ours \
-    --out "$OUT/jpeg-steps" > "$OUT/jpeg-steps.txt" 2>&1
-  for n in 2 4; do
-    CAMDET_PIPELINES=1 CAMDET_PIPELINE_INSTANCES=$n "${BENCH[@]}" --cameras 256 --modes ours \
-      --out "$OUT/jpeg-pipelines-x$n" > "$OUT/jpeg-pipelines-x$n.txt" 2>&1
-  done
   local fps
   fps=$(peak "$OUT/jpeg-pipelines/bench.json" ours) || return
   # 70% of the peak from 256 cameras: each camera at 0.7 * peak / 256 frames/s.
-  CAMDET_PIPELINES=1 "${BENCH[@]}" --modes ours --cameras 256 \
+  "${BENCH[@]}" --modes ours --cameras 256 \
     --rate "256x$(python -c "print(round(0.7 * $fps / 256, 2))")" \
     --out "$OUT/jpeg-70" > "$OUT/jpeg-70.txt" 2>&1
   echo "jpeg done, peak $fps" | tee -a "$OUT/summary.txt"
@@ -71,15 +68,15 @@ jpeg() {
 
 video() {
   local video=(python -m camdet.perf.bench --server-mode portable --modes video
-               --video-size 1920x1080 --processes 8 --runner torch --repeats 1 --duration 8
+               --video-size 1920x1080 --processes "$PROCESSES" --runner torch --repeats 1 --duration 8
                --warmup 3 --no-plot)
-  "${video[@]}" --cameras 64,128 --out "$OUT/video" > "$OUT/video.txt" 2>&1
+  "${video[@]}" --cameras "${VIDEO_CAMERAS:-64,128}" --out "$OUT/video" > "$OUT/video.txt" 2>&1
   local fps
   fps=$(peak "$OUT/video/bench.json" video) || return
   "${video[@]}" --cameras 64 --rate "64x$(python -c "print(round(0.7 * $fps / 64, 2))")" \
     --out "$OUT/video-70" > "$OUT/video-70.txt" 2>&1
-  CAMDET_PIPELINES=0 "${video[@]}" --cameras 64 --out "$OUT/video-steps" \
-    > "$OUT/video-steps.txt" 2>&1
+  [ "${VIDEO_STEPS:-1}" = 1 ] && CAMDET_PIPELINES=0 "${video[@]}" --cameras 64 \
+    --out "$OUT/video-steps" > "$OUT/video-steps.txt" 2>&1
   echo "video done, peak $fps" | tee -a "$OUT/summary.txt"
 }
 
@@ -159,6 +156,7 @@ dali() {
   CAMDET_PIPELINES=0 "${BENCH[@]}" --cameras 256 --modes ours \
     --out "$OUT/dali-backend" > "$OUT/dali-backend.txt" 2>&1
   echo "three steps, DALI backend: $(peak "$OUT/dali-backend/bench.json" ours)" | tee -a "$OUT/summary.txt"
+  [ "${DALI_STAND_IN:-1}" = 1 ] || return 0
   CAMDET_PIPELINES=0 CAMDET_DALI_BACKEND=0 "${BENCH[@]}" --cameras 256 --modes ours \
     --out "$OUT/dali-stand-in" > "$OUT/dali-stand-in.txt" 2>&1
   echo "three steps, stand-in: $(peak "$OUT/dali-stand-in/bench.json" ours)" | tee -a "$OUT/summary.txt"

@@ -15,7 +15,7 @@ from nvidia.dali.data_node import DataNode
 from camdet.constants import INPUT_HEIGHT, INPUT_WIDTH, PAD_VALUE, PIXEL_SCALE
 
 
-def letterbox(images: DataNode) -> tuple[DataNode, DataNode]:
+def letterbox(images: DataNode, shapes: DataNode | None = None) -> tuple[DataNode, DataNode]:
     """Letterbox RGB frames for the detector (ultralytics ``LetterBox``, centered padding).
 
     Resizes with bilinear interpolation (no antialiasing, like ``cv2.INTER_LINEAR``) so
@@ -25,12 +25,18 @@ def letterbox(images: DataNode) -> tuple[DataNode, DataNode]:
 
     Args:
         images: ``[H, W, 3]`` uint8 RGB frames (any size per sample), CPU or GPU.
+        shapes: Each frame's ``[H, W, C]`` on the CPU, known before decoding (e.g.
+            ``fn.peek_image_shape`` of the encoded frames); default ``images.shape()``.
+            GPU frames need it in the DALI backend, whose executor does not copy a GPU
+            batch's shapes back to the CPU ("GPU->CPU transitions are not allowed in
+            legacy execution model", measured on the H100); DALI's Python API does.
 
     Returns:
         ``preprocessed_image`` ``[3, INPUT_HEIGHT, INPUT_WIDTH]`` FP16 in [0, 1] and
         ``original_size`` ``[2]`` INT32 (height, width) of each frame, pixels.
     """
-    size = fn.cast(images.shape()[0:2], dtype=types.FLOAT)
+    height_width = (images.shape() if shapes is None else shapes)[0:2]
+    size = fn.cast(height_width, dtype=types.FLOAT)
     height, width = size[0], size[1]
     gain = dmath.min(INPUT_HEIGHT / height, INPUT_WIDTH / width)
     new_height = dmath.floor(height * gain + 0.5)
@@ -59,5 +65,5 @@ def letterbox(images: DataNode) -> tuple[DataNode, DataNode]:
         mean=[0.0],
         std=[1.0 / PIXEL_SCALE],
     )
-    original_size = fn.cast(images.shape()[0:2], dtype=types.INT32)
+    original_size = fn.cast(height_width, dtype=types.INT32)
     return image, original_size

@@ -59,4 +59,6 @@ def preprocess(
         else {}
     )
     images = fn.decoders.image(encoded, device=decode_device, output_type=types.RGB, **decoder_args)
-    return letterbox(images)
+    # Sizes from the headers, on the CPU: the DALI backend cannot read them back from GPU
+    # frames. Both apply the EXIF orientation, so they are the decoded frames' sizes.
+    return letterbox(images, fn.peek_image_shape(encoded))
