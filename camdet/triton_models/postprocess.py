@@ -23,6 +23,7 @@ from camdet.constants import INPUT_SHAPE
 from camdet.engine.contract import expected_anchors
 from camdet.steps.postprocess.host import BoxColors, HostDetections, postprocess_host
 from camdet.steps.postprocess.thresholds import Thresholds
+from camdet.steps.preprocess.heap import give_back_heap
 from camdet.triton_models.common import (
     DeviceStats,
     checked_parameters,
@@ -157,6 +158,9 @@ class Postprocessor:
                 images=np.asarray(images),
                 colors=self.colors,
             )
+            # The colours' float32 copy of the batch (5 MB a frame) was freed; glibc would
+            # keep its pages for good (issue #12: RSS after a fuzz), so hand them back.
+            give_back_heap()
             return self._host_outputs(host), host.counts
         from camdet.steps.postprocess.detections import postprocess_flat
 
