@@ -161,9 +161,10 @@ def _to_cpu(config: mc.ModelConfig) -> None:
 
 
 PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "3"))
-"""Instances of each ``*_pipeline`` model per GPU (``CAMDET_PIPELINE_INSTANCES``): one batch
-decodes while others run the detector or are answered. 2 / 3 / 4 instances gave 758 /
-1,103 / 1,083 frames/s at 256 JPEG cameras on an H200 (perf/RESULTS.md, session 6)."""
+"""Instances of each ``*_pipeline`` model per GPU (``CAMDET_PIPELINE_INSTANCES``), each
+overlapping its own batches: 1 / 2 / 3 overlapped instances gave 672 / 1,132 / 1,248
+frames/s at 256 JPEG cameras on an H100, 3 without overlap 1,111 (perf/RESULTS.md,
+session 7)."""
 
 PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 """Whether each ``*_pipeline`` instance overlaps its batches: a decode thread and a

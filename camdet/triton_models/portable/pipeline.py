@@ -3,8 +3,8 @@
 On a GPU the portable ``detect`` ensemble is ``validate`` -> this model
 (:func:`camdet.serving.portable.generate_portable_repository`). As three Python-backend
 models, each frame's 2.4 MB letterboxed image crossed process boundaries twice and the
-head output once: 881 frames/s at 256 cameras on an H200, against 1,103 for this model
-(perf/RESULTS.md, session 6, where decoding is now most of each batch). Here one process
+head output once: 869 frames/s at 256 cameras on an H100, against 1,494 for this model
+(perf/RESULTS.md, session 7). Here one process
 decodes a batch with the production ``dali.py``, runs the detector (torch FP16 with CUDA
 graphs; ONNX Runtime on a CPU) and postprocesses on the same device; only the final
 detections reach the host. Within an instance a decode thread and a detect-and-answer

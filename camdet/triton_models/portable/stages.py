@@ -4,7 +4,8 @@ A Python-backend model instance runs one ``execute`` at a time, so a model that 
 detects and answers inside ``execute`` leaves the hardware JPEG decoder idle while the
 detector runs and the detector idle while the next batch decodes; overlapping needed
 several instances, i.e. several processes whose CUDA contexts time-slice the GPU
-(perf/RESULTS.md, session 6: 3 instances 1,103 frames/s, 4 no more). Here ``execute``
+(perf/RESULTS.md, session 6: 3 instances 1,103 frames/s on an H200, 4 no more; overlapped,
+session 7 on an H100: 1,248 against 1,111 with 8 client processes). Here ``execute``
 only reads its requests and hands the batch to the first stage thread; each request is
 answered by its own response sender (the Python backend allows that in default mode since
 24.06) when the last stage is done with it. The stages of one process then overlap on one
