@@ -83,6 +83,21 @@ def valid_frames(count: int = 8, seed: int = 0) -> list[bytes]:
     return [encode(render_frame(rng, w, h).image) for w, h in sizes]
 
 
+def largest_frames() -> list[bytes]:
+    """Real JPEGs at each size of :data:`CLAIMED_WITHIN_LIMITS` (the largest validate passes).
+
+    A server that has met such frames keeps the decoder buffers they need, bounded by the
+    decode budget (``max_batch_pixels``); warming up with them puts those buffers in the
+    baseline, so what grows under fuzz is what a leak would grow.
+    """
+    frames = []
+    for width, height in CLAIMED_WITHIN_LIMITS:
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        image = np.broadcast_to(ramp, (height, width, 3)).astype(np.uint8)
+        frames.append(encode(np.ascontiguousarray(image)))
+    return frames
+
+
 def fuzz_inputs(count: int, seed: int = 0) -> Iterator[FuzzInput]:
     """``count`` inputs drawn with the :data:`KINDS` shares, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)

@@ -3,7 +3,9 @@
 ``python -m camdet.perf.memory_fuzz --inputs 10000``
 
 Starts a portable server (or measures the one at ``--url`` whose process is
-``--server-pid``), warms it up with valid frames, records the summed RSS of tritonserver
+``--server-pid``), warms it up with valid frames (and one real frame at each of the largest
+sizes validate lets through, whose decoder buffers a server keeps, bounded by the decode
+budget), records the summed RSS of tritonserver
 and all its descendants (the Python-backend stubs), sends ``--inputs`` malformed and
 edge-case requests (:mod:`camdet.perf.fuzz_inputs`) interleaved with valid frames from
 ``--threads`` threads, idles ``--idle`` seconds and records the RSS again. It prints
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs, valid_frames
+from camdet.perf.fuzz_inputs import FuzzInput, fuzz_inputs, largest_frames, valid_frames
 from camdet.perf.rss import TreeRss, tree_gpu_mb, tree_rss
 
 logger = logging.getLogger(__name__)
@@ -151,10 +153,28 @@ def run_fuzz(
     warmup_rounds: int = 4,
     idle_s: float = 10.0,
     seed: int = 0,
+    warmup_fuzz: int = 0,
 ) -> FuzzReport:
-    """Warm up, measure, fuzz, idle, measure (see the module docstring)."""
+    """Warm up, measure, fuzz, idle, measure (see the module docstring).
+
+    Args:
+        url: The server's gRPC ``host:port``.
+        server_pid: tritonserver's process id (its RSS and its stubs' are summed).
+        inputs: Fuzz inputs measured.
+        threads: Client threads, one gRPC client each.
+        warmup_rounds: Times each valid frame is sent before measuring.
+        idle_s: Seconds to wait after the fuzz before measuring again.
+        seed: Draws of the inputs.
+        warmup_fuzz: Fuzz inputs sent during the warm-up (other draws than the measured
+            ones): caches that fill once (allocator pools, ONNX Runtime's arena for odd
+            batch sizes, decoder buffers of refused frames) are then in the baseline, and
+            what still grows is what grows with the inputs, as a leak does.
+    """
     frames = valid_frames(seed=seed)
     warm_up(url, frames, warmup_rounds, threads)
+    warm_up(url, largest_frames(), 1, 1)  # the decoder's buffers for the largest frames
+    if warmup_fuzz:
+        _run_threads(url, fuzz_inputs(warmup_fuzz, seed + 1), threads, 300.0)
     time.sleep(min(idle_s, 5.0))
     before, gpu_before = tree_rss(server_pid), tree_gpu_mb(server_pid)
     peak = [before.total_mb]
