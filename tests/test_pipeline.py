@@ -158,6 +158,14 @@ def test_a_refused_frame_or_bad_threshold_fails_alone_in_a_pipeline_batch(client
         assert_same({n: result.as_numpy(n) for n in DETECTIONS}, chained(client, payloads[index]))
     assert int(answers[5][0].as_numpy("num_detections")[0, 0]) <= 2
 
+    # A batch of nothing but refused frames: each answered with its error, and the next
+    # batch is served (the stages hand nothing on, and nothing is left unanswered).
+    answers = send_concurrently(client, [refused] * 3, model="detect_pipeline", outputs=DETECTIONS)
+    assert [error.message() for _, error in answers] == [step_error.value.message()] * 3
+    (result, error), *_ = send_concurrently(client, good[:1], outputs=DETECTIONS)
+    assert error is None
+    assert_same({n: result.as_numpy(n) for n in DETECTIONS}, chained(client, good[0]))
+
 
 @pytest.mark.server
 def test_detect_video_answers_as_the_steps_chained(client) -> None:

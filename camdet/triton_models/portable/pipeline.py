@@ -124,7 +124,7 @@ class TritonPythonModel:
         batch = Batch([r.get_response_sender() for r in requests])
         with self.stages.reading(batch), self.stats.phase("inputs"):
             batch.work = self._collect(requests, batch)
-        if batch.work.frames:
+        if batch.work is not None and batch.work.frames:  # None: reading failed, all answered
             self.stages.submit(batch)
 
     def finalize(self) -> None:
@@ -134,7 +134,8 @@ class TritonPythonModel:
     def _run(self, batch: Batch) -> None:
         """Both stages in one thread (``overlap: "no"``)."""
         self._decode(batch)
-        self._detect(batch)
+        if batch.pending:  # else the decoder refused every frame: all answered
+            self._detect(batch)
 
     def _decode(self, batch: Batch) -> None:
         """Stage 1: decode and letterbox; a frame the decoder refuses fails its request."""

@@ -93,7 +93,8 @@ class TritonPythonModel(PreprocessVideo):
     def _run(self, batch: Batch) -> None:
         """Both stages in one thread (``overlap: "no"``)."""
         self._decode(batch)
-        self._detect(batch)
+        if batch.pending:  # else the decoder refused every frame: all answered
+            self._detect(batch)
 
     def _decode(self, batch: Batch) -> None:
         """Stage 1: decode and letterbox; a refused unit or a frame not out yet is answered."""

@@ -52,6 +52,11 @@ class Batch:
     work: Any = None
     ready: Any = field(default=None, repr=False)
 
+    @property
+    def pending(self) -> bool:
+        """Whether a request of the batch still waits for its response."""
+        return any(sender is not None for sender in self.senders)
+
     def answer(self, index: int, response: pb_utils.InferenceResponse) -> None:
         """Send request ``index``'s one and final response."""
         sender, self.senders[index] = self.senders[index], None
@@ -140,7 +145,7 @@ class Stages:
                 self._log_failure(batch)
                 batch.fail(self.model, exc)
                 continue
-            if outbox is not None and any(s is not None for s in batch.senders):
+            if outbox is not None and batch.pending:
                 _hand_over(outbox, batch)
 
     def _log_failure(self, batch: Batch) -> None:
