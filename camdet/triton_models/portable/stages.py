@@ -64,9 +64,14 @@ class Batch:
             sender.send(response, flags=FINAL)
 
     def fail(self, model: str, exc: BaseException) -> None:
-        """Answer every request not answered yet with an ``INTERNAL`` error."""
+        """Answer every request not answered yet with an ``INTERNAL`` error.
+
+        A sender that cannot send (its request was cancelled) does not keep the others
+        from being answered, nor end the stage thread that called this.
+        """
         for index in range(len(self.senders)):
-            self.answer(index, internal_error_response(model, exc))
+            with contextlib.suppress(Exception):
+                self.answer(index, internal_error_response(model, exc))
 
 
 Stage = Callable[[Batch], None]
