@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -10,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from camdet.serving.launch import _PYTHON_BACKEND_SHM, ServerError, has_cuda_gpu, portable_launch
+from camdet.serving.launch import (
+    _PYTHON_BACKEND_SHM,
+    SHM_DIR,
+    ServerError,
+    has_cuda_gpu,
+    portable_launch,
+)
 from camdet.serving.repository import PRODUCTION_REPOSITORY
 from camdet.serving.server import Ports, TritonServer
 
@@ -57,6 +64,23 @@ def test_a_killed_server_is_reported_by_its_signal_first(tmp_path: Path) -> None
     assert 0 < len(rest) <= 15
     if not has_cuda_gpu():  # Triton's no-GPU messages would bury the cause
         assert not [line for line in rest if "CUDA" in line or "NVML" in line], rest
+
+
+def test_a_killed_servers_shared_memory_is_removed_when_it_is_reaped(tmp_path: Path) -> None:
+    # The Python backend removes its /dev/shm regions when the server shuts down; a server
+    # killed with its stubs leaves them (64 MiB each), unless stop() removes them.
+    server = small_server(tmp_path).start()
+    prefix = server.launch.shm_prefix
+    assert prefix is not None and prefix.startswith("camdet_")
+    try:
+        regions = list(SHM_DIR.glob(f"{prefix}*"))
+        assert regions, "no region under the server's own prefix"
+        os.killpg(server.process.pid, signal.SIGKILL)
+        server.process.wait(30)
+        assert all(region.exists() for region in regions)  # what a kill leaves behind
+    finally:
+        server.stop()
+    assert not list(SHM_DIR.glob(f"{prefix}*"))
 
 
 def test_a_server_that_cannot_start_says_its_exit_code_and_error(tmp_path: Path) -> None:

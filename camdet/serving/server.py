@@ -30,6 +30,7 @@ from camdet.serving.launch import (
     has_cuda_gpu,
     portable_backend_dir,
     portable_launch,
+    remove_shm_regions,
 )
 from camdet.serving.ports import Ports, busy_port, listener
 from camdet.serving.security import LOCAL, Exposure
@@ -189,6 +190,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self._remove_shm()
         return self.process.returncode
 
     def kill(self) -> None:
@@ -196,6 +198,19 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._remove_shm()
+
+    def _remove_shm(self) -> None:
+        """Remove what a server that did not shut down cleanly left in ``/dev/shm``.
+
+        Unlinking is safe even while a dying stub still maps a region: its memory goes
+        back when the last mapping does.
+        """
+        if self.launch.shm_prefix is None or self.process is None:
+            return
+        removed = remove_shm_regions(self.launch.shm_prefix)
+        if removed:
+            logger.info("removed %d shared-memory regions the server left", len(removed))
 
     def __enter__(self) -> TritonServer:
         return self if self.is_running() else self.start()
