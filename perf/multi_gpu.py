@@ -132,7 +132,9 @@ class LayoutResult:
 
 def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
     """A not yet started portable server that sees only the ``visible`` CUDA devices."""
-    from camdet.serving.launch import Launch, cuda_pool_args, has_cuda_gpu, portable_launch
+    from dataclasses import replace
+
+    from camdet.serving.launch import cuda_pool_args, has_cuda_gpu, portable_launch
     from camdet.serving.server import Ports, TritonServer
 
     ports = Ports.free()
@@ -142,7 +144,7 @@ def _server_launch(repository: Path, workdir: Path, visible: str) -> Any:
     if has_cuda_gpu():
         argv += cuda_pool_args(repository, gpus=len(visible.split(",")))
     env = {**launch.env, "CUDA_VISIBLE_DEVICES": visible}
-    return TritonServer(Launch(argv, env), ports, workdir / "tritonserver.log")
+    return TritonServer(replace(launch, argv=argv, env=env), ports, workdir / "tritonserver.log")
 
 
 @contextlib.contextmanager

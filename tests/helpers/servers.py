@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
-from camdet.serving.launch import Launch, has_cuda_gpu, portable_launch
+from camdet.serving.launch import has_cuda_gpu, portable_launch
 from camdet.serving.portable import generate_portable_repository
 from camdet.serving.server import Ports, TritonServer
 
@@ -59,5 +60,5 @@ def tls_server(repository: Path, workdir: Path, certificate: tuple[Path, Path]) 
         f"--grpc-root-cert={cert}",
     ]
     return TritonServer(
-        Launch([*launch.argv, *tls_args], launch.env), ports, workdir / "tritonserver.log"
+        replace(launch, argv=[*launch.argv, *tls_args]), ports, workdir / "tritonserver.log"
     )
