@@ -9,7 +9,8 @@
 #   bash perf/gpu_session.sh video       # detect_video at 64/128 cameras, 1080p H.264, and ~70% of peak
 #   bash perf/gpu_session.sh pa          # perf_analyzer CSVs: detect at 16/64/256, gRPC and CUDA shm
 #   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
-#   bash perf/gpu_session.sh profile     # where detect_pipeline's time goes at 256 cameras (its phases)
+#   bash perf/gpu_session.sh profile     # where detect_pipeline's time goes at 256 cameras (its phases),
+#                                        # and the hardware JPEG decoder's speed inside its stubs
 #   bash perf/gpu_session.sh variants    # detect at 256 cameras per arrangement: overlapped stages
 #                                        # x1/x2/x3, one thread x3 (session 6), validate per 2 cores
 #   bash perf/gpu_session.sh dali        # the DALI backend (.gpu/dali, built on the CPU machine):
@@ -109,8 +110,9 @@ speed() {
 
 profile() {
   input_data
-  CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 256 --modes ours --duration 20 \
-    --out "$OUT/profile" > "$OUT/profile.txt" 2>&1 &
+  # CAMDET_PROBE_JPEG: each pipeline stub logs the doctor's hardware-decoder probe.
+  CAMDET_PROBE_JPEG=1 CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 256 --modes ours \
+    --duration 20 --out "$OUT/profile" > "$OUT/profile.txt" 2>&1 &
   local bench=$! port=""
   for _ in $(seq 120); do
     port=$(pgrep -af tritonserver | grep -o "metrics-port=[0-9]*" | head -1 | cut -d= -f2)
@@ -123,6 +125,7 @@ profile() {
     > "$OUT/profile-metrics.txt"
   top -b -n 1 -w 200 | head -40 > "$OUT/profile-top.txt"
   wait "$bench"
+  grep -h "JPEG probe in this stub" "$OUT"/profile/server/*.log > "$OUT/profile-jpeg-probe.txt"
   echo "profile done" | tee -a "$OUT/summary.txt"
 }
 

@@ -110,6 +110,8 @@ class TritonPythonModel:
         self.detector = Detector(det, self.device)
         self.post = Postprocessor(load_config(post), Path(post["model_repository"]), self.device)
         self.post.warm_up()
+        if device_id is not None and os.environ.get("CAMDET_PROBE_JPEG") == "1":
+            _log_jpeg_probe(args["model_name"], Path(pre["model_repository"]), device_id)
         self.stats = DeviceStats(args["model_name"])
         stages = [self._decode, self._detect] if overlapped(config) else [self._run]
         self.stages = Stages(
@@ -189,3 +191,23 @@ class TritonPythonModel:
 def overlapped(config: dict) -> bool:
     """Whether the config asks for overlapping stages (parameter ``overlap``, default yes)."""
     return parameter(config, "overlap", "yes") != "no"
+
+
+def _log_jpeg_probe(model: str, preprocess_dir: Path, device_id: int) -> None:
+    """Log ``camdet doctor``'s hardware-JPEG-decoder probe, run inside this stub.
+
+    ``CAMDET_PROBE_JPEG=1`` (perf/RESULTS.md, sessions 4-7: DALI's decode took several
+    times longer per frame in a stub than in a plain process; the doctor finds the
+    hardware decoder in use in a plain process, so this asks the same in the stub).
+    """
+    from camdet.doctor.gpu import probe_jpeg
+
+    frame = next(iter(sorted((preprocess_dir / "warmup").glob("*.jpg"))), None)
+    if frame is None:
+        return
+    probe = probe_jpeg(frame, device_id)
+    pb_utils.Logger.log_info(
+        f"{model}: JPEG probe in this stub: {probe.hardware_fps:.0f} frames/s with "
+        f"hw_decoder_load=1.0, {probe.cuda_fps:.0f} on CUDA cores (x{probe.speedup:.1f}, "
+        f"{probe.size[1]}x{probe.size[0]})"
+    )
