@@ -21,6 +21,7 @@ fails its request).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,58 @@ class Detector:
         return torch.as_tensor(raw, device=self.device).to(self.output_dtype)
 
 
+class DetectAndAnswer:
+    """The last stage of both ``*_pipeline`` models: detector, postprocess, the responses.
+
+    Args:
+        det: The ``detector`` model's ``initialize`` arguments (:func:`step_args`).
+        post: The ``postprocess`` model's.
+        device: This instance's device.
+        stats: The pipeline model's phase counters.
+    """
+
+    def __init__(
+        self, det: dict[str, str], post: dict[str, str], device: torch.device, stats: DeviceStats
+    ) -> None:
+        self.detector = Detector(det, device)
+        self.post = Postprocessor(load_config(post), Path(post["model_repository"]), device)
+        self.post.warm_up()
+        self.stats = stats
+
+    def __call__(
+        self,
+        batch: Batch,
+        images: torch.Tensor,
+        sizes: torch.Tensor,
+        thresholds: list[Thresholds],
+        owners: list[tuple[int, int]],
+        respond: Callable[[int, list[pb_utils.Tensor]], pb_utils.InferenceResponse],
+    ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """Detect on a batch's frames and answer each owner request.
+
+        Args:
+            batch: The batch whose requests are answered.
+            images: ``[B, 3, H, W]`` FP16 letterboxed frames, on the device.
+            sizes: ``[B, 2]`` INT32 (height, width) of the original frames, pixels.
+            thresholds: One per frame.
+            owners: ``(request index, frames)`` in batch order.
+            respond: A request's response from its index and detection tensors.
+
+        Returns:
+            The ``[B, 4 + nc, A]`` head output and the batch's detections on the host.
+        """
+        if images.is_cuda:  # made on the decode stage's stream, freed after use on this one
+            images.record_stream(torch.cuda.current_stream())
+        with self.stats.phase("detector"):
+            raw = self.detector(images)
+        with self.stats.phase("postprocess"):
+            host, counts = self.post.detect(raw, sizes, images, thresholds)
+        with self.stats.phase("outputs"):
+            for i, tensors in self.post.outputs(host, counts, owners).items():
+                batch.answer(i, respond(i, tensors))
+        return raw, host
+
+
 @dataclass
 class _Frames:
     """A batch's work between the stages: what ``execute`` read, then what was decoded."""
@@ -107,18 +160,20 @@ class TritonPythonModel:
         pre_config = load_config(pre)
         self.pre_outputs = tensor_names(pre_config, "output")
         self.preprocessor = preprocessor(pre, pre_config, device_id)
-        self.detector = Detector(det, self.device)
-        self.post = Postprocessor(load_config(post), Path(post["model_repository"]), self.device)
-        self.post.warm_up()
+        self.stats = DeviceStats(args["model_name"])
+        self.answering = DetectAndAnswer(det, post, self.device, self.stats)
+        self.post = self.answering.post
         if device_id is not None and os.environ.get("CAMDET_PROBE_JPEG") == "1":
             _log_jpeg_probe(args["model_name"], Path(pre["model_repository"]), device_id)
-        self.stats = DeviceStats(args["model_name"])
-        stages = [self._decode, self._detect] if overlapped(config) else [self._run]
+        overlap = overlapped(config)
         self.stages = Stages(
-            args["model_name"], stages, self.device if device_id is not None else None
+            args["model_name"],
+            [self._decode, self._detect],
+            self.device if device_id is not None else None,
+            overlap,
         )
         pb_utils.Logger.log_info(
-            f"{args['model_name']}: one process on {self.device}, {len(stages)} stage(s)"
+            f"{args['model_name']}: one process on {self.device}, overlap {overlap}"
         )
 
     def execute(self, requests: list) -> None:
@@ -132,12 +187,6 @@ class TritonPythonModel:
     def finalize(self) -> None:
         """Answer the batches in flight, then stop the stage threads."""
         self.stages.close()
-
-    def _run(self, batch: Batch) -> None:
-        """Both stages in one thread (``overlap: "no"``)."""
-        self._decode(batch)
-        if batch.pending:  # else the decoder refused every frame: all answered
-            self._detect(batch)
 
     def _decode(self, batch: Batch) -> None:
         """Stage 1: decode and letterbox; a frame the decoder refuses fails its request."""
@@ -160,15 +209,14 @@ class TritonPythonModel:
         """Stage 2: detector, postprocess, and each request's response."""
         work: _Frames = batch.work
         images, sizes = work.images, work.sizes
-        if images.is_cuda:  # made on the decode stage's stream, freed after use on this one
-            images.record_stream(torch.cuda.current_stream())
-        with self.stats.phase("detector"):
-            raw = self.detector(images)
-        with self.stats.phase("postprocess"):
-            host, counts = self.post.detect(raw, sizes, images, work.thresholds)
-        with self.stats.phase("outputs"):
-            for i, tensors in self.post.outputs(host, counts, work.owners).items():
-                batch.answer(i, pb_utils.InferenceResponse(tensors))
+        raw, host = self.answering(
+            batch,
+            images,
+            sizes,
+            work.thresholds,
+            work.owners,
+            lambda _, tensors: pb_utils.InferenceResponse(tensors),
+        )
         inputs = {self.input_name: work.frames, SIZE: [sizes], IMAGE: [images], RAW: [raw]}
         self.stats.record(inputs, {k: [v] for k, v in host.items()})
 

@@ -12,7 +12,6 @@ detections, as the ensemble of three answers it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,9 +27,9 @@ from camdet.triton_models.common import (
     parameter,
     step_args,
 )
-from camdet.triton_models.portable.pipeline import Detector, overlapped
+from camdet.triton_models.portable.pipeline import DetectAndAnswer, overlapped
 from camdet.triton_models.portable.stages import Batch, Stages
-from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
+from camdet.triton_models.postprocess import IMAGE, RAW, SIZE
 from camdet.triton_models.preprocess_video import NO_FRAME, AccessUnit, read
 from camdet.triton_models.preprocess_video import TritonPythonModel as PreprocessVideo
 
@@ -63,13 +62,13 @@ class TritonPythonModel(PreprocessVideo):
         pre, det, post = (step_args(args, parameter(config, key)) for key in PIPELINE_STEPS)
         super().initialize(pre)
         self.device = torch.device("cpu" if self.device_id is None else f"cuda:{self.device_id}")
-        self.detector = Detector(det, self.device)
-        self.post = Postprocessor(load_config(post), Path(post["model_repository"]), self.device)
-        self.post.warm_up()
         self.stats = DeviceStats(args["model_name"])
-        stages = [self._decode, self._detect] if overlapped(config) else [self._run]
+        self.answering = DetectAndAnswer(det, post, self.device, self.stats)
+        self.post = self.answering.post
         device = self.device if self.device_id is not None else None
-        self.stages = Stages(args["model_name"], stages, device)
+        self.stages = Stages(
+            args["model_name"], [self._decode, self._detect], device, overlapped(config)
+        )
 
     def execute(self, requests: list) -> None:
         """Read each request's access unit and hand the batch on; each is answered by its sender."""
@@ -90,12 +89,6 @@ class TritonPythonModel(PreprocessVideo):
         self.stages.close()
         super().finalize()
 
-    def _run(self, batch: Batch) -> None:
-        """Both stages in one thread (``overlap: "no"``)."""
-        self._decode(batch)
-        if batch.pending:  # else the decoder refused every frame: all answered
-            self._detect(batch)
-
     def _decode(self, batch: Batch) -> None:
         """Stage 1: decode and letterbox; a refused unit or a frame not out yet is answered."""
         work: _Units = batch.work
@@ -114,16 +107,14 @@ class TritonPythonModel(PreprocessVideo):
         """Stage 2: detector, postprocess, and each request's response."""
         work: _Units = batch.work
         images, sizes = (torch.as_tensor(x).to(self.device) for x in (work.images, work.sizes))
-        if images.is_cuda:  # made on the decode stage's stream, freed after use on this one
-            images.record_stream(torch.cuda.current_stream())
-        thresholds = [work.thresholds[i] for i, _ in work.owners]
-        with self.stats.phase("detector"):
-            raw = self.detector(images)
-        with self.stats.phase("postprocess"):
-            host, counts = self.post.detect(raw, sizes, images, thresholds)
-        with self.stats.phase("outputs"):
-            for i, tensors in self.post.outputs(host, counts, work.owners).items():
-                batch.answer(i, self._answer(tensors, work.frame_pts[i]))
+        raw, host = self.answering(
+            batch,
+            images,
+            sizes,
+            [work.thresholds[i] for i, _ in work.owners],
+            work.owners,
+            lambda i, tensors: self._answer(tensors, work.frame_pts[i]),
+        )
         self.stats.record(
             {SIZE: [sizes], IMAGE: [images], RAW: [raw]}, {k: [v] for k, v in host.items()}
         )

@@ -85,11 +85,16 @@ class Stages:
         model: The model's name (for errors and the log).
         stages: The stage functions, first to last; the last one answers the batch.
         device: A torch CUDA device to give each thread its own stream on, or None.
+        overlap: False: one thread runs every stage of a batch before taking the next
+            (the config's ``overlap: "no"``).
     """
 
-    def __init__(self, model: str, stages: Sequence[Stage], device: Any = None) -> None:
+    def __init__(
+        self, model: str, stages: Sequence[Stage], device: Any = None, overlap: bool = True
+    ) -> None:
         self.model = model
         self.device = device
+        stages = list(stages) if overlap else [_one_after_another(stages)]
         self.inboxes: list[queue.Queue[Batch | None]] = [queue.Queue(1) for _ in stages]
         outboxes = [*self.inboxes[1:], None]
         self.threads = [
@@ -182,6 +187,18 @@ class Stages:
         event = torch.cuda.Event()
         event.record(stream)
         return event
+
+
+def _one_after_another(stages: Sequence[Stage]) -> Stage:
+    """The stages as one, each run while a request of the batch still waits."""
+
+    def run(batch: Batch) -> None:
+        for stage in stages:
+            if not batch.pending:  # e.g. the decoder refused every frame: all answered
+                return
+            stage(batch)
+
+    return run
 
 
 def _hand_over(inbox: queue.Queue, item: Batch | None) -> None:
