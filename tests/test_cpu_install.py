@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from camdet.cli.extras import GPU_EXTRA
 from camdet.contract import detect
-from camdet.extras import GPU_EXTRA
 from camdet.scenes import render_frame
 from camdet.serving.launch import has_cuda_gpu
 from camdet.serving.server import Ports, serve

@@ -19,7 +19,7 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from camdet.extras import missing_extra
+from camdet.cli.extras import missing_extra
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from camdet.extras import TORCH_MODULES
+from camdet.cli.extras import TORCH_MODULES
 
 _BLOCKER = """from pathlib import Path
 

@@ -9,8 +9,6 @@ traceback.
 
 from __future__ import annotations
 
-from types import ModuleType
-
 GPU_EXTRA = 'pip install "camdet[gpu]"'
 """The install command that adds torch, torchvision and onnx2torch."""
 
@@ -40,16 +38,3 @@ def missing_extra(error: ImportError, feature: str) -> MissingExtraError | None:
         f"{feature} needs torch ({error.name} is not installed; the CPU install leaves it "
         f"out): {GPU_EXTRA}"
     )
-
-
-def import_torch(feature: str) -> ModuleType:
-    """``import torch``, or :class:`MissingExtraError` naming ``feature`` and the extra.
-
-    Raises:
-        MissingExtraError: torch is not installed.
-    """
-    try:
-        import torch
-    except ImportError as error:
-        raise missing_extra(error, feature) or error from error
-    return torch
