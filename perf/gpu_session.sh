@@ -11,10 +11,13 @@
 #   bash perf/gpu_session.sh speed       # the detector at 640x640 vs 640x384 (torch FP16, batch 64)
 #   bash perf/gpu_session.sh profile     # where detect_pipeline's time goes at 256 cameras (its phases),
 #                                        # and the hardware JPEG decoder's speed inside its stubs
+#   bash perf/gpu_session.sh diagnose    # the decoder alone vs inside the pipelines under load:
+#                                        # phase counters, threads, py-spy (JPEG x3/x1, H.264)
 #   bash perf/gpu_session.sh variants    # detect at 256 cameras per arrangement: overlapped stages
 #                                        # x1/x2/x3, one thread x3 (session 6), validate per 2 cores
 #   bash perf/gpu_session.sh dali        # the DALI backend (.gpu/dali, built on the CPU machine):
 #                                        # its tests on the GPU, and detect through it vs the stand-in
+#   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -129,10 +132,82 @@ profile() {
   echo "profile done" | tee -a "$OUT/summary.txt"
 }
 
+# The pids of MODEL's Python-backend stubs (its path is in each stub's command line).
+stubs() {
+  local p
+  for p in $(pgrep -f triton_python_backend_stub); do
+    tr '\0' ' ' < "/proc/$p/cmdline" | grep -q "/$1/1/" && echo "$p"
+  done
+}
+
+# Wait until a bench's server reports MODEL's phase counters; print its metrics port.
+metrics_port() {
+  local port=""
+  for _ in $(seq 150); do
+    port=$(pgrep -af tritonserver | grep -o "metrics-port=[0-9]*" | head -1 | cut -d= -f2)
+    [ -n "$port" ] && curl -sf "localhost:$port/metrics" \
+      | grep -q "camdet_step_seconds_total{model=\"$1\"" && break
+    sleep 1
+  done
+  echo "$port"
+}
+
+# Under a running bench: MODEL's phase counters over a 5 s window (two snapshots), its
+# stubs' threads (top -H), and py-spy of one stub: native stacks, where the active
+# threads are and which thread holds the GIL. Files NAME-*.txt.
+look_inside() {
+  local name=$1 model=$2 port=$3 pids first spy=${PY_SPY:-/tmp/site/bin/py-spy}
+  curl -s "localhost:$port/metrics" | grep -E "^camdet_step_|^nv_inference_(count|exec_count)" \
+    > "$OUT/$name-m0.txt"
+  sleep 5
+  curl -s "localhost:$port/metrics" | grep -E "^camdet_step_|^nv_inference_(count|exec_count)" \
+    > "$OUT/$name-m1.txt"
+  pids=$(stubs "$model" | tr '\n' ',' | sed 's/,$//')
+  first=${pids%%,*}
+  top -H -b -n 2 -d 2 -w 250 -p "$pids,$(pgrep -x tritonserver | head -1)" \
+    | tail -n +2 | awk '/^top -/{n++} n==1' | head -70 > "$OUT/$name-threads.txt"
+  top -b -n 1 -w 200 | head -30 > "$OUT/$name-top.txt"
+  "$spy" dump --native --pid "$first" > "$OUT/$name-dump.txt" 2>&1
+  "$spy" record --native -d 5 -r 100 -f raw -o "$OUT/$name-spy-active.txt" --pid "$first" \
+    > /dev/null 2>&1
+  "$spy" record --native --gil -d 4 -r 100 -f raw -o "$OUT/$name-spy-gil.txt" --pid "$first" \
+    > /dev/null 2>&1
+}
+
+# Why the served decode is slower than the bare loop's (sessions 4-7): the decoder alone in
+# plain processes, then inside the pipelines under 256 JPEG cameras (3 instances and 1)
+# and 128 H.264 cameras.
+diagnose() {
+  input_data
+  python -m camdet.perf.decode_probe --batches 27,64 --threads 1,4 --processes 1,3 \
+    > "$OUT/decode-plain.txt" 2>&1
+  local bench port
+  for n in 3 1; do
+    CAMDET_PIPELINE_INSTANCES=$n CAMDET_PROBE_JPEG=1 "${BENCH[@]}" --cameras 256 --modes ours \
+      --duration 32 --out "$OUT/diag-x$n" > "$OUT/diag-x$n.txt" 2>&1 &
+    bench=$!
+    port=$(metrics_port detect_pipeline)
+    sleep 10  # past the warm-up, inside the measured window
+    look_inside "diag-x$n" detect_pipeline "$port"
+    wait "$bench"
+    grep -h "JPEG probe in this stub" "$OUT/diag-x$n"/server/*.log > "$OUT/diag-x$n-probe.txt"
+    echo "diagnose x$n: $(peak "$OUT/diag-x$n/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
+  done
+  python -m camdet.perf.bench --server-mode portable --modes video --video-size 1920x1080 \
+    --processes "$PROCESSES" --runner torch --repeats 1 --duration 25 --warmup 3 --no-plot \
+    --cameras 128 --out "$OUT/diag-video" > "$OUT/diag-video.txt" 2>&1 &
+  bench=$!
+  port=$(metrics_port detect_video_pipeline)
+  sleep 10
+  look_inside diag-video detect_video_pipeline "$port"
+  wait "$bench"
+  echo "diagnose video: $(peak "$OUT/diag-video/bench.json" video) frames/s" | tee -a "$OUT/summary.txt"
+}
+
 # One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only.
 variant() {
   local name=$1; shift
-  env "$@" "${BENCH[@]}" --cameras 256 --modes ours --out "$OUT/var-$name" \
+  env "$@" "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --out "$OUT/var-$name" \
     > "$OUT/var-$name.txt" 2>&1
   echo "$name: $(peak "$OUT/var-$name/bench.json" ours) frames/s ($*)" | tee -a "$OUT/summary.txt"
 }
@@ -174,5 +249,5 @@ pack() {
 
 case "${1:-all}" in
   all) tests; jpeg; video; pa; speed; profile; pack ;;
-  *) "$1" ;;
+  *) "$@" ;;
 esac
