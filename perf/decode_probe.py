@@ -87,7 +87,7 @@ def measure(batch: int, threads: int, processes: int, seconds: float, device_id:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print one line per (batch, threads, processes)."""
+    """Print one line per (batch, threads, processes), after this process's facts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="27,64")
     parser.add_argument("--threads", default="1,4")
@@ -95,6 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--device", type=int, default=0, help="CUDA device; -1: the CPU")
     args = parser.parse_args(argv)
+
+    if args.device >= 0:
+        from camdet.doctor.gpu import process_facts
+
+        print(f"plain process: {process_facts(args.device)}", flush=True)
 
     def ints(text: str) -> list[int]:
         return [int(x) for x in text.split(",")]

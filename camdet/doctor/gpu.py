@@ -10,6 +10,8 @@ than the CUDA one means the hardware decoder is not being used.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +144,24 @@ def probe_nvdec(device_id: int = 0) -> NvdecProbe:
         for g, c in pairs
     ]
     return NvdecProbe(len(gpu_frames), float(np.mean(diffs)) if diffs else float("nan"))
+
+
+def process_facts(device_id: int) -> str:
+    """What a Triton stub may inherit that a plain process lacks, in words.
+
+    The primary CUDA context's scheduling flag (how a host thread waits for the GPU), the
+    cores this process may run on, its niceness and scheduling policy.
+    """
+    flags, active = ctypes.c_uint(), ctypes.c_int()
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        cuda.cuInit(0)
+        cuda.cuDevicePrimaryCtxGetState(device_id, ctypes.byref(flags), ctypes.byref(active))
+        sched = {0: "auto", 1: "spin", 2: "yield", 4: "blocking-sync"}.get(flags.value & 7, "?")
+    except OSError:
+        sched = "unknown"
+    return (
+        f"primary context flags {flags.value:#x} (schedule {sched}, active {active.value}), "
+        f"{len(os.sched_getaffinity(0))} cores allowed, nice {os.nice(0)}, "
+        f"scheduler {os.sched_getscheduler(0)}"
+    )

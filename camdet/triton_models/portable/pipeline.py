@@ -248,7 +248,7 @@ def _log_jpeg_probe(model: str, preprocess_dir: Path, device_id: int) -> None:
     times longer per frame in a stub than in a plain process; the doctor finds the
     hardware decoder in use in a plain process, so this asks the same in the stub).
     """
-    from camdet.doctor.gpu import probe_jpeg
+    from camdet.doctor.gpu import probe_jpeg, process_facts
 
     frame = next(iter(sorted((preprocess_dir / "warmup").glob("*.jpg"))), None)
     if frame is None:
@@ -257,5 +257,5 @@ def _log_jpeg_probe(model: str, preprocess_dir: Path, device_id: int) -> None:
     pb_utils.Logger.log_info(
         f"{model}: JPEG probe in this stub: {probe.hardware_fps:.0f} frames/s with "
         f"hw_decoder_load=1.0, {probe.cuda_fps:.0f} on CUDA cores (x{probe.speedup:.1f}, "
-        f"{probe.size[1]}x{probe.size[0]})"
+        f"{probe.size[1]}x{probe.size[0]}); {process_facts(device_id)}"
     )
