@@ -32,13 +32,32 @@ def _frames(count: int) -> list[np.ndarray]:
     return [np.frombuffer(f.data, np.uint8) for f in frames]
 
 
-def _run(batch: int, threads: int, seconds: float, device_id: int | None) -> tuple[float, float]:
-    """Decode batches of ``batch`` frames for ``seconds``.
+SCHEDULES = {"auto": 0, "spin": 1, "yield": 2, "blocking-sync": 4}
+"""CUDA's ways for a host thread to wait for the GPU (``CU_CTX_SCHED_*``)."""
+
+
+def _set_schedule(device_id: int, schedule: str) -> None:
+    """Set the primary context's scheduling flag before anything creates the context."""
+    import ctypes
+
+    cuda = ctypes.CDLL("libcuda.so.1")
+    cuda.cuInit(0)
+    if cuda.cuDevicePrimaryCtxSetFlags(device_id, SCHEDULES[schedule]) != 0:
+        raise RuntimeError(f"cuDevicePrimaryCtxSetFlags({schedule}) failed")
+
+
+def _run(
+    batch: int, threads: int, seconds: float, device_id: int | None, schedule: str = "auto"
+) -> tuple[float, float]:
+    """Decode batches of ``batch`` frames for ``seconds``, the context scheduled ``schedule``.
 
     Returns:
         (frames per second, CPU milliseconds per frame of this whole process).
     """
     from camdet.steps.preprocess.runner import BatchPreprocessor
+
+    if device_id is not None:
+        _set_schedule(device_id, schedule)
 
     def sync() -> None:  # the clone of DALI's GPU output is asynchronous
         if device_id is not None:
@@ -60,17 +79,29 @@ def _run(batch: int, threads: int, seconds: float, device_id: int | None) -> tup
     return done / wall, 1e3 * cpu / done
 
 
-def _worker(args: tuple[int, int, float, int | None], barrier: object, results: object) -> None:
+def _worker(
+    args: tuple[int, int, float, int | None, str], barrier: object, results: object
+) -> None:
     barrier.wait()  # type: ignore[attr-defined]
     results.put(_run(*args))  # type: ignore[attr-defined]
 
 
-def measure(batch: int, threads: int, processes: int, seconds: float, device_id: int | None) -> str:
+def measure(
+    batch: int,
+    threads: int,
+    processes: int,
+    seconds: float,
+    device_id: int | None,
+    schedule: str = "auto",
+) -> str:
     """One line: ``processes`` processes decoding at once, their frames/s summed."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=((batch, threads, seconds, device_id), barrier, results))
+        ctx.Process(
+            target=_worker,
+            args=((batch, threads, seconds, device_id, schedule), barrier, results),
+        )
         for _ in range(processes)
     ]
     for p in procs:
@@ -81,7 +112,7 @@ def measure(batch: int, threads: int, processes: int, seconds: float, device_id:
     fps = sum(r[0] for r in rates)
     cpu = float(np.mean([r[1] for r in rates]))
     return (
-        f"batch {batch:3d}  threads {threads:2d}  processes {processes}  "
+        f"batch {batch:3d}  threads {threads:2d}  processes {processes}  {schedule:13s}  "
         f"{fps:8.0f} frames/s  {cpu:6.2f} CPU ms/frame"
     )
 
@@ -94,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", default="1,3")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--device", type=int, default=0, help="CUDA device; -1: the CPU")
+    parser.add_argument("--schedules", default="auto", help=f"of {','.join(SCHEDULES)}")
     args = parser.parse_args(argv)
 
     if args.device >= 0:
@@ -104,11 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def ints(text: str) -> list[int]:
         return [int(x) for x in text.split(",")]
 
-    for processes in ints(args.processes):
-        for threads in ints(args.threads):
-            for batch in ints(args.batches):
-                device = None if args.device < 0 else args.device
-                print(measure(batch, threads, processes, args.seconds, device), flush=True)
+    device = None if args.device < 0 else args.device
+    for schedule in args.schedules.split(","):
+        for processes in ints(args.processes):
+            for threads in ints(args.threads):
+                for batch in ints(args.batches):
+                    line = measure(batch, threads, processes, args.seconds, device, schedule)
+                    print(line, flush=True)
     return 0
 
 

@@ -181,6 +181,8 @@ diagnose() {
   input_data
   python -m camdet.perf.decode_probe --batches 27,64 --threads 1,4 --processes 1,3 \
     > "$OUT/decode-plain.txt" 2>&1
+  python -m camdet.perf.decode_probe --batches 27 --threads 4 --processes 1,3 \
+    --schedules blocking-sync,yield >> "$OUT/decode-plain.txt" 2>&1
   local bench port
   for n in 3 1; do
     CAMDET_PIPELINE_INSTANCES=$n CAMDET_PROBE_JPEG=1 "${BENCH[@]}" --cameras 256 --modes ours \
