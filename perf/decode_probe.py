@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from camdet.runtime.cuda_schedule import SCHEDULES, set_schedule
+
 DALI_PY = Path(__file__).resolve().parents[1] / "model_repository" / "preprocess" / "1" / "dali.py"
 """The production pipeline (the editable install maps ``camdet.perf`` to ``perf/``)."""
 
@@ -30,20 +32,6 @@ def _frames(count: int) -> list[np.ndarray]:
 
     frames = synthetic_frames(count, sizes=((1920, 1080),))
     return [np.frombuffer(f.data, np.uint8) for f in frames]
-
-
-SCHEDULES = {"auto": 0, "spin": 1, "yield": 2, "blocking-sync": 4}
-"""CUDA's ways for a host thread to wait for the GPU (``CU_CTX_SCHED_*``)."""
-
-
-def _set_schedule(device_id: int, schedule: str) -> None:
-    """Set the primary context's scheduling flag before anything creates the context."""
-    import ctypes
-
-    cuda = ctypes.CDLL("libcuda.so.1")
-    cuda.cuInit(0)
-    if cuda.cuDevicePrimaryCtxSetFlags(device_id, SCHEDULES[schedule]) != 0:
-        raise RuntimeError(f"cuDevicePrimaryCtxSetFlags({schedule}) failed")
 
 
 def _run(
@@ -57,7 +45,7 @@ def _run(
     from camdet.steps.preprocess.runner import BatchPreprocessor
 
     if device_id is not None:
-        _set_schedule(device_id, schedule)
+        set_schedule(device_id, schedule)
 
     def sync() -> None:  # the clone of DALI's GPU output is asynchronous
         if device_id is not None:

@@ -17,6 +17,8 @@
 #                                        # x1/x2/x3, one thread x3 (session 6), validate per 2 cores
 #   bash perf/gpu_session.sh dali        # the DALI backend (.gpu/dali, built on the CPU machine):
 #                                        # its tests on the GPU, and detect through it vs the stand-in
+#   bash perf/gpu_session.sh schedules   # detect at 256 cameras per CAMDET_CUDA_SCHEDULE (auto, yield,
+#                                        # blocking-sync): the fastest goes to best-schedule.txt
 #   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
@@ -175,18 +177,16 @@ look_inside() {
 }
 
 # Why the served decode is slower than the bare loop's (sessions 4-7): the decoder alone in
-# plain processes, then inside the pipelines under 256 JPEG cameras (3 instances and 1)
-# and 128 H.264 cameras.
+# plain processes (CUDA's default wait and blocking-sync), then inside the pipelines under
+# 256 JPEG cameras (DIAG_INSTANCES, default 3) and 128 H.264 cameras.
 diagnose() {
   input_data
-  python -m camdet.perf.decode_probe --batches 27,64 --threads 1,4 --processes 1,3 \
-    > "$OUT/decode-plain.txt" 2>&1
-  python -m camdet.perf.decode_probe --batches 27 --threads 4 --processes 1,3 \
-    --schedules blocking-sync,yield >> "$OUT/decode-plain.txt" 2>&1
-  local bench port
-  for n in 3 1; do
+  python -m camdet.perf.decode_probe --batches 32 --threads 4 --processes 1,3 \
+    --schedules auto,blocking-sync > "$OUT/decode-plain.txt" 2>&1
+  local bench port n
+  for n in ${DIAG_INSTANCES:-3}; do
     CAMDET_PIPELINE_INSTANCES=$n CAMDET_PROBE_JPEG=1 "${BENCH[@]}" --cameras 256 --modes ours \
-      --duration 32 --out "$OUT/diag-x$n" > "$OUT/diag-x$n.txt" 2>&1 &
+      --duration 30 --out "$OUT/diag-x$n" > "$OUT/diag-x$n.txt" 2>&1 &
     bench=$!
     port=$(metrics_port detect_pipeline)
     sleep 10  # past the warm-up, inside the measured window
@@ -195,6 +195,7 @@ diagnose() {
     grep -h "JPEG probe in this stub" "$OUT/diag-x$n"/server/*.log > "$OUT/diag-x$n-probe.txt"
     echo "diagnose x$n: $(peak "$OUT/diag-x$n/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
   done
+  [ "${DIAG_VIDEO:-1}" = 1 ] || return 0
   python -m camdet.perf.bench --server-mode portable --modes video --video-size 1920x1080 \
     --processes "$PROCESSES" --runner torch --repeats 1 --duration 25 --warmup 3 --no-plot \
     --cameras 128 --out "$OUT/diag-video" > "$OUT/diag-video.txt" 2>&1 &
@@ -204,6 +205,20 @@ diagnose() {
   look_inside diag-video detect_video_pipeline "$port"
   wait "$bench"
   echo "diagnose video: $(peak "$OUT/diag-video/bench.json" video) frames/s" | tee -a "$OUT/summary.txt"
+}
+
+# detect at 256 cameras per CUDA schedule of the pipelines (CAMDET_CUDA_SCHEDULE); the
+# fastest one's name goes to $OUT/best-schedule.txt.
+schedules() {
+  input_data
+  local best=auto best_fps=0 fps s
+  for s in ${SCHEDULES:-auto yield blocking-sync}; do
+    variant "schedule-$s" CAMDET_CUDA_SCHEDULE=$s
+    fps=$(peak "$OUT/var-schedule-$s/bench.json" ours) || continue
+    [ "$fps" -gt "$best_fps" ] && best=$s best_fps=$fps
+  done
+  echo "$best" > "$OUT/best-schedule.txt"
+  echo "best schedule: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
 }
 
 # One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only.

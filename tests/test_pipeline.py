@@ -59,6 +59,8 @@ def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
     assert steps(gpu[ENSEMBLE]) == ["validate", "detect_pipeline"]
     assert [g.count for g in gpu["detect_pipeline"].instance_group] == [3]
+    # CUDA's own way of waiting unless CAMDET_CUDA_SCHEDULE says otherwise.
+    assert gpu["detect_pipeline"].parameters["cuda_schedule"].string_value == "auto"
     assert steps(cpu[ENSEMBLE]) == ["validate", "preprocess", "detector", "postprocess"]
     assert "detect_pipeline" not in cpu
 

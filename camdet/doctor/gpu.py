@@ -10,7 +10,6 @@ than the CUDA one means the hardware decoder is not being used.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import time
 from dataclasses import dataclass
@@ -152,16 +151,14 @@ def process_facts(device_id: int) -> str:
     The primary CUDA context's scheduling flag (how a host thread waits for the GPU), the
     cores this process may run on, its niceness and scheduling policy.
     """
-    flags, active = ctypes.c_uint(), ctypes.c_int()
+    from camdet.runtime.cuda_schedule import schedule_of
+
     try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-        cuda.cuInit(0)
-        cuda.cuDevicePrimaryCtxGetState(device_id, ctypes.byref(flags), ctypes.byref(active))
-        sched = {0: "auto", 1: "spin", 2: "yield", 4: "blocking-sync"}.get(flags.value & 7, "?")
+        schedule, active = schedule_of(device_id)
     except OSError:
-        sched = "unknown"
+        schedule, active = "unknown", False
     return (
-        f"primary context flags {flags.value:#x} (schedule {sched}, active {active.value}), "
+        f"CUDA schedule {schedule} (context active: {active}), "
         f"{len(os.sched_getaffinity(0))} cores allowed, nice {os.nice(0)}, "
         f"scheduler {os.sched_getscheduler(0)}"
     )

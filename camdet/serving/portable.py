@@ -171,6 +171,11 @@ PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 detect-and-answer thread (``CAMDET_PIPELINE_OVERLAP=0``: one thread does both; config
 parameter ``overlap``; :mod:`camdet.triton_models.portable.stages`)."""
 
+PIPELINE_CUDA_SCHEDULE = os.environ.get("CAMDET_CUDA_SCHEDULE", "auto")
+"""How each ``*_pipeline`` instance's threads wait for the GPU (``CAMDET_CUDA_SCHEDULE``:
+``auto``, CUDA's default, ``spin``, ``yield`` or ``blocking-sync``; config parameter
+``cuda_schedule``; :mod:`camdet.runtime.cuda_schedule`)."""
+
 _PIPELINE_MODULES = {False: "portable.pipeline", True: "portable.pipeline_video"}
 """The one-process model's module, by whether its preprocessing is sequence-batched."""
 
@@ -201,6 +206,7 @@ def add_pipelines(
         for group in pipeline.instance_group:
             group.count = instances if gpu else 1
         pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
+        pipeline.parameters["cuda_schedule"].string_value = PIPELINE_CUDA_SCHEDULE
         _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])
         step = _pipeline_step(pipeline.name, run, {t.name for t in ensemble.output})
         new_steps = [*steps[:start], step, *steps[start + 3 :]]

@@ -156,6 +156,7 @@ class TritonPythonModel:
         (self.input_name,) = tensor_names(config, "input")
         pre, det, post = (step_args(args, parameter(config, key)) for key in PIPELINE_STEPS)
         device_id = instance_device(args)
+        apply_cuda_schedule(args["model_name"], config, device_id)
         self.device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
         pre_config = load_config(pre)
         self.pre_outputs = tensor_names(pre_config, "output")
@@ -234,6 +235,19 @@ class TritonPythonModel:
             owners.append((i, len(encoded)))
             thresholds.append(setting)
         return _Frames(frames, owners, thresholds)
+
+
+def apply_cuda_schedule(model: str, config: dict, device_id: int | None) -> None:
+    """Set the config's ``cuda_schedule`` (default ``auto``: CUDA's own) before CUDA starts.
+
+    Called first in ``initialize``: the flag holds for the context created after it.
+    """
+    schedule = parameter(config, "cuda_schedule", "auto")
+    if device_id is None or schedule == "auto":
+        return
+    from camdet.runtime.cuda_schedule import set_schedule
+
+    pb_utils.Logger.log_info(f"{model}: CUDA schedule {set_schedule(device_id, schedule)}")
 
 
 def overlapped(config: dict) -> bool:

@@ -23,11 +23,16 @@ from camdet.steps.video.pool import VideoRequestError
 from camdet.triton_models.common import (
     DeviceStats,
     error_response,
+    instance_device,
     load_config,
     parameter,
     step_args,
 )
-from camdet.triton_models.portable.pipeline import DetectAndAnswer, overlapped
+from camdet.triton_models.portable.pipeline import (
+    DetectAndAnswer,
+    apply_cuda_schedule,
+    overlapped,
+)
 from camdet.triton_models.portable.stages import Batch, Stages
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE
 from camdet.triton_models.preprocess_video import NO_FRAME, AccessUnit, read
@@ -60,6 +65,7 @@ class TritonPythonModel(PreprocessVideo):
         """Open ``preprocess_video`` with its own config; the detector and postprocess too."""
         config = load_config(args)
         pre, det, post = (step_args(args, parameter(config, key)) for key in PIPELINE_STEPS)
+        apply_cuda_schedule(args["model_name"], config, instance_device(args))
         super().initialize(pre)
         self.device = torch.device("cpu" if self.device_id is None else f"cuda:{self.device_id}")
         self.stats = DeviceStats(args["model_name"])
