@@ -186,11 +186,14 @@ diagnose() {
   local bench port n
   for n in ${DIAG_INSTANCES:-3}; do
     CAMDET_PIPELINE_INSTANCES=$n CAMDET_PROBE_JPEG=1 "${BENCH[@]}" --cameras 256 --modes ours \
-      --duration 30 --out "$OUT/diag-x$n" > "$OUT/diag-x$n.txt" 2>&1 &
+      --duration 40 --out "$OUT/diag-x$n" > "$OUT/diag-x$n.txt" 2>&1 &
     bench=$!
     port=$(metrics_port detect_pipeline)
     sleep 10  # past the warm-up, inside the measured window
     look_inside "diag-x$n" detect_pipeline "$port"
+    # The same decode in a plain process beside the loaded server: the stub, or the load?
+    python -m camdet.perf.decode_probe --batches 32 --threads 4 --processes 1 \
+      > "$OUT/diag-x$n-decode-beside.txt" 2>&1
     wait "$bench"
     grep -h "JPEG probe in this stub" "$OUT/diag-x$n"/server/*.log > "$OUT/diag-x$n-probe.txt"
     echo "diagnose x$n: $(peak "$OUT/diag-x$n/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
