@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,13 @@ class Detector:
         return torch.as_tensor(raw, device=self.device).to(self.output_dtype)
 
 
+SEND_THREADS = 4
+"""Threads that send one batch's responses at once. A response sender waits until the
+server has taken its response (a round trip between this process and tritonserver,
+without the GIL), so sending them one after another made the detect stage wait for
+each round trip in turn."""
+
+
 class DetectAndAnswer:
     """The last stage of both ``*_pipeline`` models: detector, postprocess, the responses.
 
@@ -96,6 +104,7 @@ class DetectAndAnswer:
         self.post = Postprocessor(load_config(post), Path(post["model_repository"]), device)
         self.post.warm_up()
         self.stats = stats
+        self.senders = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="answer")
 
     def __call__(
         self,
@@ -126,9 +135,13 @@ class DetectAndAnswer:
         with self.stats.phase("postprocess"):
             host, counts = self.post.detect(raw, sizes, images, thresholds)
         with self.stats.phase("outputs"):
-            for i, tensors in self.post.outputs(host, counts, owners).items():
-                batch.answer(i, respond(i, tensors))
+            tensors = self.post.outputs(host, counts, owners)
+            batch.answer_all({i: respond(i, t) for i, t in tensors.items()}, self.senders)
         return raw, host
+
+    def close(self) -> None:
+        """Stop the sending threads (after the last batch was answered)."""
+        self.senders.shutdown(wait=True)
 
 
 @dataclass
@@ -188,6 +201,7 @@ class TritonPythonModel:
     def finalize(self) -> None:
         """Answer the batches in flight, then stop the stage threads."""
         self.stages.close()
+        self.answering.close()
 
     def _decode(self, batch: Batch) -> None:
         """Stage 1: decode and letterbox; a frame the decoder refuses fails its request."""

@@ -93,6 +93,7 @@ class TritonPythonModel(PreprocessVideo):
     def finalize(self) -> None:
         """Answer the batches in flight, then close the decoders."""
         self.stages.close()
+        self.answering.close()
         super().finalize()
 
     def _decode(self, batch: Batch) -> None:

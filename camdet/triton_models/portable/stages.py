@@ -27,6 +27,7 @@ import queue
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,25 @@ class Batch:
         sender, self.senders[index] = self.senders[index], None
         if sender is not None:
             sender.send(response, flags=FINAL)
+
+    def answer_all(
+        self, responses: dict[int, pb_utils.InferenceResponse], pool: Executor | None = None
+    ) -> None:
+        """Send each request's final response, several at a time on ``pool``.
+
+        Raises:
+            Exception: The first failed send's error, once every other response was sent
+                (a cancelled request does not keep the others from their answers).
+        """
+        if pool is None or len(responses) < 2:
+            for index, response in responses.items():
+                self.answer(index, response)
+            return
+        sends = [pool.submit(self.answer, i, response) for i, response in responses.items()]
+        errors = [send.exception() for send in sends]  # waits for every send
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
 
     def fail(self, model: str, exc: BaseException) -> None:
         """Answer every request not answered yet with an ``INTERNAL`` error.
