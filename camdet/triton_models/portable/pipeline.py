@@ -80,11 +80,11 @@ class Detector:
         return torch.as_tensor(raw, device=self.device).to(self.output_dtype)
 
 
-SEND_THREADS = 4
-"""Threads that send one batch's responses at once. A response sender waits until the
-server has taken its response (a round trip between this process and tritonserver,
-without the GIL), so sending them one after another made the detect stage wait for
-each round trip in turn."""
+SEND_THREADS = int(os.environ.get("CAMDET_SEND_THREADS", "4"))
+"""Threads that send one batch's responses at once (``CAMDET_SEND_THREADS``; 1: one
+after another, as before). A response sender waits until the server has taken its
+response (a round trip between this process and tritonserver, without the GIL), so
+sending them one after another made the detect stage wait for each round trip in turn."""
 
 
 class DetectAndAnswer:
