@@ -30,3 +30,21 @@ def test_the_flag_holds_for_the_context_torch_creates(schedule: str) -> None:
     first, after = out.stdout.splitlines()
     assert first == f"{schedule} (context not created yet)"
     assert after == f"('{schedule}', True)"
+
+
+@pytest.mark.gpu
+def test_the_flag_is_set_on_a_context_already_active() -> None:
+    # As in a Python-backend stub: something made the context before the model sets it.
+    code = (
+        "import torch\n"
+        "from camdet.runtime.cuda_schedule import schedule_of, set_schedule\n"
+        "torch.zeros(1, device='cuda').sum().item()\n"
+        "print(set_schedule(0, 'blocking-sync'))\n"
+        "torch.zeros(1, device='cuda').sum().item()\n"
+        "print(schedule_of(0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "blocking-sync (context already active)",
+        "('blocking-sync', True)",
+    ]

@@ -5,13 +5,14 @@ than the machine has cores. Every stage thread of a served pipeline and each of 
 own threads then spins on its syncs, which is free in a process alone on a machine and
 not on a GPU server whose cores also run the gRPC front end, the clients and other
 pipelines' processes. ``yield`` and ``blocking-sync`` give the core back while waiting.
-Set before anything in the process creates the context (torch, DALI); the driver keeps
-the flag for the context it creates then.
+Set before anything in the process creates the context (torch, DALI), or on the active
+context (``cuCtxSetFlags``, CUDA 12.1+), as in a Python-backend stub, which makes it first.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 SCHEDULES = {"auto": 0, "spin": 1, "yield": 2, "blocking-sync": 4}
 """``CU_CTX_SCHED_*`` by name."""
@@ -28,11 +29,17 @@ def _driver() -> ctypes.CDLL:
 def schedule_of(device_id: int) -> tuple[str, bool]:
     """The primary context's scheduling flag on ``device_id`` and whether it is active.
 
+    An active context is asked itself (``cuCtxGetFlags``): a flag set on it with
+    ``cuCtxSetFlags`` is not in the device's record of the primary context's flags.
+
     Raises:
         OSError: No CUDA driver on this machine.
     """
+    cuda = _driver()
     flags, active = ctypes.c_uint(), ctypes.c_int()
-    _driver().cuDevicePrimaryCtxGetState(device_id, ctypes.byref(flags), ctypes.byref(active))
+    cuda.cuDevicePrimaryCtxGetState(device_id, ctypes.byref(flags), ctypes.byref(active))
+    if active.value:
+        _in_context(cuda, device_id, lambda: cuda.cuCtxGetFlags(ctypes.byref(flags)))
     return _NAMES.get(flags.value & 7, f"{flags.value & 7:#x}"), bool(active.value)
 
 
@@ -52,8 +59,32 @@ def set_schedule(device_id: int, schedule: str) -> str:
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"CUDA schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    status = _driver().cuDevicePrimaryCtxSetFlags(device_id, SCHEDULES[schedule])
-    if status != 0:
-        raise RuntimeError(f"cuDevicePrimaryCtxSetFlags({schedule}) returned CUresult {status}")
-    now, active = schedule_of(device_id)
+    cuda = _driver()
+    _, active = schedule_of(device_id)
+    flags = SCHEDULES[schedule]
+    if active:  # e.g. a Python-backend stub, whose own code made it before the model's
+        # cuDevicePrimaryCtxSetFlags refuses an active context (CUresult 708).
+        _in_context(cuda, device_id, lambda: cuda.cuCtxSetFlags(ctypes.c_uint(flags)))
+    else:
+        _check(cuda.cuDevicePrimaryCtxSetFlags(device_id, flags), f"flags {flags}")
+    now, _ = schedule_of(device_id)
     return f"{now} (context {'already active' if active else 'not created yet'})"
+
+
+def _in_context(cuda: ctypes.CDLL, device_id: int, call: Callable[[], int]) -> None:
+    """Run a driver ``call`` with the device's primary context current on this thread."""
+    context = ctypes.c_void_p()
+    _check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device_id), "retain")
+    try:
+        _check(cuda.cuCtxPushCurrent(context), "push")
+        try:
+            _check(call(), "context call")
+        finally:
+            cuda.cuCtxPopCurrent(ctypes.byref(ctypes.c_void_p()))
+    finally:
+        cuda.cuDevicePrimaryCtxRelease(device_id)
+
+
+def _check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"CUDA driver call ({what}) returned CUresult {status}")
