@@ -595,3 +595,35 @@ def test_locust_cameras_report_per_camera_without_failures(server, input_data, t
         # Every frame slot of the camera's clock was either sent or dropped (late answers).
         slots = camera["sent"] + camera["dropped"]
         assert 0.7 * camera["fps"] * 10 <= slots <= 1.1 * camera["fps"] * 10 + 1
+
+
+def test_decode_probe_times_the_production_pipeline_in_plain_processes() -> None:
+    # The CPU pipeline here; on the GPU machine the same command compares with the served
+    # decode (perf/gpu_session.sh diagnose).
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "camdet.perf.decode_probe",
+            "--device",
+            "-1",
+            "--batches",
+            "2",
+            "--threads",
+            "1",
+            "--processes",
+            "1,2",
+            "--seconds",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.splitlines()
+    assert len(out) == 2, out
+    for line, processes in zip(out, (1, 2), strict=True):
+        fields = line.split()
+        assert fields[:6] == ["batch", "2", "threads", "1", "processes", str(processes)]
+        assert fields[6] == "auto"
+        assert float(fields[7]) > 0 and fields[8] == "frames/s"

@@ -1,12 +1,14 @@
 """How a process's host threads wait for its GPU: the primary CUDA context's scheduling flag.
 
 CUDA's default (``auto``) spins a waiting thread while the process has fewer contexts
-than the machine has cores. Every stage thread of a served pipeline and each of DALI's
-own threads then spins on its syncs, which is free in a process alone on a machine and
-not on a GPU server whose cores also run the gRPC front end, the clients and other
-pipelines' processes. ``yield`` and ``blocking-sync`` give the core back while waiting.
-Set before anything in the process creates the context (torch, DALI), or on the active
-context (``cuCtxSetFlags``, CUDA 12.1+), as in a Python-backend stub, which makes it first.
+than the machine has cores. Each stage thread of a served pipeline and each of DALI's own
+threads then spins on its syncs: free in a process alone on a machine, possibly not on a
+GPU server whose cores also run the gRPC front end, the clients and the other pipelines'
+processes (on an H100 under 256 cameras DALI's mixed-stage threads used ~5 cores,
+perf/RESULTS.md session 8). ``yield`` and ``blocking-sync`` give the core back while
+waiting. Set before anything in the process creates the context (torch, DALI), or on the
+active context (``cuCtxSetFlags``, CUDA 12.1+), as in a Python-backend stub, whose own
+code creates it before the model's ``initialize``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def schedule_of(device_id: int) -> tuple[str, bool]:
     """The primary context's scheduling flag on ``device_id`` and whether it is active.
 
     An active context is asked itself (``cuCtxGetFlags``): a flag set on it with
-    ``cuCtxSetFlags`` is not in the device's record of the primary context's flags.
+    ``cuCtxSetFlags`` need not show in the device's record of the primary context.
 
     Raises:
         OSError: No CUDA driver on this machine.

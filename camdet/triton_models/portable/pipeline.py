@@ -252,9 +252,11 @@ class TritonPythonModel:
 
 
 def apply_cuda_schedule(model: str, config: dict, device_id: int | None) -> None:
-    """Set the config's ``cuda_schedule`` (default ``auto``: CUDA's own) before CUDA starts.
+    """Set the config's ``cuda_schedule`` (default ``auto``: CUDA's own, left alone).
 
-    Called first in ``initialize``: the flag holds for the context created after it.
+    Called first in ``initialize``. The stub has made the CUDA context by then (on the
+    H100 the driver refused to change an active primary context's flags, CUresult 708),
+    so :func:`~camdet.runtime.cuda_schedule.set_schedule` sets it on the active context.
     """
     schedule = parameter(config, "cuda_schedule", "auto")
     if device_id is None or schedule == "auto":
