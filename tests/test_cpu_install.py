@@ -76,6 +76,25 @@ def test_cpu_modules_import_without_torch(tmp_path: Path) -> None:
     assert tried == []
 
 
+def test_gpus_without_torch_are_named_with_the_extra_to_install(tmp_path: Path) -> None:
+    # The CPU arrangement either way; where the driver sees GPUs (a GPU machine with the
+    # CPU install), one warning says how to serve on them.
+    code = (
+        "import logging; logging.basicConfig()\n"
+        "from camdet.serving.launch import driver_gpu_count, has_cuda_gpu\n"
+        "print(has_cuda_gpu(), has_cuda_gpu(), driver_gpu_count())\n"
+    )
+    result, _ = _run_without_torch(tmp_path, "-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, second, gpus = result.stdout.split()
+    assert (first, second) == ("False", "False")
+    warning = (
+        "but torch is not installed: serving the CPU arrangement. "
+        'To serve on the GPU: pip install "camdet[gpu]"'
+    )
+    assert result.stderr.count(warning) == (1 if int(gpus) else 0), result.stderr
+
+
 def test_cpu_postprocess_runs_without_torch(tmp_path: Path) -> None:
     result, tried = _run_without_torch(tmp_path, "-c", SCRIPT_CPU_POSTPROCESS)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -10,6 +10,7 @@ must import numpy 1.x. :mod:`.server` starts what this module describes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -59,12 +60,42 @@ class Launch:
 
 
 def has_cuda_gpu() -> bool:
-    """Whether torch sees a CUDA device (decides GPU or CPU instance groups)."""
+    """Whether torch sees a CUDA device (decides GPU or CPU instance groups).
+
+    Without torch (the CPU install) the answer is no; if the CUDA driver sees GPUs all
+    the same, a warning says once how to serve on them.
+    """
     try:
         import torch
     except ImportError:
+        _warn_gpus_without_torch()
         return False
     return torch.cuda.is_available()
+
+
+def driver_gpu_count() -> int:
+    """GPUs the CUDA driver sees (0 without a driver), asked without torch."""
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+@functools.cache
+def _warn_gpus_without_torch() -> None:
+    """Say once that this machine's GPUs go unused without the ``gpu`` extra."""
+    if count := driver_gpu_count():
+        logger.warning(
+            "%d CUDA GPU(s) found, but torch is not installed: serving the CPU arrangement. "
+            'To serve on the GPU: pip install "camdet[gpu]"',
+            count,
+        )
 
 
 def cuda_device_count() -> int:
