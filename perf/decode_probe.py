@@ -16,14 +16,14 @@ import argparse
 import multiprocessing as mp
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from camdet.runtime.cuda_schedule import SCHEDULES, set_schedule
+from camdet.serving.repository import PRODUCTION_REPOSITORY
 
-DALI_PY = Path(__file__).resolve().parents[1] / "model_repository" / "preprocess" / "1" / "dali.py"
-"""The production pipeline (the editable install maps ``camdet.perf`` to ``perf/``)."""
+DALI_PY = PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py"
+"""The production pipeline."""
 
 
 def _frames(count: int) -> list[np.ndarray]:

@@ -118,13 +118,8 @@ profile() {
   # CAMDET_PROBE_JPEG: each pipeline stub logs the doctor's hardware-decoder probe.
   CAMDET_PROBE_JPEG=1 CAMDET_PIPELINES=1 "${BENCH[@]}" --cameras 256 --modes ours \
     --duration 20 --out "$OUT/profile" > "$OUT/profile.txt" 2>&1 &
-  local bench=$! port=""
-  for _ in $(seq 120); do
-    port=$(pgrep -af tritonserver | grep -o "metrics-port=[0-9]*" | head -1 | cut -d= -f2)
-    [ -n "$port" ] && curl -sf "localhost:$port/metrics" \
-      | grep -q 'camdet_step_seconds_total{model="detect_pipeline"' && break
-    sleep 1
-  done
+  local bench=$! port
+  port=$(metrics_port detect_pipeline)
   sleep 15  # well inside the measured window
   curl -s "localhost:$port/metrics" | grep -E "^camdet_step_(seconds|batches)_total" \
     > "$OUT/profile-metrics.txt"

@@ -22,10 +22,14 @@ SCHEDULES = {"auto": 0, "spin": 1, "yield": 2, "blocking-sync": 4}
 _NAMES = {value: name for name, value in SCHEDULES.items()}
 
 
-def _driver() -> ctypes.CDLL:
+def driver() -> tuple[ctypes.CDLL, int]:
+    """The CUDA driver library, initialised, and ``cuInit``'s ``CUresult`` (0: fine).
+
+    Raises:
+        OSError: No CUDA driver on this machine.
+    """
     cuda = ctypes.CDLL("libcuda.so.1")
-    cuda.cuInit(0)
-    return cuda
+    return cuda, cuda.cuInit(0)
 
 
 def schedule_of(device_id: int) -> tuple[str, bool]:
@@ -37,7 +41,7 @@ def schedule_of(device_id: int) -> tuple[str, bool]:
     Raises:
         OSError: No CUDA driver on this machine.
     """
-    cuda = _driver()
+    cuda, _ = driver()
     flags, active = ctypes.c_uint(), ctypes.c_int()
     cuda.cuDevicePrimaryCtxGetState(device_id, ctypes.byref(flags), ctypes.byref(active))
     if active.value:
@@ -61,7 +65,7 @@ def set_schedule(device_id: int, schedule: str) -> str:
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"CUDA schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    cuda = _driver()
+    cuda, _ = driver()
     _, active = schedule_of(device_id)
     flags = SCHEDULES[schedule]
     if active:  # e.g. a Python-backend stub, whose own code made it before the model's

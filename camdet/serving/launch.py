@@ -77,12 +77,14 @@ def driver_gpu_count() -> int:
     """GPUs the CUDA driver sees (0 without a driver), asked without torch."""
     import ctypes
 
+    from camdet.runtime.cuda_schedule import driver
+
     try:
-        cuda = ctypes.CDLL("libcuda.so.1")
+        cuda, status = driver()
     except OSError:
         return 0
     count = ctypes.c_int()
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+    if status != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
         return 0
     return count.value
 
