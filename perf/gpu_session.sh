@@ -19,6 +19,9 @@
 #                                        # its tests on the GPU, and detect through it vs the stand-in
 #   bash perf/gpu_session.sh schedules   # detect at 256 cameras per CAMDET_CUDA_SCHEDULE (auto, yield,
 #                                        # blocking-sync): the fastest goes to best-schedule.txt
+#   bash perf/gpu_session.sh mps         # detect at 256 cameras without and with the private CUDA MPS
+#                                        # daemon (CAMDET_MPS), and with 4 / 6 pipeline instances under
+#                                        # it: the fastest arrangement's variables go to best-env.txt
 #   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
@@ -26,7 +29,7 @@
 #
 # Each phase writes its own files, so a phase that fails does not cost the others' results.
 set -uo pipefail
-OUT=${OUT:-gpu-out}
+export OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 DATA=/tmp/pd
 # Client processes: 8 left the server idle at 256 cameras in session 7 (16: +14%).
@@ -43,7 +46,8 @@ input_data() {
 tests() {
   # Named files: the GPU machine lacks some CPU-test dependencies (collection of all fails).
   pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_video_gpu.py \
-    tests/test_torch_runner.py tests/test_segment.py > "$OUT/test_gpu.txt" 2>&1
+    tests/test_torch_runner.py tests/test_segment.py tests/test_cuda_schedule.py \
+    tests/test_mps.py > "$OUT/test_gpu.txt" 2>&1
   echo "gpu tests rc=$?" | tee -a "$OUT/summary.txt"
   pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_video_server.py \
     tests/test_server.py > "$OUT/test_server.txt" 2>&1
@@ -154,11 +158,11 @@ metrics_port() {
 # threads are and which thread holds the GIL. Files NAME-*.txt.
 look_inside() {
   local name=$1 model=$2 port=$3 pids first spy=${PY_SPY:-/tmp/site/bin/py-spy}
-  curl -s "localhost:$port/metrics" | grep -E "^camdet_step_|^nv_inference_(count|exec_count)" \
-    > "$OUT/$name-m0.txt"
+  # Triton's per-model counters too: where requests wait (queue) and for how long.
+  local counters="^camdet_step_|^nv_inference_(count|exec_count|queue_duration_us|request_duration_us)"
+  curl -s "localhost:$port/metrics" | grep -E "$counters" > "$OUT/$name-m0.txt"
   sleep 5
-  curl -s "localhost:$port/metrics" | grep -E "^camdet_step_|^nv_inference_(count|exec_count)" \
-    > "$OUT/$name-m1.txt"
+  curl -s "localhost:$port/metrics" | grep -E "$counters" > "$OUT/$name-m1.txt"
   pids=$(stubs "$model" | tr '\n' ',' | sed 's/,$//')
   first=${pids%%,*}
   top -H -b -n 2 -d 2 -w 250 -p "$pids,$(pgrep -x tritonserver | head -1)" \
@@ -225,6 +229,28 @@ variant() {
   env "$@" "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --out "$OUT/var-$name" \
     > "$OUT/var-$name.txt" 2>&1
   echo "$name: $(peak "$OUT/var-$name/bench.json" ours) frames/s ($*)" | tee -a "$OUT/summary.txt"
+}
+
+# detect at 256 cameras without and with the private MPS daemon, then more pipeline
+# instances under it (contexts no longer take turns); the fastest point's variables go to
+# $OUT/best-env.txt (for `env $(cat best-env.txt) bash perf/gpu_session.sh jpeg`).
+mps() {
+  input_data
+  { command -v nvidia-cuda-mps-control || ls /usr/local/nvidia/bin; nvidia-smi -q | grep -i -A1 "compute mode"; } \
+    > "$OUT/mps-binary.txt" 2>&1
+  local best="CAMDET_MPS=0" best_fps=0 fps name
+  local -A points=([mps-off]="CAMDET_MPS=0" [mps-on]="CAMDET_MPS=1"
+                   [mps-on-x4]="CAMDET_MPS=1 CAMDET_PIPELINE_INSTANCES=4"
+                   [mps-on-x6]="CAMDET_MPS=1 CAMDET_PIPELINE_INSTANCES=6")
+  for name in mps-off mps-on mps-on-x4 mps-on-x6; do
+    # shellcheck disable=SC2086  # the point's variables, one word each
+    timeout 150 bash "$0" variant "$name" ${points[$name]}
+    pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+    fps=$(peak "$OUT/var-$name/bench.json" ours) || continue
+    [ "$fps" -gt "$best_fps" ] && best=${points[$name]} best_fps=$fps
+  done
+  echo "$best" > "$OUT/best-env.txt"
+  echo "best: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
 }
 
 variants() {

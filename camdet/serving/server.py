@@ -8,6 +8,7 @@ repository (:mod:`.portable`), checks the ports (:mod:`.ports`) and yields a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from camdet.contract import STEP_BATCHES_METRIC
+from camdet.serving import mps
 from camdet.serving.backends import DaliBackend, add_dali_backend, find_dali_backend
 from camdet.serving.launch import (
     Launch,
@@ -27,6 +29,7 @@ from camdet.serving.launch import (
     ServerError,
     container_binary,
     container_launch,
+    driver_gpu_count,
     has_cuda_gpu,
     portable_backend_dir,
     portable_launch,
@@ -319,6 +322,7 @@ def serve(
         raise PortInUseError(busy)
     binary = container_binary()
     use_portable = binary is None if portable is None else portable
+    gpu = has_cuda_gpu() if use_portable else driver_gpu_count() > 0
     with tempfile.TemporaryDirectory(prefix="camdet-") as tmp:
         root = Path(workdir or tmp)
         if use_portable:
@@ -326,7 +330,7 @@ def serve(
             repository = generate_portable_repository(
                 production_repository,
                 root / "portable_repository",
-                gpu=has_cuda_gpu(),
+                gpu=gpu,
                 pipelines=pipelines if pipelines is not None else _pipelines_from_env(),
                 dali_backend=dali is not None,
             )
@@ -344,5 +348,7 @@ def serve(
             launch = container_launch(binary, production_repository, ports, verbose, exposure)
         # Outside a temporary workdir, so that the log a failure names is still there.
         log = root / "tritonserver.log" if workdir else _kept_log(ports)
-        with TritonServer(launch, ports, log).start(timeout_s) as server:
-            yield server
+        with mps.private_mps(mps.setting(), gpu, use_portable) as mps_env:
+            launch = dataclasses.replace(launch, env={**launch.env, **mps_env})
+            with TritonServer(launch, ports, log).start(timeout_s) as server:
+                yield server
