@@ -136,3 +136,17 @@ def test_shape_errors() -> None:
         postprocess_host(np.zeros((1, 4, 10)), np.array([[1, 1]]), [Thresholds()])
     with pytest.raises(ValueError, match="batch of 1 with 2 sizes and 1 thresholds"):
         postprocess_host(np.zeros((1, 6, 10)), np.zeros((2, 2)), [Thresholds()])
+
+
+def test_the_served_copy_to_the_host_equals_the_flat_detections(batch: tuple) -> None:
+    # postprocess_to_host drops what max_detections cuts on the host (fewer GPU waits).
+    raw, sizes, images = batch
+    args = (torch.from_numpy(raw), torch.from_numpy(sizes), SETTINGS)
+    served = detections.postprocess_to_host(*args, torch.from_numpy(images))
+    reference = _torch_path(raw, sizes, images)
+    assert served.counts == reference.counts
+    assert served.counts[2] == 7  # top-k cut the list of that frame
+    assert np.array_equal(served.class_ids, reference.class_ids.numpy())
+    assert np.array_equal(served.scores, reference.scores.numpy())
+    assert np.array_equal(served.boxes, reference.boxes.numpy())
+    assert np.array_equal(served.colors, reference.colors.numpy())

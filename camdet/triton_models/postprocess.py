@@ -39,8 +39,6 @@ from camdet.triton_models.common import (
 if TYPE_CHECKING:
     import torch
 
-    from camdet.steps.postprocess.detections import BatchDetections
-
 RAW, SIZE, IMAGE = "raw_detections", "original_size", "preprocessed_image"
 BOXES, SCORES, CLASS_IDS, LABELS, COUNT = "boxes", "scores", "class_ids", "labels", "num_detections"
 COLORS = "colors"
@@ -162,46 +160,19 @@ class Postprocessor:
             # keep its pages for good (issue #12: RSS after a fuzz), so hand them back.
             give_back_heap()
             return self._host_outputs(host), host.counts
-        from camdet.steps.postprocess.detections import postprocess_flat
+        from camdet.steps.postprocess.detections import postprocess_to_host
 
-        batch = postprocess_flat(raw, sizes, thresholds, images=images)
-        return self._to_host(batch), batch.counts
+        host = postprocess_to_host(raw, sizes, thresholds, images)
+        return self._host_outputs(host), host.counts
 
     def _host_outputs(self, batch: HostDetections) -> dict[str, np.ndarray]:
-        """The CPU postprocess's detections, in the config's output dtypes."""
+        """A batch's detections on the host (either device's), in the config's output dtypes."""
         return {
             BOXES: batch.boxes.astype(self.dtypes[BOXES], copy=False),
             SCORES: batch.scores.astype(self.dtypes[SCORES], copy=False),
             CLASS_IDS: batch.class_ids.astype(self.dtypes[CLASS_IDS]),
             LABELS: self.labels[batch.class_ids],
             COLORS: batch.colors.astype(self.dtypes[COLORS], copy=False),
-        }
-
-    def _to_host(self, batch: BatchDetections) -> dict[str, np.ndarray]:
-        """The batch's final detections on the host, in one device-to-host copy.
-
-        Only these few bytes per frame leave the GPU; Triton sends them from host memory
-        anyway, so returning host arrays saves one small GPU buffer per output and request.
-        """
-        import torch
-
-        flat = torch.cat(
-            (
-                batch.boxes,
-                batch.scores[:, None],
-                batch.class_ids[:, None].to(batch.boxes.dtype),
-                batch.colors.to(batch.boxes.dtype),
-            ),
-            dim=1,
-        )
-        flat = flat.cpu().numpy()
-        class_ids = flat[:, 5].astype(np.int64)
-        return {
-            BOXES: flat[:, :4].astype(self.dtypes[BOXES]),
-            SCORES: flat[:, 4].astype(self.dtypes[SCORES]),
-            CLASS_IDS: class_ids.astype(self.dtypes[CLASS_IDS]),
-            LABELS: self.labels[class_ids],
-            COLORS: flat[:, 6:9].astype(self.dtypes[COLORS]),
         }
 
     def outputs(

@@ -27,6 +27,7 @@ from torchvision.ops import nms, roi_align
 
 from camdet.contract import FrameDetections
 from camdet.geometry import INPUT_SHAPE, Size, scale_boxes_to_original
+from camdet.steps.postprocess.host import HostDetections
 from camdet.steps.postprocess.thresholds import (
     COLOR_REGION,
     COLOR_SAMPLES,
@@ -51,6 +52,7 @@ __all__ = [
     "postprocess",
     "postprocess_batch",
     "postprocess_flat",
+    "postprocess_to_host",
     "xywh_to_xyxy",
 ]
 
@@ -300,6 +302,96 @@ def postprocess_flat(
     Raises:
         ValueError: If shapes disagree or the head has no class rows.
     """
+    kept = _kept(raw, original_sizes, thresholds, size, images)
+    # Boolean indexing and the counts' list each wait for the GPU; fine off the served path.
+    keep = kept.within
+    counts = torch.bincount(kept.frame_index[keep], minlength=raw.shape[0]).tolist()
+    colors = None if kept.colors is None else kept.colors[keep]
+    return BatchDetections(
+        kept.boxes[keep], kept.scores[keep], kept.class_ids[keep], counts, colors
+    )
+
+
+def postprocess_to_host(
+    raw: torch.Tensor,
+    original_sizes: torch.Tensor,
+    thresholds: list[Thresholds],
+    images: torch.Tensor,
+    size: Size = INPUT_SHAPE,
+) -> HostDetections:
+    """:func:`postprocess_flat`'s detections, brought to the host in one copy.
+
+    The served path: NMS's survivors go to the host in one copy, with each one's frame
+    and whether it is within its frame's ``max_detections``, and the host drops the rest
+    and counts per frame. Each step that waits for the GPU waits for this process's
+    turn there, so this waits twice per batch (the candidates, NMS) plus the copy, where
+    :func:`postprocess_flat` then waits twice more (a boolean index, the counts).
+
+    Args:
+        raw: ``[B, 4 + nc, N]`` head output, boxes in input pixels.
+        original_sizes: ``[B, 2]`` integer (height, width) of each original frame, pixels.
+        thresholds: One setting per frame.
+        images: ``[B, 3, H, W]`` the detector's input, for the boxes' colours.
+        size: Detector input ``(height, width)`` in pixels.
+
+    Returns:
+        The batch's detections as numpy arrays (the same values as
+        :func:`postprocess_flat`'s, colours included).
+    """
+    kept = _kept(raw, original_sizes, thresholds, size, images)
+    columns = (
+        kept.boxes,
+        kept.scores[:, None],
+        kept.class_ids[:, None].float(),
+        kept.colors,
+        kept.frame_index[:, None].float(),
+        kept.within[:, None].float(),
+    )
+    flat = torch.cat(columns, dim=1).cpu().numpy()  # float32 holds ids and frames exactly
+    flat = flat[flat[:, 10] > 0]
+    frame_index = flat[:, 9].astype(np.int64)
+    return HostDetections(
+        boxes=np.ascontiguousarray(flat[:, :4]),
+        scores=np.ascontiguousarray(flat[:, 4]),
+        class_ids=flat[:, 5].astype(np.int64),
+        counts=np.bincount(frame_index, minlength=raw.shape[0]).tolist(),
+        colors=np.ascontiguousarray(flat[:, 6:9]),
+    )
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """NMS's survivors of a batch, frame after frame, on the device.
+
+    Attributes:
+        frame_index: ``[K]`` frame of each.
+        boxes: ``[K, 4]`` float32 xyxy in original frame pixels.
+        scores: ``[K]`` float32, descending within each frame.
+        class_ids: ``[K]`` int64.
+        within: ``[K]`` bool: within its frame's ``max_detections`` (the final ones).
+        colors: ``[K, 3]`` float32 mean RGB of each box's centre, or None.
+    """
+
+    frame_index: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    class_ids: torch.Tensor
+    within: torch.Tensor
+    colors: torch.Tensor | None
+
+
+def _kept(
+    raw: torch.Tensor,
+    original_sizes: torch.Tensor,
+    thresholds: list[Thresholds],
+    size: Size,
+    images: torch.Tensor | None,
+) -> _Kept:
+    """Candidates, class-aware NMS, the top ``max_detections`` marked, boxes rescaled.
+
+    Raises:
+        ValueError: If shapes disagree or the head has no class rows.
+    """
     batch, rows, _ = raw.shape
     if rows < 5:
         raise ValueError(f"head output must have 4 + nc >= 5 rows, got {rows}")
@@ -323,12 +415,9 @@ def postprocess_flat(
     iou_values = sorted({t.iou for t in thresholds})
     keep = _nms(frame_index, boxes, scores, class_ids, rows - 4, iou, iou_values)
     keep = keep[torch.argsort(frame_index[keep], stable=True)]
-    rank = _rank_within_frame(frame_index[keep])
-    keep = keep[rank < max_det[frame_index[keep]]]
-
     frame_index = frame_index[keep]
+    within = _rank_within_frame(frame_index) < max_det[frame_index]
     colors = None if images is None else box_colors(images, frame_index, boxes[keep])
     sizes = original_sizes.to(device).reshape(batch, 2)[frame_index]
     boxes = scale_boxes_to_original(boxes[keep], sizes, size)
-    counts = torch.bincount(frame_index, minlength=batch).tolist()
-    return BatchDetections(boxes, scores[keep], class_ids[keep], counts, colors)
+    return _Kept(frame_index, boxes, scores[keep], class_ids[keep], within, colors)
