@@ -177,11 +177,12 @@ look_inside() {
 
 # Why the served decode is slower than the bare loop's (sessions 4-7): the decoder alone in
 # plain processes (CUDA's default wait and blocking-sync), then inside the pipelines under
-# 256 JPEG cameras (DIAG_INSTANCES, default 3) and 128 H.264 cameras.
+# 256 JPEG cameras (DIAG_INSTANCES, default 3) and 128 H.264 cameras (DIAG_VIDEO=0: not;
+# DIAG_PLAIN=0: without the plain-process decodes).
 diagnose() {
   input_data
-  python -m camdet.perf.decode_probe --batches 32 --threads 4 --processes 1,3 \
-    --schedules auto,blocking-sync > "$OUT/decode-plain.txt" 2>&1
+  [ "${DIAG_PLAIN:-1}" = 1 ] && python -m camdet.perf.decode_probe --batches 32 --threads 4 \
+    --processes 1,3 --schedules auto,blocking-sync > "$OUT/decode-plain.txt" 2>&1
   local bench port n
   for n in ${DIAG_INSTANCES:-3}; do
     CAMDET_PIPELINE_INSTANCES=$n CAMDET_PROBE_JPEG=1 "${BENCH[@]}" --cameras 256 --modes ours \
@@ -191,8 +192,8 @@ diagnose() {
     sleep 10  # past the warm-up, inside the measured window
     look_inside "diag-x$n" detect_pipeline "$port"
     # The same decode in a plain process beside the loaded server: the stub, or the load?
-    python -m camdet.perf.decode_probe --batches 32 --threads 4 --processes 1 \
-      > "$OUT/diag-x$n-decode-beside.txt" 2>&1
+    [ "${DIAG_PLAIN:-1}" = 1 ] && python -m camdet.perf.decode_probe --batches 32 --threads 4 \
+      --processes 1 > "$OUT/diag-x$n-decode-beside.txt" 2>&1
     wait "$bench"
     grep -h "JPEG probe in this stub" "$OUT/diag-x$n"/server/*.log > "$OUT/diag-x$n-probe.txt"
     echo "diagnose x$n: $(peak "$OUT/diag-x$n/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
