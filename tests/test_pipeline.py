@@ -17,7 +17,7 @@ import tritonclient.grpc as grpcclient
 from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
 from camdet.scenes import render_frame
 from camdet.serving.launch import has_cuda_gpu
-from camdet.serving.portable import generate_portable_repository
+from camdet.serving.portable import PIPELINE_INSTANCES, generate_portable_repository
 from camdet.serving.repository import (
     PRODUCTION_REPOSITORY,
     contract,
@@ -58,7 +58,7 @@ def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
     cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
     assert steps(gpu[ENSEMBLE]) == ["validate", "detect_pipeline"]
-    assert [g.count for g in gpu["detect_pipeline"].instance_group] == [3]
+    assert [g.count for g in gpu["detect_pipeline"].instance_group] == [PIPELINE_INSTANCES]
     # CUDA's own way of waiting unless CAMDET_CUDA_SCHEDULE says otherwise.
     assert gpu["detect_pipeline"].parameters["cuda_schedule"].string_value == "auto"
     assert steps(cpu[ENSEMBLE]) == ["validate", "preprocess", "detector", "postprocess"]

@@ -71,7 +71,11 @@ def test_cameras_interleaved_are_batched_and_kept_apart(client) -> None:
     steps = client.get_model_config(VIDEO_ENSEMBLE).config.ensemble_scheduling.step
     decoder = steps[0].model_name
     before = client.get_inference_statistics(decoder).model_stats[0]
-    clips = {200 + c: clip(30 + c, 6, 320, 240, gop=3) for c in range(4)}
+    # Twice as many cameras as instances: each camera keeps to one instance, so with as
+    # many instances as cameras nothing would be batched (4 pipeline instances on a GPU).
+    instances = sum(g.count for g in client.get_model_config(decoder).config.instance_group)
+    cameras = max(4, 2 * instances)
+    clips = {200 + c: clip(30 + c, 6, 320, 240, gop=3) for c in range(cameras)}
     results = send_interleaved(client, {c: units for c, (_, units) in clips.items()})
     matched = truths = 0
     for camera, answers in results.items():
@@ -84,7 +88,7 @@ def test_cameras_interleaved_are_batched_and_kept_apart(client) -> None:
     after = client.get_inference_statistics(decoder).model_stats[0]
     inferences = after.inference_count - before.inference_count
     executions = after.execution_count - before.execution_count
-    assert inferences == 24 and executions < inferences  # batched across cameras
+    assert inferences == 6 * cameras and executions < inferences  # batched across cameras
 
 
 def test_video_and_image_paths_agree_on_the_same_frame(client) -> None:

@@ -72,23 +72,28 @@ def set_schedule(device_id: int, schedule: str) -> str:
         # cuDevicePrimaryCtxSetFlags refuses an active context (CUresult 708).
         _in_context(cuda, device_id, lambda: cuda.cuCtxSetFlags(ctypes.c_uint(flags)))
     else:
-        _check(cuda.cuDevicePrimaryCtxSetFlags(device_id, flags), f"flags {flags}")
+        _check(cuda.cuDevicePrimaryCtxSetFlags_v2(device_id, flags), f"flags {flags}")
     now, _ = schedule_of(device_id)
     return f"{now} (context {'already active' if active else 'not created yet'})"
 
 
 def _in_context(cuda: ctypes.CDLL, device_id: int, call: Callable[[], int]) -> None:
-    """Run a driver ``call`` with the device's primary context current on this thread."""
+    """Run a driver ``call`` with the device's primary context current on this thread.
+
+    The ``_v2`` entry points are the ones ``cuda.h`` maps these names to: the unversioned
+    symbols are the CUDA 3 ABI, whose ``cuCtxPushCurrent`` refused the primary context
+    (CUresult 201) on the H100.
+    """
     context = ctypes.c_void_p()
     _check(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device_id), "retain")
     try:
-        _check(cuda.cuCtxPushCurrent(context), "push")
+        _check(cuda.cuCtxPushCurrent_v2(context), "push")
         try:
             _check(call(), "context call")
         finally:
-            cuda.cuCtxPopCurrent(ctypes.byref(ctypes.c_void_p()))
+            cuda.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
     finally:
-        cuda.cuDevicePrimaryCtxRelease(device_id)
+        cuda.cuDevicePrimaryCtxRelease_v2(device_id)
 
 
 def _check(status: int, what: str) -> None:

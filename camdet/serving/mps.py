@@ -125,13 +125,10 @@ class MpsDaemon:
         return _folders(self.folder)
 
     def log_tail(self, lines: int = 10) -> str:
-        """The last lines of the daemon's and its server's logs."""
-        texts = []
-        for log in ("control.log", "server.log"):
-            path = self.folder / "log" / log
-            if path.exists():
-                texts += path.read_text(errors="replace").splitlines()[-lines:]
-        return "\n".join(texts)
+        """The last lines of the daemon's log (its MPS servers' lines included)."""
+        path = self.folder / "log" / "control.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Ask the daemon to quit (after its clients are gone), kill it if it lingers."""
@@ -187,15 +184,17 @@ def start(binary: str, timeout_s: float = 10.0, probe_timeout_s: float = 60.0) -
     folder = Path(tempfile.mkdtemp(prefix="camdet-mps-"))
     for sub in ("pipe", "log"):
         (folder / sub).mkdir()
-    process = subprocess.Popen(
-        [binary, "-f"],
-        env={**os.environ, **_folders(folder)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=_end_with_parent,
-    )
+    # In the foreground the daemon logs to stdout (its log folder stays empty).
+    with (folder / "log" / "control.log").open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "-f"],
+            env={**os.environ, **_folders(folder)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_end_with_parent,
+        )
     daemon = MpsDaemon(process, folder, binary)
     deadline = time.monotonic() + timeout_s
     while not (folder / "pipe" / "control").exists():

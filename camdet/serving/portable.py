@@ -160,11 +160,11 @@ def _to_cpu(config: mc.ModelConfig) -> None:
             del group.gpus[:]
 
 
-PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "3"))
+PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "4"))
 """Instances of each ``*_pipeline`` model per GPU (``CAMDET_PIPELINE_INSTANCES``), each
 overlapping its own batches: 1 / 2 / 3 overlapped instances gave 672 / 1,132 / 1,248
-frames/s at 256 JPEG cameras on an H100, 3 without overlap 1,111 (perf/RESULTS.md,
-session 7)."""
+frames/s at 256 JPEG cameras on an H100 (perf/RESULTS.md, session 7); under the private
+MPS daemon (:mod:`camdet.serving.mps`) 3 / 4 / 6 gave 1,560 / 1,752 / 1,688 (session 9)."""
 
 PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 """Whether each ``*_pipeline`` instance overlaps its batches: a decode thread and a
