@@ -17,7 +17,7 @@ from camdet.cli.main import app
 from camdet.serving.launch import has_cuda_gpu
 from camdet.serving.server import Ports, TritonServer
 
-GPU_CHECKS = ("gpu", "nvjpeg-hw", "nvdec", "plan")
+GPU_CHECKS = ("gpu", "nvjpeg-hw", "nvdec", "mps", "plan")
 runner = CliRunner()
 
 
@@ -72,6 +72,7 @@ def test_gpu_checks_decode_on_the_gpu_machine() -> None:
     nvdec = checks["nvdec"]
     assert nvdec["status"] == "pass", nvdec
     assert "decoded 8 of 8 H.264 frames" in nvdec["detail"]
+    assert checks["mps"]["status"] == "pass", checks["mps"]  # the H100 machines have MPS
     assert checks["contracts"]["status"] == "pass", checks["contracts"]
 
 

@@ -41,6 +41,7 @@ def local_checks(repository: Path) -> Iterator[tuple[str, CheckFunction]]:
     yield "dali-backend", check_dali_backend
     yield "nvjpeg-hw", partial(check_jpeg_hardware, repository)
     yield "nvdec", check_nvdec
+    yield "mps", check_mps
     yield "tensorrt", check_tensorrt
     yield "plan", partial(check_plan, repository)
     yield "repository", partial(check_repository, repository)
@@ -211,6 +212,39 @@ def check_nvdec() -> Check:
     if probe.frames != NVDEC_FRAMES or not probe.mean_abs_diff <= _MAX_DECODE_DIFF:
         return failed("nvdec", detail, fix)
     return passed("nvdec", detail)
+
+
+def check_mps() -> Check:
+    """The private CUDA MPS daemon that the portable GPU server starts (``CAMDET_MPS``).
+
+    Starts one as ``camdet serve`` would and runs a CUDA client through it: on an H100 the
+    pipeline processes gave 1,752 frames/s with it against 1,360 without
+    (perf/RESULTS.md, session 9).
+    """
+    from camdet.serving import mps
+    from camdet.serving.launch import has_cuda_gpu
+
+    if not has_cuda_gpu():
+        return skipped("mps", _NO_GPU)
+    try:
+        choice = mps.setting()
+    except mps.MpsError as error:
+        return failed("mps", str(error), "set CAMDET_MPS to auto, 1 or 0 (or unset it)")
+    if choice == "0":
+        return skipped("mps", "CAMDET_MPS=0: the portable GPU server runs without MPS")
+    slower = "the portable GPU server runs without MPS, its processes taking turns on the GPU"
+    binary = mps.control_binary()
+    if binary is None:
+        return warned(
+            "mps",
+            f"{mps.CONTROL} not found: {slower}",
+            "install the NVIDIA driver's compute utilities (in Docker: the 'compute' capability)",
+        )
+    try:
+        mps.start(binary).stop()
+    except (mps.MpsError, OSError, subprocess.TimeoutExpired) as error:
+        return warned("mps", f"a private MPS daemon could not serve a CUDA client: {error}", slower)
+    return passed("mps", f"a private MPS daemon ({binary}) served a CUDA client")
 
 
 def check_tensorrt() -> Check:
