@@ -95,6 +95,26 @@ def test_gpus_without_torch_are_named_with_the_extra_to_install(tmp_path: Path) 
     assert result.stderr.count(warning) == (1 if int(gpus) else 0), result.stderr
 
 
+def test_asking_for_the_pipelines_without_torch_says_what_to_install(tmp_path: Path) -> None:
+    code = (
+        "import os; os.environ['CAMDET_PIPELINES'] = '1'\n"
+        "from camdet.serving.launch import ServerError\n"
+        "from camdet.serving.repository import PRODUCTION_REPOSITORY\n"
+        "from camdet.serving.server import Ports, serve\n"
+        "try:\n"
+        "    with serve(PRODUCTION_REPOSITORY, Ports.free(), portable=True):\n"
+        "        print('served')\n"
+        "except ServerError as error:\n"
+        "    print(error)\n"
+    )
+    result, _ = _run_without_torch(tmp_path, "-c", code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == (
+        "the one-process pipelines (CAMDET_PIPELINES=1) run torch, which is not installed "
+        f"(the CPU install leaves it out): {GPU_EXTRA}"
+    )
+
+
 def test_cpu_postprocess_runs_without_torch(tmp_path: Path) -> None:
     result, tried = _run_without_torch(tmp_path, "-c", SCRIPT_CPU_POSTPROCESS)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from camdet.cli.extras import GPU_EXTRA
 from camdet.contract import STEP_BATCHES_METRIC
 from camdet.serving import mps
 from camdet.serving.backends import DaliBackend, add_dali_backend, find_dali_backend
@@ -280,6 +281,15 @@ def dali_backend() -> DaliBackend | None:
     return find_dali_backend()
 
 
+def _has_torch() -> bool:
+    """Whether torch imports (the ``gpu`` extra; the CPU install leaves it out)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _pipelines_from_env() -> bool | None:
     """``CAMDET_PIPELINES`` (``1``/``0``) as a choice, or None (the machine decides)."""
     value = os.environ.get("CAMDET_PIPELINES", "").strip()
@@ -323,6 +333,13 @@ def serve(
     binary = container_binary()
     use_portable = binary is None if portable is None else portable
     gpu = has_cuda_gpu() if use_portable else driver_gpu_count() > 0
+    if pipelines is None:
+        pipelines = _pipelines_from_env()
+    if use_portable and pipelines and not _has_torch():
+        raise ServerError(
+            "the one-process pipelines (CAMDET_PIPELINES=1) run torch, which is not "
+            f"installed (the CPU install leaves it out): {GPU_EXTRA}"
+        )
     with tempfile.TemporaryDirectory(prefix="camdet-") as tmp:
         root = Path(workdir or tmp)
         if use_portable:
@@ -331,7 +348,7 @@ def serve(
                 production_repository,
                 root / "portable_repository",
                 gpu=gpu,
-                pipelines=pipelines if pipelines is not None else _pipelines_from_env(),
+                pipelines=pipelines,
                 dali_backend=dali is not None,
             )
             launch = portable_launch(repository, ports, root, verbose, exposure)
