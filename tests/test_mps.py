@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,25 +14,35 @@ from camdet.serving.launch import ServerError
 
 
 @pytest.mark.parametrize(
-    ("choice", "gpu", "portable", "env", "expected"),
+    ("choice", "gpu", "portable", "theirs", "expected"),
     [
-        ("auto", True, True, {}, True),  # the portable GPU server: several CUDA processes
-        ("auto", True, False, {}, False),  # the container's server: only if asked
-        ("1", True, False, {}, True),
-        ("auto", False, True, {}, False),  # no GPU, nothing to share
-        ("0", True, True, {}, False),
-        ("auto", True, True, {"CUDA_MPS_PIPE_DIRECTORY": "/tmp/nvidia-mps"}, False),  # theirs
+        ("auto", True, True, False, True),  # the portable GPU server: several CUDA processes
+        ("auto", True, False, False, False),  # the container's server: only if asked
+        ("1", True, False, False, True),
+        ("auto", False, True, False, False),  # no GPU, nothing to share
+        ("0", True, True, False, False),
+        ("auto", True, True, True, False),  # the machine's own MPS serves them already
+        ("1", True, True, True, False),
     ],
 )
 def test_when_a_private_daemon_is_started(
-    choice: str, gpu: bool, portable: bool, env: dict[str, str], expected: bool
+    choice: str, gpu: bool, portable: bool, theirs: bool, expected: bool
 ) -> None:
-    assert mps.wanted(choice, gpu, portable, env) is expected
+    assert mps.wanted(choice, gpu, portable, theirs) is expected
+
+
+def test_the_machines_own_mps_is_found_by_its_variables_or_its_default_pipe(
+    tmp_path: Path,
+) -> None:
+    assert not mps.machine_mps({}, tmp_path)
+    assert mps.machine_mps({"CUDA_MPS_PIPE_DIRECTORY": "/run/mps"}, tmp_path)
+    (tmp_path / "control").touch()  # what a daemon listening at the default pipe leaves
+    assert mps.machine_mps({}, tmp_path)
 
 
 def test_asking_for_mps_without_a_gpu_is_an_error_that_says_so() -> None:
     with pytest.raises(ServerError, match="CAMDET_MPS=1 needs a CUDA GPU"):
-        mps.wanted("1", gpu=False, portable=True, env={})
+        mps.wanted("1", gpu=False, portable=True, theirs=False)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("", "auto"), ("ON", "1"), ("no", "0")])

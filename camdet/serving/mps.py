@@ -13,7 +13,8 @@ its own, named to ``tritonserver`` (and so to its stubs) through
 machine do not see it, and it stops with the server. The card's settings (compute mode
 and the like) are left as they are. A client probe checks that a CUDA context can be
 made through the daemon before the server starts; where it cannot (no binary, a GPU in
-a mode that refuses a second MPS server), ``auto`` serves without MPS and says why.
+a mode that refuses a second MPS server), ``auto`` serves without MPS and says why. Where
+the machine runs MPS itself, the server's processes are its clients and none is started.
 """
 
 from __future__ import annotations
@@ -84,14 +85,15 @@ def setting() -> str:
     return value
 
 
-def wanted(choice: str, gpu: bool, portable: bool, env: dict[str, str]) -> bool:
+def wanted(choice: str, gpu: bool, portable: bool, theirs: bool) -> bool:
     """Whether to start a private daemon for this server.
 
     Args:
         choice: :func:`setting`'s value.
         gpu: Whether the server will run on CUDA GPUs.
         portable: Whether it is the portable server (several GPU processes).
-        env: The environment the server would inherit.
+        theirs: Whether the machine's own MPS is in use (:func:`machine_mps`): the
+            server's processes then are its clients already.
 
     Raises:
         MpsError: ``1`` without a GPU.
@@ -100,9 +102,19 @@ def wanted(choice: str, gpu: bool, portable: bool, env: dict[str, str]) -> bool:
         return False
     if choice == "1" and not gpu:
         raise MpsError("CAMDET_MPS=1 needs a CUDA GPU, and this machine has none")
-    if any(variable in env for variable in PIPE_VARIABLES):
-        return False  # the user runs MPS (or chose its folders) already: theirs is used
-    return gpu and (choice == "1" or portable)
+    return gpu and not theirs and (choice == "1" or portable)
+
+
+_DEFAULT_PIPE = Path("/tmp/nvidia-mps")
+"""Where CUDA clients look for an MPS daemon when ``CUDA_MPS_PIPE_DIRECTORY`` is unset."""
+
+
+def machine_mps(env: dict[str, str], default_pipe: Path = _DEFAULT_PIPE) -> bool:
+    """Whether CUDA processes started with ``env`` would be clients of an MPS daemon already.
+
+    True when ``env`` names MPS folders, or when a daemon listens at the default pipe.
+    """
+    return any(v in env for v in PIPE_VARIABLES) or (default_pipe / "control").exists()
 
 
 @dataclass
@@ -228,7 +240,7 @@ def private_mps(choice: str, gpu: bool, portable: bool) -> Iterator[dict[str, st
     Raises:
         MpsError: With ``CAMDET_MPS=1``, when the daemon cannot run here.
     """
-    if not wanted(choice, gpu, portable, dict(os.environ)):
+    if not wanted(choice, gpu, portable, machine_mps(dict(os.environ))):
         yield {}
         return
     binary = control_binary()
