@@ -48,7 +48,7 @@ tests() {
   # Named files: the GPU machine lacks some CPU-test dependencies (collection of all fails).
   pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py tests/test_video_gpu.py \
     tests/test_torch_runner.py tests/test_segment.py tests/test_cuda_schedule.py \
-    tests/test_mps.py > "$OUT/test_gpu.txt" 2>&1
+    tests/test_mps.py tests/test_doctor.py > "$OUT/test_gpu.txt" 2>&1
   echo "gpu tests rc=$?" | tee -a "$OUT/summary.txt"
   pytest -q -p no:cacheprovider tests/test_pipeline.py tests/test_video_server.py \
     tests/test_server.py > "$OUT/test_server.txt" 2>&1
