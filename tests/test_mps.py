@@ -14,10 +14,10 @@ from camdet.serving.launch import ServerError
 
 
 @pytest.mark.parametrize(
-    ("choice", "gpu", "portable", "theirs", "expected"),
+    ("choice", "gpu", "pipelines", "theirs", "expected"),
     [
-        ("auto", True, True, False, True),  # the portable GPU server: several CUDA processes
-        ("auto", True, False, False, False),  # the container's server: only if asked
+        ("auto", True, True, False, True),  # the portable GPU server's pipeline processes
+        ("auto", True, False, False, False),  # three processes, or the container: if asked
         ("1", True, False, False, True),
         ("auto", False, True, False, False),  # no GPU, nothing to share
         ("0", True, True, False, False),
@@ -26,9 +26,9 @@ from camdet.serving.launch import ServerError
     ],
 )
 def test_when_a_private_daemon_is_started(
-    choice: str, gpu: bool, portable: bool, theirs: bool, expected: bool
+    choice: str, gpu: bool, pipelines: bool, theirs: bool, expected: bool
 ) -> None:
-    assert mps.wanted(choice, gpu, portable, theirs) is expected
+    assert mps.wanted(choice, gpu, pipelines, theirs) is expected
 
 
 def test_the_machines_own_mps_is_found_by_its_variables_or_its_default_pipe(
@@ -42,7 +42,7 @@ def test_the_machines_own_mps_is_found_by_its_variables_or_its_default_pipe(
 
 def test_asking_for_mps_without_a_gpu_is_an_error_that_says_so() -> None:
     with pytest.raises(ServerError, match="CAMDET_MPS=1 needs a CUDA GPU"):
-        mps.wanted("1", gpu=False, portable=True, theirs=False)
+        mps.wanted("1", gpu=False, pipelines=True, theirs=False)
 
 
 @pytest.mark.parametrize(("value", "expected"), [("", "auto"), ("ON", "1"), ("no", "0")])
@@ -60,7 +60,7 @@ def test_an_unknown_setting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_without_a_gpu_auto_starts_nothing() -> None:
-    with mps.private_mps("auto", gpu=False, portable=True) as env:
+    with mps.private_mps("auto", gpu=False, pipelines=True) as env:
         assert env == {}
 
 

@@ -41,8 +41,9 @@ _DRIVER_BIN = "/usr/local/nvidia/bin"
 """Where containers mount the driver's binaries when they are not on PATH."""
 PIPE_VARIABLES = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY")
 SETTINGS = ("auto", "1", "0")
-"""``CAMDET_MPS``: ``auto`` (default) a private daemon for the portable server on a GPU
-where one can run; ``1`` for any server on a GPU, an error where it cannot run; ``0`` never."""
+"""``CAMDET_MPS``: ``auto`` (default) a private daemon for the portable GPU server with its
+one-process pipelines, where one can run; ``1`` for any server on a GPU, an error where it
+cannot run; ``0`` never."""
 
 # A CUDA client in miniature: through the daemon, make a context and allocate on GPU 0.
 _PROBE = """
@@ -85,13 +86,15 @@ def setting() -> str:
     return value
 
 
-def wanted(choice: str, gpu: bool, portable: bool, theirs: bool) -> bool:
+def wanted(choice: str, gpu: bool, pipelines: bool, theirs: bool) -> bool:
     """Whether to start a private daemon for this server.
 
     Args:
         choice: :func:`setting`'s value.
         gpu: Whether the server will run on CUDA GPUs.
-        portable: Whether it is the portable server (several GPU processes).
+        pipelines: Whether it is the portable server with its one-process pipelines,
+            the arrangement measured under MPS (the three-process one, whose GPU tensors
+            cross processes by CUDA IPC, was not: it gets MPS only with ``1``).
         theirs: Whether the machine's own MPS is in use (:func:`machine_mps`): the
             server's processes then are its clients already.
 
@@ -102,7 +105,7 @@ def wanted(choice: str, gpu: bool, portable: bool, theirs: bool) -> bool:
         return False
     if choice == "1" and not gpu:
         raise MpsError("CAMDET_MPS=1 needs a CUDA GPU, and this machine has none")
-    return gpu and not theirs and (choice == "1" or portable)
+    return gpu and not theirs and (choice == "1" or pipelines)
 
 
 _DEFAULT_PIPE = Path("/tmp/nvidia-mps")
@@ -231,7 +234,7 @@ def start(binary: str, timeout_s: float = 10.0, probe_timeout_s: float = 60.0) -
 
 
 @contextlib.contextmanager
-def private_mps(choice: str, gpu: bool, portable: bool) -> Iterator[dict[str, str]]:
+def private_mps(choice: str, gpu: bool, pipelines: bool) -> Iterator[dict[str, str]]:
     """A private daemon for one server's lifetime, if :func:`wanted`: yields its variables.
 
     Yields ``{}`` when MPS is not wanted, or with ``auto`` when it cannot run here (the
@@ -240,7 +243,7 @@ def private_mps(choice: str, gpu: bool, portable: bool) -> Iterator[dict[str, st
     Raises:
         MpsError: With ``CAMDET_MPS=1``, when the daemon cannot run here.
     """
-    if not wanted(choice, gpu, portable, machine_mps(dict(os.environ))):
+    if not wanted(choice, gpu, pipelines, machine_mps(dict(os.environ))):
         yield {}
         return
     binary = control_binary()

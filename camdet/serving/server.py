@@ -365,7 +365,8 @@ def serve(
             launch = container_launch(binary, production_repository, ports, verbose, exposure)
         # Outside a temporary workdir, so that the log a failure names is still there.
         log = root / "tritonserver.log" if workdir else _kept_log(ports)
-        with mps.private_mps(mps.setting(), gpu, use_portable) as mps_env:
+        one_process = use_portable and pipelines is not False  # None: yes, on a GPU
+        with mps.private_mps(mps.setting(), gpu, one_process) as mps_env:
             launch = dataclasses.replace(launch, env={**launch.env, **mps_env})
             with TritonServer(launch, ports, log).start(timeout_s) as server:
                 yield server
