@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,13 +69,8 @@ def test_a_cuda_process_runs_through_the_private_daemon() -> None:
     folder = daemon.folder
     try:
         code = "import torch; print(int((torch.ones(1000, device='cuda') * 2).sum().item()))"
-        out = subprocess.run(
-            [sys.executable, "-c", code],
-            env={**os.environ, **daemon.env},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        out = daemon.client(code)
+        assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "2000"
         # The daemon started an MPS server for that client: its log says so.
         assert "Starting new server" in daemon.log_tail(100)

@@ -139,6 +139,21 @@ class MpsDaemon:
         """The variables that make a CUDA process a client of this daemon."""
         return _folders(self.folder)
 
+    def client(self, code: str, timeout_s: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the Python program ``code`` as a CUDA client of this daemon (output captured).
+
+        Raises:
+            subprocess.TimeoutExpired: It ran longer than ``timeout_s``.
+        """
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
     def log_tail(self, lines: int = 10) -> str:
         """The last lines of the daemon's log (its MPS servers' lines included)."""
         path = self.folder / "log" / "control.log"
@@ -218,18 +233,15 @@ def start(binary: str, timeout_s: float = 10.0, probe_timeout_s: float = 60.0) -
             daemon.stop()
             raise MpsError(f"{CONTROL} did not start (exit {process.poll()}): {tail}")
         time.sleep(0.05)
-    probe = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        env={**os.environ, **daemon.env},
-        capture_output=True,
-        text=True,
-        timeout=probe_timeout_s,
-        check=False,
-    )
-    if probe.returncode != 0:
+    try:
+        probe = daemon.client(_PROBE, probe_timeout_s)
+        failure = probe.stderr.strip() if probe.returncode != 0 else None
+    except subprocess.TimeoutExpired:
+        failure = f"no answer within {probe_timeout_s:.0f} s"
+    if failure is not None:  # the daemon is stopped either way, not left behind
         tail = daemon.log_tail()
         daemon.stop()
-        raise MpsError(f"a CUDA client could not use the MPS daemon: {probe.stderr.strip()} {tail}")
+        raise MpsError(f"a CUDA client could not use the MPS daemon: {failure} {tail}")
     return daemon
 
 
@@ -251,7 +263,7 @@ def private_mps(choice: str, gpu: bool, pipelines: bool) -> Iterator[dict[str, s
         if binary is None:
             raise MpsError(f"{CONTROL} is not on PATH (it comes with the NVIDIA driver)")
         daemon = start(binary)
-    except (MpsError, OSError, subprocess.TimeoutExpired) as exc:
+    except (MpsError, OSError) as exc:
         if choice == "1":
             raise MpsError(str(exc)) from exc
         logger.warning("CUDA MPS not used (%s); CAMDET_MPS=0 silences this", exc)
