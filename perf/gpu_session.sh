@@ -19,7 +19,7 @@
 #   bash perf/gpu_session.sh dali        # the DALI backend (.gpu/dali, built on the CPU machine):
 #                                        # its tests on the GPU, and detect through it vs the stand-in
 #   bash perf/gpu_session.sh schedules   # detect at 256 cameras per CAMDET_CUDA_SCHEDULE (auto, yield,
-#                                        # blocking-sync): the fastest goes to best-schedule.txt
+#                                        # blocking-sync): the fastest's variable to best-schedule.txt
 #   bash perf/gpu_session.sh mps         # detect at 256 cameras without and with the private CUDA MPS
 #                                        # daemon (CAMDET_MPS), and with 4 / 6 pipeline instances under
 #                                        # it: the fastest arrangement's variables go to best-env.txt
@@ -224,17 +224,32 @@ diagnose() {
 }
 
 # detect at 256 cameras per CUDA schedule of the pipelines (CAMDET_CUDA_SCHEDULE); the
-# fastest one's name goes to $OUT/best-schedule.txt.
+# fastest one's variable goes to $OUT/best-schedule.txt (for `env $(cat ...) bash $0 jpeg`).
 schedules() {
   input_data
-  local best=auto best_fps=0 fps s
+  local s points=()
   for s in ${SCHEDULES:-auto yield blocking-sync}; do
-    variant "schedule-$s" CAMDET_CUDA_SCHEDULE=$s
-    fps=$(peak "$OUT/var-schedule-$s/bench.json" ours) || continue
-    [ "$fps" -gt "$best_fps" ] && best=$s best_fps=$fps
+    points+=("schedule-$s:CAMDET_CUDA_SCHEDULE=$s")
   done
-  echo "$best" > "$OUT/best-schedule.txt"
-  echo "best schedule: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
+  best_of best-schedule.txt "${points[@]}"
+}
+
+# One `variant` per NAME:ENV... argument, each in 150 s at most and its server and MPS
+# daemon stopped after it (a point that hangs costs only its own); the fastest point's
+# variables go to $OUT/FILE.
+best_of() {
+  local file=$1 best="" best_fps=0 fps point name
+  shift
+  for point in "$@"; do
+    name=${point%%:*}
+    # shellcheck disable=SC2086  # the point's variables, one word each
+    timeout 150 bash "$0" variant "$name" ${point#*:}
+    pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+    fps=$(peak "$OUT/var-$name/bench.json" ours) || continue
+    [ "$fps" -gt "$best_fps" ] && best=${point#*:} best_fps=$fps
+  done
+  echo "$best" > "$OUT/$file"
+  echo "best: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
 }
 
 # One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only.
@@ -252,19 +267,9 @@ mps() {
   input_data
   { command -v nvidia-cuda-mps-control || ls /usr/local/nvidia/bin; nvidia-smi -q | grep -i -A1 "compute mode"; } \
     > "$OUT/mps-binary.txt" 2>&1
-  local best="CAMDET_MPS=0" best_fps=0 fps name
-  local -A points=([mps-off]="CAMDET_MPS=0" [mps-on]="CAMDET_MPS=1"
-                   [mps-on-x4]="CAMDET_MPS=1 CAMDET_PIPELINE_INSTANCES=4"
-                   [mps-on-x6]="CAMDET_MPS=1 CAMDET_PIPELINE_INSTANCES=6")
-  for name in mps-off mps-on mps-on-x4 mps-on-x6; do
-    # shellcheck disable=SC2086  # the point's variables, one word each
-    timeout 150 bash "$0" variant "$name" ${points[$name]}
-    pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
-    fps=$(peak "$OUT/var-$name/bench.json" ours) || continue
-    [ "$fps" -gt "$best_fps" ] && best=${points[$name]} best_fps=$fps
-  done
-  echo "$best" > "$OUT/best-env.txt"
-  echo "best: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
+  best_of best-env.txt mps-off:CAMDET_MPS=0 mps-on:CAMDET_MPS=1 \
+    "mps-on-x4:CAMDET_MPS=1 CAMDET_PIPELINE_INSTANCES=4" \
+    "mps-on-x6:CAMDET_MPS=1 CAMDET_PIPELINE_INSTANCES=6"
 }
 
 variants() {
