@@ -20,6 +20,9 @@
 #                                        # its tests on the GPU, and detect through it vs the stand-in
 #   bash perf/gpu_session.sh schedules   # detect at 256 cameras per CAMDET_CUDA_SCHEDULE (auto, yield,
 #                                        # blocking-sync): the fastest's variable to best-schedule.txt
+#   bash perf/gpu_session.sh cpu         # detect at 256 cameras per use of the server's cores: the CUDA
+#                                        # wait (auto, yield, blocking-sync) and validate in the
+#                                        # pipelines (CAMDET_PIPELINE_VALIDATE): fastest to best-cpu.txt
 #   bash perf/gpu_session.sh mps         # detect at 256 cameras without and with the private CUDA MPS
 #                                        # daemon (CAMDET_MPS), and with 4 / 6 pipeline instances under
 #                                        # it: the fastest arrangement's variables go to best-env.txt
@@ -232,6 +235,17 @@ schedules() {
     points+=("schedule-$s:CAMDET_CUDA_SCHEDULE=$s")
   done
   best_of best-schedule.txt "${points[@]}"
+}
+
+# detect at 256 cameras per use of the server's cores (session 9: 6.4 CPU ms per frame,
+# ~12 of 16 cores): how the pipelines wait for the GPU, and `validate` as its own step
+# (4 processes, each frame copied in and out) or inside the pipelines. The fastest point's
+# variables go to $OUT/best-cpu.txt (for `env $(cat ...) bash $0 jpeg`).
+cpu() {
+  input_data
+  best_of best-cpu.txt cpu-auto:CAMDET_CUDA_SCHEDULE=auto cpu-yield:CAMDET_CUDA_SCHEDULE=yield \
+    cpu-blocking:CAMDET_CUDA_SCHEDULE=blocking-sync cpu-validate-in:CAMDET_PIPELINE_VALIDATE=1 \
+    "cpu-validate-in-blocking:CAMDET_PIPELINE_VALIDATE=1 CAMDET_CUDA_SCHEDULE=blocking-sync"
 }
 
 # One `variant` per NAME:ENV... argument, each in 150 s at most and its server and MPS

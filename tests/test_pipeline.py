@@ -8,6 +8,7 @@ answer is checked against the step models of the same server called one after an
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ import tritonclient.grpc as grpcclient
 
 from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
 from camdet.scenes import render_frame
+from camdet.serving import portable
 from camdet.serving.launch import has_cuda_gpu
-from camdet.serving.portable import PIPELINE_INSTANCES, generate_portable_repository
+from camdet.serving.portable import PIPELINE_INSTANCES, add_pipelines, generate_portable_repository
 from camdet.serving.repository import (
     PRODUCTION_REPOSITORY,
     contract,
@@ -25,8 +27,8 @@ from camdet.serving.repository import (
     read_repository,
 )
 from camdet.serving.server import Ports, serve
-from tests.helpers.images import encode
-from tests.helpers.triton import send_concurrently
+from tests.helpers.images import encode, rst_jpeg
+from tests.helpers.triton import BAD_PARAMETERS, send_concurrently
 from tests.helpers.video import clip, send
 
 DETECTIONS = ("boxes", "scores", "class_ids", "labels", "num_detections", "colors")
@@ -192,3 +194,76 @@ def test_detect_video_answers_as_the_steps_chained(client) -> None:
         assert_same({n: result.as_numpy(n) for n in DETECTIONS}, expected)
         seen += int(expected["num_detections"][0, 0])
     assert seen > 10
+
+
+def test_validate_is_taken_in_where_asked(tmp_path: Path) -> None:
+    plain = read_repository(
+        generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "p", True)
+    )
+    root = generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "v", True, False)
+    add_pipelines(root, {"detector"}, gpu=True, validate=True)
+    configs = read_repository(root)
+    assert steps(configs[ENSEMBLE]) == ["detect_pipeline"]
+    assert steps(configs[VIDEO_ENSEMBLE]) == ["detect_video_pipeline"]  # no validate there
+    assert ensemble_problems(configs, ENSEMBLE) == []
+    assert contract(configs[ENSEMBLE]) == contract(plain[ENSEMBLE])
+    pipeline = contract(configs["detect_pipeline"])
+    assert pipeline["inputs"] == contract(configs["validate"])["inputs"]
+    damaged = tuple(o for o in contract(configs["validate"])["outputs"] if o.name == "damaged")
+    assert pipeline["outputs"] == contract(configs["postprocess"])["outputs"] + damaged
+    assert configs["detect_pipeline"].parameters["validate_model"].string_value == "validate"
+
+
+@pytest.fixture(scope="module")
+def validating(tmp_path_factory: pytest.TempPathFactory):
+    """A server whose ``detect_pipeline`` runs ``validate``'s checks itself."""
+    workdir = tmp_path_factory.mktemp("validating")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(portable, "PIPELINE_VALIDATE", True)
+        with (
+            serve(
+                PRODUCTION_REPOSITORY, Ports.free(), True, workdir=workdir, pipelines=True
+            ) as srv,
+            grpcclient.InferenceServerClient(srv.grpc_url) as c,
+        ):
+            yield srv, c
+
+
+def damaged_count(server) -> float:
+    url = f"http://localhost:{server.ports.metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=5.0) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("camdet_damaged"))
+
+
+@pytest.mark.server
+def test_a_pipeline_with_validate_taken_in_answers_as_validate_and_the_steps(validating) -> None:
+    server, client = validating
+    assert [
+        s.model_name for s in client.get_model_config(ENSEMBLE).config.ensemble_scheduling.step
+    ] == ["detect_pipeline"]
+    good = frames([(1280, 720), (1920, 1080), (640, 480)], seed=23)
+    cut = rst_jpeg()[: len(rst_jpeg()) // 2] + b"\xff\xd9"  # damaged, answered, flagged
+    truncated = good[0][:200]  # refused by validate's checks
+    (bad_params, reason), *_ = BAD_PARAMETERS
+    payloads = [good[0], truncated, good[1], good[2], cut, good[0]]
+    parameters = [None, None, None, None, None, bad_params]
+    # What the step model `validate` says of the refused frame, on the same server.
+    (_, refused), *_ = send_concurrently(
+        client, [truncated], model="validate", outputs=("damaged",)
+    )
+    before = damaged_count(server)
+    answers = send_concurrently(client, payloads, parameters, outputs=(*DETECTIONS, "damaged"))
+
+    assert answers[1][1].message() == f"in ensemble '{ENSEMBLE}', {refused.message()}"
+    assert refused.message().startswith("invalid image: ")
+    assert answers[5][1].message() == f"in ensemble '{ENSEMBLE}', bad request parameters: {reason}"
+    for index in (0, 2, 3):
+        result, error = answers[index]
+        assert error is None
+        assert not result.as_numpy("damaged")[0, 0]
+        assert_same({n: result.as_numpy(n) for n in DETECTIONS}, chained(client, payloads[index]))
+    result, error = answers[4]
+    assert error is None
+    assert result.as_numpy("damaged")[0, 0]
+    assert damaged_count(server) - before == 1

@@ -176,12 +176,23 @@ PIPELINE_CUDA_SCHEDULE = os.environ.get("CAMDET_CUDA_SCHEDULE", "auto")
 ``auto``, CUDA's default, ``spin``, ``yield`` or ``blocking-sync``; config parameter
 ``cuda_schedule``; :mod:`camdet.runtime.cuda_schedule`)."""
 
+PIPELINE_VALIDATE = os.environ.get("CAMDET_PIPELINE_VALIDATE", "0") == "1"
+"""Whether each ``*_pipeline`` model also runs the ``validate`` step in front of it, in its
+own process (``CAMDET_PIPELINE_VALIDATE=1``; config parameter ``validate_model``): one
+process crossing per frame instead of two. ``validate`` took ~1.8 ms per 1080p frame in
+its stubs at 1,816 frames/s on an H100 (perf/RESULTS.md, session 9): 4 instances, 84 %
+busy, and each frame copied into and out of them."""
+
 _PIPELINE_MODULES = {False: "portable.pipeline", True: "portable.pipeline_video"}
 """The one-process model's module, by whether its preprocessing is sequence-batched."""
 
 
 def add_pipelines(
-    root: Path, detectors: set[str], gpu: bool, instances: int = PIPELINE_INSTANCES
+    root: Path,
+    detectors: set[str],
+    gpu: bool,
+    instances: int = PIPELINE_INSTANCES,
+    validate: bool | None = None,
 ) -> None:
     """Serve each ensemble's preprocess -> detector -> postprocess as one model.
 
@@ -194,22 +205,27 @@ def add_pipelines(
         detectors: Names of its detector models.
         gpu: Whether the instances are GPU instances.
         instances: Instances per GPU (one CPU instance without a GPU).
+        validate: Take a ``validate`` step right in front of the run into the model too
+            (None: :data:`PIPELINE_VALIDATE`).
     """
+    validate = PIPELINE_VALIDATE if validate is None else validate
     configs = read_repository(root)
     for name, ensemble in configs.items():
         steps = ensemble.ensemble_scheduling.step
         start = _detector_run(steps, detectors)
         if start is None:
             continue
+        check = _validate_step(root, steps, start, configs) if validate else None
+        first = start - 1 if check else start
         run = steps[start : start + 3]
-        pipeline = _pipeline_config(ensemble, run, configs)
+        pipeline = _pipeline_config(ensemble, run, configs, check)
         for group in pipeline.instance_group:
             group.count = instances if gpu else 1
         pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
         pipeline.parameters["cuda_schedule"].string_value = PIPELINE_CUDA_SCHEDULE
         _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])
-        step = _pipeline_step(pipeline.name, run, {t.name for t in ensemble.output})
-        new_steps = [*steps[:start], step, *steps[start + 3 :]]
+        step = _pipeline_step(pipeline.name, run, {t.name for t in ensemble.output}, check)
+        new_steps = [*steps[:first], step, *steps[start + 3 :]]
         del steps[:]
         steps.extend(new_steps)
         write_config(ensemble, root / name / "config.pbtxt")
@@ -226,15 +242,33 @@ def _detector_run(steps: list[mc.ModelEnsembling.Step], detectors: set[str]) -> 
     return None
 
 
+def _validate_step(
+    root: Path, steps: list[mc.ModelEnsembling.Step], start: int, configs: dict
+) -> mc.ModelEnsembling.Step | None:
+    """The ``validate`` step feeding the run at ``start``, if there is one."""
+    if start == 0:
+        return None
+    step = steps[start - 1]
+    code = root / step.model_name / "1" / "model.py"
+    is_validate = code.is_file() and "camdet.triton_models.validate" in code.read_text()
+    feeds = set(step.output_map.values()) & set(steps[start].input_map.values())
+    return step if is_validate and feeds and step.model_name in configs else None
+
+
 def _pipeline_config(
-    ensemble: mc.ModelConfig, run: list[mc.ModelEnsembling.Step], configs: dict
+    ensemble: mc.ModelConfig,
+    run: list[mc.ModelEnsembling.Step],
+    configs: dict,
+    check: mc.ModelEnsembling.Step | None = None,
 ) -> mc.ModelConfig:
     """The one-process model's config, made of its steps' configs.
 
     The first step's inputs, batching (dynamic or sequence), parameters, warm-up and
     instances; the last step's outputs and parameters (thresholds), and those outputs of
     the first step that are the ensemble's own (``damaged``, ``frame_pts``). Parameters
-    name the three models, whose configs the model reads when it starts.
+    name the three models, whose configs the model reads when it starts. With a
+    ``validate`` step (``check``) taken in: its inputs and its outputs that are the
+    ensemble's own (``damaged``) instead of the first step's.
     """
     pre, post = configs[run[0].model_name], configs[run[2].model_name]
     config = mc.ModelConfig()
@@ -245,6 +279,12 @@ def _pipeline_config(
     del config.output[:]
     config.output.extend(post.output)
     config.output.extend(o for o in pre.output if run[0].output_map.get(o.name) in outputs)
+    if check is not None:
+        validate = configs[check.model_name]
+        del config.input[:]
+        config.input.extend(validate.input)
+        config.output.extend(o for o in validate.output if check.output_map.get(o.name) in outputs)
+        config.parameters[VALIDATE_STEP].string_value = check.model_name
     for key, value in post.parameters.items():
         if key not in config.parameters:
             config.parameters[key].CopyFrom(value)
@@ -258,14 +298,22 @@ def _pipeline_config(
 PIPELINE_STEPS = ("preprocess_model", "detector_model", "postprocess_model")
 """Parameters of a ``*_pipeline`` model naming the models it runs (read by the model)."""
 
+VALIDATE_STEP = "validate_model"
+"""Parameter of a ``*_pipeline`` model naming the ``validate`` model whose checks it runs."""
+
 
 def _pipeline_step(
-    name: str, run: list[mc.ModelEnsembling.Step], outputs: set[str]
+    name: str,
+    run: list[mc.ModelEnsembling.Step],
+    outputs: set[str],
+    check: mc.ModelEnsembling.Step | None = None,
 ) -> mc.ModelEnsembling.Step:
     """The ensemble step that calls the one-process model: the run's maps, joined."""
     step = mc.ModelEnsembling.Step(model_name=name, model_version=-1)
-    step.input_map.update(run[0].input_map)
+    step.input_map.update((run[0] if check is None else check).input_map)
     step.output_map.update({k: v for k, v in run[0].output_map.items() if v in outputs})
+    if check is not None:
+        step.output_map.update({k: v for k, v in check.output_map.items() if v in outputs})
     step.output_map.update(run[2].output_map)
     return step
 

@@ -28,12 +28,18 @@ DAMAGED = "damaged"
 DAMAGED_FRAMES_METRIC = "camdet_damaged_frames_total"
 
 
-class TritonPythonModel:
-    """Pass each request's encoded frame through unchanged, or fail that request."""
+class FrameChecks:
+    """``validate``'s checks of one request.
 
-    def initialize(self, args: dict[str, str]) -> None:
-        """Read tensor names and size limits from the config; register the damage count."""
-        config = load_config(args)
+    This model runs them, and so does a ``*_pipeline`` model that takes ``validate`` into
+    its own process (:func:`camdet.serving.portable.add_pipelines`).
+
+    Args:
+        config: The ``validate`` model config (tensor names, ``max_pixels``, ``max_side``).
+        model_name: The label of its damaged-frame count (``validate``'s own name).
+    """
+
+    def __init__(self, config: dict, model_name: str) -> None:
         (self.input_name,) = tensor_names(config, "input")
         self.output_name = next(n for n in tensor_names(config, "output") if n != DAMAGED)
         self.damaged_dtype = output_dtype(config, DAMAGED)
@@ -45,18 +51,19 @@ class TritonPythonModel:
             description="Frames answered although their image data is damaged (concealed)",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        self.damaged_frames = self.damage_family.Metric(labels={"model": args["model_name"]})
+        self.damaged_frames = self.damage_family.Metric(labels={"model": model_name})
 
-    @guarded_execute
-    def execute(self, requests: list) -> list:
-        """Check every frame and the parameters of every request; one response per request."""
-        return [self._check(request) for request in requests]
+    def check(self, request: pb_utils.InferenceRequest) -> tuple[np.ndarray, np.ndarray] | str:
+        """The request's frames and their ``damaged`` flags, or why it is refused.
 
-    def _check(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
+        Returns:
+            ``[N, bytes]`` UINT8 encoded frames (a view of the request's input) and
+            ``[N, 1]`` ``damaged`` flags; or the error text its response carries.
+        """
         try:
             checked_parameters(request, IMAGE_PARAMETERS)
         except RequestParameterError as exc:
-            return error_response(f"bad request parameters: {exc}")
+            return f"bad request parameters: {exc}"
         frames = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
         damaged = np.zeros((len(frames), 1), dtype=self.damaged_dtype)
         try:
@@ -64,13 +71,8 @@ class TritonPythonModel:
             for row, frame in enumerate(frames):
                 damaged[row] = self._is_damaged(frame.tobytes())
         except ImageCheckError as exc:
-            return error_response(f"invalid image: {exc}")
-        return pb_utils.InferenceResponse(
-            [
-                pb_utils.Tensor(self.output_name, np.ascontiguousarray(frames)),
-                pb_utils.Tensor(DAMAGED, damaged),
-            ]
-        )
+            return f"invalid image: {exc}"
+        return frames, damaged
 
     def _is_damaged(self, data: bytes) -> bool:
         """Check one frame (raises ImageCheckError); log and count concealable damage."""
@@ -81,3 +83,28 @@ class TritonPythonModel:
         self.damaged_frames.increment(1)
         pb_utils.Logger.log_verbose(f"validate: damaged JPEG answered: {damage}")
         return True
+
+
+class TritonPythonModel:
+    """Pass each request's encoded frame through unchanged, or fail that request."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Read tensor names and size limits from the config; register the damage count."""
+        self.checks = FrameChecks(load_config(args), args["model_name"])
+
+    @guarded_execute
+    def execute(self, requests: list) -> list:
+        """Check every frame and the parameters of every request; one response per request."""
+        return [self._check(request) for request in requests]
+
+    def _check(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
+        checked = self.checks.check(request)
+        if isinstance(checked, str):
+            return error_response(checked)
+        frames, damaged = checked
+        return pb_utils.InferenceResponse(
+            [
+                pb_utils.Tensor(self.checks.output_name, np.ascontiguousarray(frames)),
+                pb_utils.Tensor(DAMAGED, damaged),
+            ]
+        )

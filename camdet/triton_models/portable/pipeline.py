@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from camdet.serving.portable import PIPELINE_STEPS
+from camdet.serving.portable import PIPELINE_STEPS, VALIDATE_STEP
 from camdet.steps.postprocess.detections import Thresholds
 from camdet.triton_models.common import (
     DeviceStats,
@@ -46,6 +46,7 @@ from camdet.triton_models.portable.detector_torch import graph_runner, torch_dty
 from camdet.triton_models.portable.preprocess import preprocessor
 from camdet.triton_models.portable.stages import Batch, Stages
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
+from camdet.triton_models.validate import DAMAGED, FrameChecks
 
 
 class Detector:
@@ -151,6 +152,8 @@ class _Frames:
     frames: list[np.ndarray]
     owners: list[tuple[int, int]]
     thresholds: list[Thresholds]
+    damaged: dict[int, np.ndarray]
+    """``[N, 1]`` ``damaged`` flags by request index (with ``validate`` taken in)."""
     images: torch.Tensor | None = None
     sizes: torch.Tensor | None = None
 
@@ -168,6 +171,8 @@ class TritonPythonModel:
         config = load_config(args)
         (self.input_name,) = tensor_names(config, "input")
         pre, det, post = (step_args(args, parameter(config, key)) for key in PIPELINE_STEPS)
+        check = parameter(config, VALIDATE_STEP, "")
+        self.checks = FrameChecks(load_config(step_args(args, check)), check) if check else None
         device_id = instance_device(args)
         apply_cuda_schedule(args["model_name"], config, device_id)
         self.device = torch.device("cpu" if device_id is None else f"cuda:{device_id}")
@@ -230,25 +235,38 @@ class TritonPythonModel:
             sizes,
             work.thresholds,
             work.owners,
-            lambda _, tensors: pb_utils.InferenceResponse(tensors),
+            lambda i, tensors: pb_utils.InferenceResponse(
+                [*tensors, pb_utils.Tensor(DAMAGED, work.damaged[i])] if work.damaged else tensors
+            ),
         )
         inputs = {self.input_name: work.frames, SIZE: [sizes], IMAGE: [images], RAW: [raw]}
         self.stats.record(inputs, {k: [v] for k, v in host.items()})
 
     def _collect(self, requests: list, batch: Batch) -> _Frames:
-        """Each valid request's frames (copied: requests are freed when ``execute`` returns)."""
-        frames, owners, thresholds = [], [], []
+        """Each valid request's frames (copied: requests are freed when ``execute`` returns).
+
+        With ``validate`` taken in, its checks come first, as its step would: a request it
+        refuses is answered with its error and never reaches the decoder.
+        """
+        frames, owners, thresholds, damaged = [], [], [], {}
         for i, request in enumerate(requests):
+            if self.checks is not None:
+                checked = self.checks.check(request)
+                if isinstance(checked, str):
+                    batch.answer(i, error_response(checked))
+                    continue
+                encoded, damaged[i] = checked
+            else:
+                encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             try:
                 setting = self.post.thresholds(request)
             except ValueError as exc:  # RequestParameterError
                 batch.answer(i, error_response(f"bad request parameters: {exc}"))
                 continue
-            encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
             frames.append(np.array(encoded))
             owners.append((i, len(encoded)))
             thresholds.append(setting)
-        return _Frames(frames, owners, thresholds)
+        return _Frames(frames, owners, thresholds, damaged)
 
 
 def apply_cuda_schedule(model: str, config: dict, device_id: int | None) -> None:
