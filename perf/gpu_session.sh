@@ -248,7 +248,7 @@ cpu() {
     "cpu-validate-in-blocking:CAMDET_PIPELINE_VALIDATE=1 CAMDET_CUDA_SCHEDULE=blocking-sync"
 }
 
-# One `variant` per NAME:ENV... argument, each in 150 s at most and its server and MPS
+# One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS
 # daemon stopped after it (a point that hangs costs only its own); the fastest point's
 # variables go to $OUT/FILE.
 best_of() {
@@ -257,7 +257,7 @@ best_of() {
   for point in "$@"; do
     name=${point%%:*}
     # shellcheck disable=SC2086  # the point's variables, one word each
-    timeout 150 bash "$0" variant "$name" ${point#*:}
+    timeout "${POINT_TIMEOUT:-100}" bash "$0" variant "$name" ${point#*:}
     pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
     fps=$(peak "$OUT/var-$name/bench.json" ours) || continue
     [ "$fps" -gt "$best_fps" ] && best=${point#*:} best_fps=$fps
