@@ -243,9 +243,10 @@ schedules() {
 # variables go to $OUT/best-cpu.txt (for `env $(cat ...) bash $0 jpeg`).
 cpu() {
   input_data
-  best_of best-cpu.txt cpu-auto:CAMDET_CUDA_SCHEDULE=auto cpu-yield:CAMDET_CUDA_SCHEDULE=yield \
-    cpu-blocking:CAMDET_CUDA_SCHEDULE=blocking-sync cpu-validate-in:CAMDET_PIPELINE_VALIDATE=1 \
-    "cpu-validate-in-blocking:CAMDET_PIPELINE_VALIDATE=1 CAMDET_CUDA_SCHEDULE=blocking-sync"
+  local V0=CAMDET_PIPELINE_VALIDATE=0 V1=CAMDET_PIPELINE_VALIDATE=1
+  best_of best-cpu.txt "cpu-auto:$V0 CAMDET_CUDA_SCHEDULE=auto" "cpu-yield:$V0 CAMDET_CUDA_SCHEDULE=yield" \
+    "cpu-blocking:$V0 CAMDET_CUDA_SCHEDULE=blocking-sync" "cpu-validate-in:$V1 CAMDET_CUDA_SCHEDULE=auto" \
+    "cpu-validate-in-blocking:$V1 CAMDET_CUDA_SCHEDULE=blocking-sync"
 }
 
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS

@@ -1,7 +1,9 @@
 """The one-process ``*_pipeline`` models: same answers as the three step models chained.
 
-On a GPU the portable server serves ``detect`` as ``validate`` -> ``detect_pipeline`` and
-``detect_video`` as ``detect_video_pipeline`` (camdet.serving.portable.add_pipelines).
+On a GPU the portable server serves ``detect`` as ``detect_pipeline`` (``validate``'s
+checks, preprocess, detector and postprocess in one process; ``CAMDET_PIPELINE_VALIDATE=0``:
+``validate`` -> ``detect_pipeline``) and ``detect_video`` as ``detect_video_pipeline``
+(camdet.serving.portable.add_pipelines).
 Here the same arrangement runs on the CPU, in a real portable tritonserver, and every
 answer is checked against the step models of the same server called one after another.
 """
@@ -9,6 +11,7 @@ answer is checked against the step models of the same server called one after an
 from __future__ import annotations
 
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +43,11 @@ def steps(config) -> list[str]:
 
 def test_pipelines_keep_the_ensembles_contracts(tmp_path: Path) -> None:
     production = read_repository(PRODUCTION_REPOSITORY)
-    root = generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "r", pipelines=True)
+    root = generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "r", pipelines=False)
+    add_pipelines(root, {"detector"}, gpu=False, validate=True)
     configs = read_repository(root)
-    assert steps(configs[ENSEMBLE]) == ["validate", "detect_pipeline"]
-    assert steps(configs[VIDEO_ENSEMBLE]) == ["detect_video_pipeline"]
+    assert steps(configs[ENSEMBLE]) == ["detect_pipeline"]
+    assert steps(configs[VIDEO_ENSEMBLE]) == ["detect_video_pipeline"]  # no validate there
     for name in (ENSEMBLE, VIDEO_ENSEMBLE):
         assert ensemble_problems(configs, name) == []
         assert contract(configs[name]) == contract(production[name])
@@ -52,28 +56,56 @@ def test_pipelines_keep_the_ensembles_contracts(tmp_path: Path) -> None:
     for name in ("validate", "preprocess", "detector", "postprocess", "preprocess_video"):
         assert configs[name] == plain[name]
     pipeline = contract(configs["detect_pipeline"])
+    assert pipeline["inputs"] == contract(configs["validate"])["inputs"]
+    damaged = tuple(o for o in contract(configs["validate"])["outputs"] if o.name == "damaged")
+    assert pipeline["outputs"] == contract(configs["postprocess"])["outputs"] + damaged
+    assert configs["detect_pipeline"].parameters["validate_model"].string_value == "validate"
+
+
+def test_validate_can_stay_its_own_step(tmp_path: Path) -> None:
+    root = generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "r", pipelines=False)
+    add_pipelines(root, {"detector"}, gpu=False, validate=False)
+    configs = read_repository(root)
+    assert steps(configs[ENSEMBLE]) == ["validate", "detect_pipeline"]
+    assert ensemble_problems(configs, ENSEMBLE) == []
+    assert contract(configs[ENSEMBLE]) == contract(read_repository(PRODUCTION_REPOSITORY)[ENSEMBLE])
+    pipeline = contract(configs["detect_pipeline"])
     assert pipeline["inputs"] == contract(configs["preprocess"])["inputs"]
     assert pipeline["outputs"] == contract(configs["postprocess"])["outputs"]
+    assert "validate_model" not in configs["detect_pipeline"].parameters
 
 
 def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
     cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
-    assert steps(gpu[ENSEMBLE]) == ["validate", "detect_pipeline"]
+    taken_in = portable.PIPELINE_VALIDATE  # True unless CAMDET_PIPELINE_VALIDATE=0
+    assert steps(gpu[ENSEMBLE]) == ["validate"] * (not taken_in) + ["detect_pipeline"]
     assert [g.count for g in gpu["detect_pipeline"].instance_group] == [PIPELINE_INSTANCES]
-    # CUDA's own way of waiting unless CAMDET_CUDA_SCHEDULE says otherwise.
-    assert gpu["detect_pipeline"].parameters["cuda_schedule"].string_value == "auto"
+    # The measured CUDA wait per pipeline unless CAMDET_CUDA_SCHEDULE says otherwise.
+    chosen = portable.PIPELINE_CUDA_SCHEDULE
+    for name, default in (("detect_pipeline", "blocking-sync"), ("detect_video_pipeline", "auto")):
+        assert gpu[name].parameters["cuda_schedule"].string_value == (chosen or default)
     assert steps(cpu[ENSEMBLE]) == ["validate", "preprocess", "detector", "postprocess"]
     assert "detect_pipeline" not in cpu
 
 
+@contextmanager
+def pipelines_server(workdir: Path, validate_in_pipeline: bool):
+    """A portable server with the one-process pipelines, ``validate`` taken in or not."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(portable, "PIPELINE_VALIDATE", validate_in_pipeline)
+        with (
+            serve(PRODUCTION_REPOSITORY, Ports.free(), True, workdir=workdir, pipelines=True) as s,
+            grpcclient.InferenceServerClient(s.grpc_url) as c,
+        ):
+            yield s, c
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
-    workdir = tmp_path_factory.mktemp("pipelines")
-    with (
-        serve(PRODUCTION_REPOSITORY, Ports.free(), True, workdir=workdir, pipelines=True) as srv,
-        grpcclient.InferenceServerClient(srv.grpc_url) as c,
-    ):
+    """A server whose ``detect`` calls ``validate``, then ``detect_pipeline``: frames the
+    decoder refuses reach the pipeline, which must fail them alone."""
+    with pipelines_server(tmp_path_factory.mktemp("pipelines"), False) as (_, c):
         yield c
 
 
@@ -196,37 +228,11 @@ def test_detect_video_answers_as_the_steps_chained(client) -> None:
     assert seen > 10
 
 
-def test_validate_is_taken_in_where_asked(tmp_path: Path) -> None:
-    plain = read_repository(
-        generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "p", True)
-    )
-    root = generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "v", True, False)
-    add_pipelines(root, {"detector"}, gpu=True, validate=True)
-    configs = read_repository(root)
-    assert steps(configs[ENSEMBLE]) == ["detect_pipeline"]
-    assert steps(configs[VIDEO_ENSEMBLE]) == ["detect_video_pipeline"]  # no validate there
-    assert ensemble_problems(configs, ENSEMBLE) == []
-    assert contract(configs[ENSEMBLE]) == contract(plain[ENSEMBLE])
-    pipeline = contract(configs["detect_pipeline"])
-    assert pipeline["inputs"] == contract(configs["validate"])["inputs"]
-    damaged = tuple(o for o in contract(configs["validate"])["outputs"] if o.name == "damaged")
-    assert pipeline["outputs"] == contract(configs["postprocess"])["outputs"] + damaged
-    assert configs["detect_pipeline"].parameters["validate_model"].string_value == "validate"
-
-
 @pytest.fixture(scope="module")
 def validating(tmp_path_factory: pytest.TempPathFactory):
-    """A server whose ``detect_pipeline`` runs ``validate``'s checks itself."""
-    workdir = tmp_path_factory.mktemp("validating")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(portable, "PIPELINE_VALIDATE", True)
-        with (
-            serve(
-                PRODUCTION_REPOSITORY, Ports.free(), True, workdir=workdir, pipelines=True
-            ) as srv,
-            grpcclient.InferenceServerClient(srv.grpc_url) as c,
-        ):
-            yield srv, c
+    """A server whose ``detect_pipeline`` runs ``validate``'s checks itself (the default)."""
+    with pipelines_server(tmp_path_factory.mktemp("validating"), True) as server_and_client:
+        yield server_and_client
 
 
 def damaged_count(server) -> float:

@@ -19,9 +19,10 @@ Without a GPU, GPU instance groups become one CPU instance each, which is what s
 With a GPU, each ensemble's run of preprocessing model -> ``detector`` -> ``postprocess``
 is also served as one model, ``<ensemble>_pipeline``
 (:mod:`camdet.triton_models.portable.pipeline`, ``pipeline_video``), which runs those
-three steps' code with their own configs in one process: ``detect`` becomes ``validate``
--> ``detect_pipeline`` and ``detect_video`` becomes ``detect_video_pipeline``, with the
-ensembles' inputs and outputs unchanged. Three Python-backend processes handing each
+three steps' code with their own configs in one process: ``detect`` becomes
+``detect_pipeline``, which runs ``validate``'s checks too (:data:`PIPELINE_VALIDATE`), and
+``detect_video`` becomes ``detect_video_pipeline``, with the ensembles' inputs and outputs
+unchanged. Three Python-backend processes handing each
 frame's letterboxed image to each other served 881 frames/s at 256 JPEG cameras on an
 H200, one process per batch 1,103 (perf/RESULTS.md, session 6). The step models stay in
 the repository (benchmarks and tests call them alone).
@@ -171,17 +172,27 @@ PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 detect-and-answer thread (``CAMDET_PIPELINE_OVERLAP=0``: one thread does both; config
 parameter ``overlap``; :mod:`camdet.triton_models.portable.stages`)."""
 
-PIPELINE_CUDA_SCHEDULE = os.environ.get("CAMDET_CUDA_SCHEDULE", "auto")
+PIPELINE_CUDA_SCHEDULE = os.environ.get("CAMDET_CUDA_SCHEDULE", "")
 """How each ``*_pipeline`` instance's threads wait for the GPU (``CAMDET_CUDA_SCHEDULE``:
 ``auto``, CUDA's default, ``spin``, ``yield`` or ``blocking-sync``; config parameter
-``cuda_schedule``; :mod:`camdet.runtime.cuda_schedule`)."""
+``cuda_schedule``; :mod:`camdet.runtime.cuda_schedule`). Empty: each pipeline's
+measured default (:data:`DEFAULT_SCHEDULES`)."""
 
-PIPELINE_VALIDATE = os.environ.get("CAMDET_PIPELINE_VALIDATE", "0") == "1"
+DEFAULT_SCHEDULES = {False: "blocking-sync", True: "auto"}
+"""The CUDA wait of a ``*_pipeline`` model by whether it is the video one. JPEG, 256
+cameras on an H100 under MPS (perf/RESULTS.md, session 10): ``auto`` 1,478 frames/s at
+7.8 server CPU ms per frame, ``yield`` 1,601 at 7.2, ``blocking-sync`` 1,589 at 6.8 (a
+waiting thread gives its core back). The video pipeline keeps CUDA's own: not measured
+otherwise."""
+
+PIPELINE_VALIDATE = os.environ.get("CAMDET_PIPELINE_VALIDATE", "1") != "0"
 """Whether each ``*_pipeline`` model also runs the ``validate`` step in front of it, in its
-own process (``CAMDET_PIPELINE_VALIDATE=1``; config parameter ``validate_model``): one
-process crossing per frame instead of two. ``validate`` took ~1.8 ms per 1080p frame in
-its stubs at 1,816 frames/s on an H100 (perf/RESULTS.md, session 9): 4 instances, 84 %
-busy, and each frame copied into and out of them."""
+own process (``CAMDET_PIPELINE_VALIDATE=0``: not; config parameter ``validate_model``):
+one process crossing per frame instead of two. As its own step ``validate`` took ~1.8 ms
+per 1080p frame in 4 processes, each frame copied into and out of them; taken in, 256
+JPEG cameras on an H100 gave 1,514 frames/s instead of 1,478 (CUDA's ``auto`` wait) and
+1,604 instead of 1,589 (``blocking-sync``), at 0.7 fewer server CPU ms per frame
+(perf/RESULTS.md, session 10)."""
 
 _PIPELINE_MODULES = {False: "portable.pipeline", True: "portable.pipeline_video"}
 """The one-process model's module, by whether its preprocessing is sequence-batched."""
@@ -222,7 +233,9 @@ def add_pipelines(
         for group in pipeline.instance_group:
             group.count = instances if gpu else 1
         pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
-        pipeline.parameters["cuda_schedule"].string_value = PIPELINE_CUDA_SCHEDULE
+        video = configs[run[0].model_name].HasField("sequence_batching")
+        schedule = PIPELINE_CUDA_SCHEDULE or DEFAULT_SCHEDULES[video]
+        pipeline.parameters["cuda_schedule"].string_value = schedule
         _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])
         step = _pipeline_step(pipeline.name, run, {t.name for t in ensemble.output}, check)
         new_steps = [*steps[:first], step, *steps[start + 3 :]]

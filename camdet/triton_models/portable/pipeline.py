@@ -1,7 +1,8 @@
 """``detect_pipeline``: ``preprocess``, ``detector`` and ``postprocess`` in one process.
 
-On a GPU the portable ``detect`` ensemble is ``validate`` -> this model
-(:func:`camdet.serving.portable.generate_portable_repository`). As three Python-backend
+On a GPU the portable ``detect`` ensemble is this model alone, which runs ``validate``'s
+checks first (``CAMDET_PIPELINE_VALIDATE=0``: ``validate`` -> this model;
+:func:`camdet.serving.portable.generate_portable_repository`). As three Python-backend
 models, each frame's 2.4 MB letterboxed image crossed process boundaries twice and the
 head output once: 869 frames/s at 256 cameras on an H100, against 1,494 for this model
 (perf/RESULTS.md, session 7). Here one process
