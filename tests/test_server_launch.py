@@ -7,6 +7,9 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +175,46 @@ def test_a_second_server_on_ports_in_use_fails_at_once_naming_the_holder(tmp_pat
         (line,) = done.stderr.strip().splitlines()
         expected = rf"error: port {first.ports.grpc} \(--grpc-port\) on 127\.0\.0\.1 {holder}"
         assert re.fullmatch(expected + ": stop it or choose another port", line), line
+
+
+def test_the_server_stops_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    # A bench or test run killed outright (timeout, SIGKILL) must not leave its server
+    # holding ports, GPU memory and video decoders (perf/RESULTS.md, session 10).
+    owner_code = (
+        "import shutil, sys, time\n"
+        "from pathlib import Path\n"
+        "from camdet.serving.launch import portable_launch\n"
+        "from camdet.serving.repository import PRODUCTION_REPOSITORY\n"
+        "from camdet.serving.server import Ports, TritonServer\n"
+        "work = Path(sys.argv[1])\n"
+        "shutil.copytree(PRODUCTION_REPOSITORY / 'validate', work / 'repo' / 'validate')\n"
+        "ports = Ports.free()\n"
+        "server = TritonServer(portable_launch(work / 'repo', ports, work), ports).start()\n"
+        "print(server.process.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", owner_code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pid = int(owner.stdout.readline())
+        assert running(pid)
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 60
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    outlived = running(pid)
+    if outlived:
+        os.killpg(pid, signal.SIGKILL)
+    assert not outlived, "tritonserver outlived the process that started it"
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")

@@ -59,6 +59,21 @@ class Launch:
     (portable server; :func:`remove_shm_regions`)."""
 
 
+def end_with_parent() -> None:
+    """In a child before exec: SIGTERM when the thread that started it dies (Linux).
+
+    For ``tritonserver`` and the MPS daemon: a ``camdet`` process, test run or bench
+    killed outright (``timeout``, SIGKILL) would otherwise leave them running, holding
+    their ports, GPU memory and video decoders (perf/RESULTS.md, session 10). Both shut
+    down cleanly on SIGTERM.
+    """
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def has_cuda_gpu() -> bool:
     """Whether torch sees a CUDA device (decides GPU or CPU instance groups).
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from camdet.serving.launch import ServerError
+from camdet.serving.launch import ServerError, end_with_parent
 
 logger = logging.getLogger(__name__)
 
@@ -180,19 +180,6 @@ class MpsDaemon:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _end_with_parent() -> None:
-    """In the daemon's child before exec: SIGTERM when this process dies (Linux).
-
-    The daemon is stopped with the server; a ``camdet`` process killed outright would
-    otherwise leave it running.
-    """
-    import ctypes
-    import signal
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def _folders(folder: Path) -> dict[str, str]:
     """The MPS pipe and log variables for a daemon's folder."""
     return dict(zip(PIPE_VARIABLES, (str(folder / "pipe"), str(folder / "log")), strict=True))
@@ -223,7 +210,7 @@ def start(binary: str, timeout_s: float = 10.0, probe_timeout_s: float = 60.0) -
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_end_with_parent,
+            preexec_fn=end_with_parent,
         )
     daemon = MpsDaemon(process, folder, binary)
     deadline = time.monotonic() + timeout_s

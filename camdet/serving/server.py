@@ -31,6 +31,7 @@ from camdet.serving.launch import (
     container_binary,
     container_launch,
     driver_gpu_count,
+    end_with_parent,
     has_cuda_gpu,
     portable_backend_dir,
     portable_launch,
@@ -88,6 +89,7 @@ class TritonServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=end_with_parent,
             )
         self._wait_ready(timeout_s)
         return self
