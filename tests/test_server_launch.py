@@ -179,9 +179,10 @@ def test_a_second_server_on_ports_in_use_fails_at_once_naming_the_holder(tmp_pat
 
 def test_the_server_stops_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
     # A bench or test run killed outright (timeout, SIGKILL) must not leave its server
-    # holding ports, GPU memory and video decoders (perf/RESULTS.md, session 10).
+    # holding ports, GPU memory and video decoders (perf/RESULTS.md, session 10); a
+    # server started from a thread that has ended since must live on until then.
     owner_code = (
-        "import shutil, sys, time\n"
+        "import shutil, sys, threading, time\n"
         "from pathlib import Path\n"
         "from camdet.serving.launch import portable_launch\n"
         "from camdet.serving.repository import PRODUCTION_REPOSITORY\n"
@@ -189,7 +190,10 @@ def test_the_server_stops_when_the_process_that_started_it_is_killed(tmp_path: P
         "work = Path(sys.argv[1])\n"
         "shutil.copytree(PRODUCTION_REPOSITORY / 'validate', work / 'repo' / 'validate')\n"
         "ports = Ports.free()\n"
-        "server = TritonServer(portable_launch(work / 'repo', ports, work), ports).start()\n"
+        "server = TritonServer(portable_launch(work / 'repo', ports, work), ports)\n"
+        # Started from a thread that then ends, as from a pool: the server must stay.
+        "starter = threading.Thread(target=server.start)\n"
+        "starter.start(); starter.join(); time.sleep(2)\n"
         "print(server.process.pid, flush=True)\n"
         "time.sleep(600)\n"
     )

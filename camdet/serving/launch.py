@@ -18,8 +18,10 @@ import shutil
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from camdet.serving.ports import Ports
 from camdet.serving.security import LOCAL, Exposure
@@ -59,14 +61,38 @@ class Launch:
     (portable server; :func:`remove_shm_regions`)."""
 
 
-def end_with_parent() -> None:
-    """In a child before exec: SIGTERM when the thread that started it dies (Linux).
+def spawn(argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """Start ``tritonserver`` or the MPS daemon so that it ends with this process.
 
-    For ``tritonserver`` and the MPS daemon: a ``camdet`` process, test run or bench
-    killed outright (``timeout``, SIGKILL) would otherwise leave them running, holding
-    their ports, GPU memory and video decoders (perf/RESULTS.md, session 10). Both shut
-    down cleanly on SIGTERM.
+    The child gets SIGTERM when this process dies (``PR_SET_PDEATHSIG``, Linux): a
+    ``camdet`` process, bench or test run killed outright (``timeout``, SIGKILL) left
+    them running, holding their ports, GPU memory and video decoders (perf/RESULTS.md,
+    session 10); both shut down cleanly on SIGTERM. The signal follows the *thread* that
+    started the child, so every child is started from one thread that lives as long as
+    the process, whichever thread asks (servers are started from thread pools too).
+
+    Args:
+        argv: The command.
+        **popen: :class:`subprocess.Popen`'s other arguments.
     """
+    return _SPAWNER.submit(subprocess.Popen, argv, preexec_fn=_end_with_parent, **popen).result()
+
+
+_SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="camdet-spawn")
+"""The one long-lived thread that starts :func:`spawn`'s children."""
+
+
+def _new_spawner() -> None:
+    """A forked child has none of its parent's threads: it gets its own spawner."""
+    global _SPAWNER
+    _SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="camdet-spawn")
+
+
+os.register_at_fork(after_in_child=_new_spawner)
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM when the thread that started it ends."""
     import ctypes
     import signal
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from camdet.serving.launch import ServerError, end_with_parent
+from camdet.serving.launch import ServerError, spawn
 
 logger = logging.getLogger(__name__)
 
@@ -203,14 +203,13 @@ def start(binary: str, timeout_s: float = 10.0, probe_timeout_s: float = 60.0) -
         (folder / sub).mkdir()
     # In the foreground the daemon logs to stdout (its log folder stays empty).
     with (folder / "log" / "control.log").open("wb") as log:
-        process = subprocess.Popen(
+        process = spawn(
             [binary, "-f"],
             env={**os.environ, **_folders(folder)},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=end_with_parent,
         )
     daemon = MpsDaemon(process, folder, binary)
     deadline = time.monotonic() + timeout_s

@@ -31,11 +31,11 @@ from camdet.serving.launch import (
     container_binary,
     container_launch,
     driver_gpu_count,
-    end_with_parent,
     has_cuda_gpu,
     portable_backend_dir,
     portable_launch,
     remove_shm_regions,
+    spawn,
 )
 from camdet.serving.ports import Ports, busy_port, listener
 from camdet.serving.security import LOCAL, Exposure
@@ -83,13 +83,12 @@ class TritonServer:
         env = {**os.environ, **self.launch.env}
         logger.info("starting %s", " ".join(self.launch.argv))
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
+            self.process = spawn(
                 self.launch.argv,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=end_with_parent,
             )
         self._wait_ready(timeout_s)
         return self
