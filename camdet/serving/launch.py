@@ -10,14 +10,17 @@ must import numpy 1.x. :mod:`.server` starts what this module describes.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib.util
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +78,7 @@ def spawn(argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
         argv: The command.
         **popen: :class:`subprocess.Popen`'s other arguments.
     """
-    return _SPAWNER.submit(subprocess.Popen, argv, preexec_fn=_end_with_parent, **popen).result()
+    return _SPAWNER.submit(subprocess.Popen, argv, preexec_fn=_END_WITH_PARENT, **popen).result()
 
 
 _SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="camdet-spawn")
@@ -91,13 +94,20 @@ def _new_spawner() -> None:
 os.register_at_fork(after_in_child=_new_spawner)
 
 
-def _end_with_parent() -> None:
-    """In the child before exec: SIGTERM when the thread that started it ends."""
-    import ctypes
-    import signal
+def _end_with_parent_hook() -> Callable[[], None] | None:
+    """The child's hook before exec: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``.
 
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    Looked up here, in the parent: between fork and exec the child may not import or
+    load anything (another thread of the parent may have held the lock it would need).
+    """
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux with glibc: no such guarantee
+        return None
+    return functools.partial(prctl, 1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+_END_WITH_PARENT = _end_with_parent_hook()
 
 
 def has_cuda_gpu() -> bool:

@@ -22,10 +22,10 @@ is also served as one model, ``<ensemble>_pipeline``
 three steps' code with their own configs in one process: ``detect`` becomes
 ``detect_pipeline``, which runs ``validate``'s checks too (:data:`PIPELINE_VALIDATE`), and
 ``detect_video`` becomes ``detect_video_pipeline``, with the ensembles' inputs and outputs
-unchanged. Three Python-backend processes handing each
-frame's letterboxed image to each other served 881 frames/s at 256 JPEG cameras on an
-H200, one process per batch 1,103 (perf/RESULTS.md, session 6). The step models stay in
-the repository (benchmarks and tests call them alone).
+unchanged. Three Python-backend processes handing each frame's letterboxed image to each
+other served 881 frames/s at 256 JPEG cameras on an H200, one process per batch 1,103
+(perf/RESULTS.md, session 6). The step models stay in the repository (benchmarks and
+tests call them alone).
 """
 
 from __future__ import annotations
@@ -227,7 +227,7 @@ def add_pipelines(
         if start is None:
             continue
         check = _validate_step(root, steps, start, configs) if validate else None
-        first = start - 1 if check else start
+        first = start if check is None else start - 1
         run = steps[start : start + 3]
         pipeline = _pipeline_config(ensemble, run, configs, check)
         for group in pipeline.instance_group:
