@@ -81,16 +81,16 @@ def spawn(argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
     return _SPAWNER.submit(subprocess.Popen, argv, preexec_fn=_END_WITH_PARENT, **popen).result()
 
 
-_SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="camdet-spawn")
-"""The one long-lived thread that starts :func:`spawn`'s children."""
-
-
 def _new_spawner() -> None:
-    """A forked child has none of its parent's threads: it gets its own spawner."""
+    """The one long-lived thread that starts :func:`spawn`'s children (``_SPAWNER``).
+
+    A forked child has none of its parent's threads: it gets its own.
+    """
     global _SPAWNER
     _SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="camdet-spawn")
 
 
+_new_spawner()
 os.register_at_fork(after_in_child=_new_spawner)
 
 
@@ -126,8 +126,6 @@ def has_cuda_gpu() -> bool:
 
 def driver_gpu_count() -> int:
     """GPUs the CUDA driver sees (0 without a driver), asked without torch."""
-    import ctypes
-
     from camdet.runtime.cuda_schedule import driver
 
     try:

@@ -125,7 +125,10 @@ class Postprocessor:
         Raises:
             camdet.steps.parameters.RequestParameterError: For a bad parameter.
         """
-        params = checked_parameters(request)
+        return self.thresholds_of(checked_parameters(request))
+
+    def thresholds_of(self, params: dict[str, Any]) -> Thresholds:
+        """Thresholds from parameters already checked (``checked_parameters``' result)."""
         return Thresholds(
             params.get("confidence_threshold", self.defaults.confidence),
             params.get("iou_threshold", self.defaults.iou),

@@ -8,6 +8,8 @@ true, and counted on the metrics endpoint.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
@@ -26,6 +28,17 @@ from camdet.triton_models.common import (
 
 DAMAGED = "damaged"
 DAMAGED_FRAMES_METRIC = "camdet_damaged_frames_total"
+
+
+class Checked(NamedTuple):
+    """A request that passed :meth:`FrameChecks.check`."""
+
+    frames: np.ndarray
+    """``[N, bytes]`` UINT8 encoded frames (a view of the request's input)."""
+    damaged: np.ndarray
+    """``[N, 1]`` ``damaged`` flags."""
+    parameters: dict[str, Any]
+    """Its parameters, checked (:func:`camdet.triton_models.common.checked_parameters`)."""
 
 
 class FrameChecks:
@@ -53,15 +66,14 @@ class FrameChecks:
         )
         self.damaged_frames = self.damage_family.Metric(labels={"model": model_name})
 
-    def check(self, request: pb_utils.InferenceRequest) -> tuple[np.ndarray, np.ndarray] | str:
-        """The request's frames and their ``damaged`` flags, or why it is refused.
+    def check(self, request: pb_utils.InferenceRequest) -> Checked | str:
+        """The request's frames, ``damaged`` flags and parameters, or why it is refused.
 
         Returns:
-            ``[N, bytes]`` UINT8 encoded frames (a view of the request's input) and
-            ``[N, 1]`` ``damaged`` flags; or the error text its response carries.
+            :class:`Checked`, or the error text the request's response carries.
         """
         try:
-            checked_parameters(request, IMAGE_PARAMETERS)
+            parameters = checked_parameters(request, IMAGE_PARAMETERS)
         except RequestParameterError as exc:
             return f"bad request parameters: {exc}"
         frames = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
@@ -72,7 +84,7 @@ class FrameChecks:
                 damaged[row] = self._is_damaged(frame.tobytes())
         except ImageCheckError as exc:
             return f"invalid image: {exc}"
-        return frames, damaged
+        return Checked(frames, damaged, parameters)
 
     def _is_damaged(self, data: bytes) -> bool:
         """Check one frame (raises ImageCheckError); log and count concealable damage."""
@@ -101,10 +113,9 @@ class TritonPythonModel:
         checked = self.checks.check(request)
         if isinstance(checked, str):
             return error_response(checked)
-        frames, damaged = checked
         return pb_utils.InferenceResponse(
             [
-                pb_utils.Tensor(self.checks.output_name, np.ascontiguousarray(frames)),
-                pb_utils.Tensor(DAMAGED, damaged),
+                pb_utils.Tensor(self.checks.output_name, np.ascontiguousarray(checked.frames)),
+                pb_utils.Tensor(DAMAGED, checked.damaged),
             ]
         )

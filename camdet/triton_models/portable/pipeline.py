@@ -251,19 +251,20 @@ class TritonPythonModel:
         """
         frames, owners, thresholds, damaged = [], [], [], {}
         for i, request in enumerate(requests):
-            if self.checks is not None:
+            if self.checks is not None:  # its parameters are checked there, once
                 checked = self.checks.check(request)
                 if isinstance(checked, str):
                     batch.answer(i, error_response(checked))
                     continue
-                encoded, damaged[i] = checked
+                encoded, damaged[i] = checked.frames, checked.damaged
+                setting = self.post.thresholds_of(checked.parameters)
             else:
                 encoded = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
-            try:
-                setting = self.post.thresholds(request)
-            except ValueError as exc:  # RequestParameterError
-                batch.answer(i, error_response(f"bad request parameters: {exc}"))
-                continue
+                try:
+                    setting = self.post.thresholds(request)
+                except ValueError as exc:  # RequestParameterError
+                    batch.answer(i, error_response(f"bad request parameters: {exc}"))
+                    continue
             frames.append(np.array(encoded))
             owners.append((i, len(encoded)))
             thresholds.append(setting)
