@@ -92,7 +92,12 @@ video() {
   local video=(python -m camdet.perf.bench --server-mode portable --modes video
                --video-size 1920x1080 --processes "$PROCESSES" --runner torch --repeats 1 --duration 8
                --warmup 3 --no-plot)
+  # What holds the card before it (session 10: NVDEC's decoders could not be created beside
+  # servers a timed-out pytest had left).
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv \
+    > "$OUT/video-gpu-before.txt" 2>&1
   "${video[@]}" --cameras "${VIDEO_CAMERAS:-128,256}" --out "$OUT/video" > "$OUT/video.txt" 2>&1
+  grep -h "^E[0-9]" "$OUT"/video/server/*.log 2>/dev/null | head -c 20000 > "$OUT/video-errors.txt"
   local fps cameras
   fps=$(peak "$OUT/video/bench.json" video) || return
   # 70% of the peak from the peak's cameras (fewer cameras cannot reach it: each camera
