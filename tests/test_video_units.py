@@ -11,7 +11,12 @@ import pytest
 from camdet.scenes.video import encode_access_units
 from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
 from camdet.steps.video.annexb import AccessUnitError, inspect_access_unit
-from camdet.steps.video.decoders import PyAVDecoder
+from camdet.steps.video.decoders import (
+    DecoderUnavailableError,
+    PyAVDecoder,
+    VideoDecodeError,
+    nvdec_error,
+)
 from camdet.steps.video.letterbox import VideoLetterbox
 from camdet.steps.video.pool import (
     SEQUENCE_END,
@@ -129,6 +134,76 @@ def test_corrupt_unit_fails_alone_and_decoding_resumes_at_next_keyframe(
         pool.submit(1, 0, None, as_array(bad), 3)
     with pytest.raises(VideoRequestError, match="waiting for the next keyframe after a corrupt"):
         pool.submit(1, 0, None, as_array(units[4].data), 4)
+    assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
+    assert pool.submit(1, 0, None, as_array(units[11].data), 11).pts == 11
+
+
+# PyNvVideoCodec 2.2.4's exception text on an H100 whose memory other servers held
+# (perf/results/h100/session10/video-errors.txt): NVDEC creates the decoder at the first
+# sequence header, inside Decode.
+NVDEC_OUT_OF_MEMORY = (
+    "HandleVideoSequence : \nError code : 2\nError Type : m_api.cuvidCreateDecoder(&m_hDecoder, "
+    "&videoDecodeCreateInfo) returned error 2\nat /project/src/VideoCodecSDKUtils/helper_classes/"
+    "NvCodec/NvDecoder/NvDecoder.cpp:430\n\n"
+)
+
+
+def test_nvdec_errors_become_one_line_and_out_of_memory_is_named() -> None:
+    error = nvdec_error(Exception(NVDEC_OUT_OF_MEMORY))
+    assert isinstance(error, DecoderUnavailableError)
+    assert str(error) == (
+        "NVDEC is out of GPU memory (cuvidCreateDecoder returned CUDA_ERROR_OUT_OF_MEMORY): "
+        "too many decoders or other work on this GPU"
+    )
+    other = nvdec_error(Exception(NVDEC_OUT_OF_MEMORY.replace("2", "1")))
+    assert type(other) is VideoDecodeError
+    assert str(other) == (
+        "HandleVideoSequence : Error code : 1 Error Type : m_api.cuvidCreateDecoder(&m_hDecoder, "
+        "&videoDecodeCreateInfo) returned error 1"
+    )
+
+
+class OutOfMemoryOnce:
+    """Opens PyAV decoders; the first one fails as NVDEC did on the card (a CPU cannot run
+    out of NVDEC's memory), at its creation or at its first decode."""
+
+    def __init__(self, at: str) -> None:
+        self.at, self.failed = at, False
+
+    def __call__(self, codec: str) -> PyAVDecoder:
+        decoder = PyAVDecoder(codec)
+        if self.failed:
+            return decoder
+        self.failed = True
+        if self.at == "open":
+            raise nvdec_error(Exception(NVDEC_OUT_OF_MEMORY))
+
+        def first_decode(access_unit: np.ndarray, pts: int) -> list:
+            raise nvdec_error(Exception(NVDEC_OUT_OF_MEMORY))
+
+        decoder.decode = first_decode
+        return decoder
+
+
+@pytest.mark.parametrize("at", ["open", "decode"])
+def test_a_camera_without_a_decoder_fails_alone_and_retries_at_its_keyframe(
+    clock: FakeClock, at: str
+) -> None:
+    pool = DecoderPool(OutOfMemoryOnce(at), LIMITS, clock)
+    _, units = clip(1, 12, gop=10)
+    with pytest.raises(
+        VideoRequestError,
+        match=r"^decoder unavailable: NVDEC is out of GPU memory \(cuvidCreateDecoder returned "
+        r"CUDA_ERROR_OUT_OF_MEMORY\): .+; waiting for the next keyframe$",
+    ):
+        pool.submit(1, SEQUENCE_START, "h264", as_array(units[0].data), 0)
+    with pytest.raises(VideoRequestError) as error:
+        pool.submit(1, 0, None, as_array(units[1].data), 1)
+    assert str(error.value) == (
+        "decoder unavailable: the GPU had none for this camera; retried at the next keyframe "
+        "(h264 IDR with SPS/PPS)"
+    )
+    assert pool.submit(2, SEQUENCE_START, "h264", as_array(units[0].data), 0).pts == 0
     assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
     assert pool.submit(1, 0, None, as_array(units[11].data), 11).pts == 11
 

@@ -11,6 +11,7 @@ Restarting a decoder costs ~0.1 s on NVDEC, which is why each camera keeps its o
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +22,17 @@ logger = logging.getLogger(__name__)
 
 class VideoDecodeError(RuntimeError):
     """The decoder refused an access unit (corrupt or truncated data)."""
+
+
+class DecoderUnavailableError(VideoDecodeError):
+    """The GPU had no decoder for a camera (out of memory).
+
+    The server's limit, not the stream's fault; the camera's next keyframe tries again.
+    """
+
+
+CUDA_ERROR_OUT_OF_MEMORY = 2
+"""``CUresult`` that NVDEC returns when a decoder's surfaces do not fit in GPU memory."""
 
 
 @dataclass
@@ -143,18 +155,23 @@ class NvDecoder:
         self.device = torch.device("cuda", device_id)
         self.stream = torch.cuda.Stream(self.device)
         codecs = {"h264": nvc.cudaVideoCodec.H264, "hevc": nvc.cudaVideoCodec.HEVC}
-        self.decoder = nvc.CreateDecoder(
-            gpuid=device_id,
-            codec=codecs[codec],
-            cudacontext=0,
-            cudastream=self.stream.cuda_stream,
-            usedevicememory=True,
-            outputColorType=nvc.OutputColorType.RGB,
-            latency=getattr(nvc.DisplayDecodeLatencyType, latency),
-        )
-        self.low_latency = latency != "NATIVE"
-        names = ("PyNvVCExceptionDecode", "PyNvVCExceptionCuda", "PyNvVCExceptionUnsupported")
+        # PyNvVideoCodec 2.2 raises PyNvVCException (NVDEC and CUDA errors, out of memory
+        # among them) and PyNvVCExceptionUnsupported; neither is a RuntimeError.
+        names = ("PyNvVCException", "PyNvVCExceptionUnsupported")
         self.errors = (RuntimeError, *(getattr(nvc, n) for n in names if hasattr(nvc, n)))
+        self.low_latency = latency != "NATIVE"
+        try:
+            self.decoder = nvc.CreateDecoder(
+                gpuid=device_id,
+                codec=codecs[codec],
+                cudacontext=0,
+                cudastream=self.stream.cuda_stream,
+                usedevicememory=True,
+                outputColorType=nvc.OutputColorType.RGB,
+                latency=getattr(nvc.DisplayDecodeLatencyType, latency),
+            )
+        except self.errors as exc:
+            raise self._error(exc) from exc
 
     def decode(self, access_unit: np.ndarray, pts: int) -> list[DecodedFrame]:
         """Decode one access unit on the GPU.
@@ -188,7 +205,7 @@ class NvDecoder:
                     for f in frames
                 ]
         except self.errors as exc:
-            raise VideoDecodeError(_first_line(exc)) from exc
+            raise self._error(exc) from exc
         # DALI reads the copies on its own stream.
         self.stream.synchronize()
         return out
@@ -196,6 +213,37 @@ class NvDecoder:
     def close(self) -> None:
         """Destroy the NVDEC session (its surfaces go with it)."""
         self.decoder = None
+
+    def _error(self, exc: Exception) -> VideoDecodeError:
+        """:func:`nvdec_error`, with the device's free memory when it ran out."""
+        error = nvdec_error(exc)
+        if isinstance(error, DecoderUnavailableError):
+            free, total = self._torch.cuda.mem_get_info(self.device)
+            error = DecoderUnavailableError(
+                f"{error} ({free >> 20} of {total >> 20} MiB free on {self.device})"
+            )
+        return error
+
+
+def nvdec_error(exc: Exception) -> VideoDecodeError:
+    """PyNvVideoCodec's exception as one line of our error classes.
+
+    :class:`DecoderUnavailableError` for NVDEC's out of memory, :class:`VideoDecodeError`
+    otherwise.
+
+    PyNvVideoCodec's text spans lines and ends with its source location, e.g.
+    ``HandleVideoSequence : / Error code : 2 / Error Type : m_api.cuvidCreateDecoder(...)
+    returned error 2 / at .../NvDecoder.cpp:430`` (seen on an H100 with 128 cameras
+    beside other servers, perf/RESULTS.md session 10).
+    """
+    text = re.sub(r"\s+at \S+:\d+$", "", " ".join(str(exc).split()))
+    failed = re.search(r"(cuvid\w+)\(.*\) returned error (\d+)", text)
+    if failed and int(failed.group(2)) == CUDA_ERROR_OUT_OF_MEMORY:
+        return DecoderUnavailableError(
+            f"NVDEC is out of GPU memory ({failed.group(1)} returned "
+            f"CUDA_ERROR_OUT_OF_MEMORY): too many decoders or other work on this GPU"
+        )
+    return VideoDecodeError(text or type(exc).__name__)
 
 
 def _first_line(exc: Exception) -> str:

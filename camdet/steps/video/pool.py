@@ -16,14 +16,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import numpy as np
 
 from camdet.steps.video.annexb import CODECS, AccessUnitError, inspect_access_unit
-from camdet.steps.video.decoders import DecodedFrame, Decoder, VideoDecodeError
+from camdet.steps.video.decoders import (
+    DecodedFrame,
+    Decoder,
+    DecoderUnavailableError,
+    VideoDecodeError,
+)
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SEQUENCE_START, SEQUENCE_END = 1, 2
 """Triton's request flags (``TRITONSERVER_REQUEST_FLAG_SEQUENCE_START/END``)."""
@@ -61,6 +68,8 @@ class CameraStream:
     decoder: Decoder | None = None
     frames: deque[DecodedFrame] = field(default_factory=deque)
     waiting_for: str = "stream must start with a keyframe"
+    cause: str = "invalid video"
+    """What a request refused for ``waiting_for`` is told first (the error's prefix)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held while this camera decodes: cameras decode in parallel, one at a time each."""
 
@@ -202,37 +211,44 @@ class DecoderPool:
                 self._queue(stream, self._run(stream, stream.decoder.flush))
                 stream.decoder.close()
                 stream.decoder = None
-                stream.waiting_for = "flushed: decoding resumes at the next keyframe"
+                stream.cause, stream.waiting_for = _FLUSHED
             return
         try:
             unit = inspect_access_unit(chunk.tobytes(), stream.codec)
         except AccessUnitError as exc:
-            self._fail(stream, f"invalid video: corrupt access unit ({exc})")
+            self._fail(stream, f"invalid video: corrupt access unit ({exc})", _CORRUPT)
         if unit.size is not None:
             self._check_size(stream, *unit.size)
         if stream.decoder is None:
             if not unit.keyframe:
                 raise VideoRequestError(
-                    f"invalid video: {stream.waiting_for} ({_keyframe_name(stream.codec)})"
+                    f"{stream.cause}: {stream.waiting_for} ({_keyframe_name(stream.codec)})"
                 )
-            stream.decoder = self.open_decoder(stream.codec)
+            stream.decoder = self._run(stream, lambda: self.open_decoder(stream.codec))
         decoder = stream.decoder
         self._queue(stream, self._run(stream, lambda: decoder.decode(chunk, pts)))
 
-    def _run(
-        self, stream: CameraStream, step: Callable[[], list[DecodedFrame]]
-    ) -> list[DecodedFrame]:
+    def _run(self, stream: CameraStream, step: Callable[[], T]) -> T:
+        """Run a decoder step; a failure fails this request and the camera's decoder."""
         try:
             return step()
+        except DecoderUnavailableError as exc:
+            # The server's limit, not the stream's: the operator needs to see it too.
+            logger.warning("no decoder for a camera: %s", exc)
+            self._fail(stream, f"decoder unavailable: {exc}", _UNAVAILABLE)
         except VideoDecodeError as exc:
-            self._fail(stream, f"invalid video: corrupt access unit ({exc})")
+            self._fail(stream, f"invalid video: corrupt access unit ({exc})", _CORRUPT)
 
-    def _fail(self, stream: CameraStream, message: str) -> NoReturn:
-        """Drop the decoder: its references are damaged; the next keyframe restarts it."""
+    def _fail(self, stream: CameraStream, message: str, wait: tuple[str, str]) -> NoReturn:
+        """Drop the decoder (its references are damaged, or it never started).
+
+        The next keyframe restarts it; until then ``wait`` is the camera's ``cause`` and
+        ``waiting_for``.
+        """
         if stream.decoder is not None:
             stream.decoder.close()
             stream.decoder = None
-        stream.waiting_for = "waiting for the next keyframe after a corrupt access unit"
+        stream.cause, stream.waiting_for = wait
         raise VideoRequestError(f"{message}; waiting for the next keyframe")
 
     def _check_size(self, stream: CameraStream, height: int, width: int) -> None:
@@ -241,7 +257,7 @@ class DecoderPool:
             if stream.decoder is not None:
                 stream.decoder.close()
                 stream.decoder = None
-            stream.waiting_for = "waiting for a keyframe of a smaller stream"
+            stream.cause, stream.waiting_for = _TOO_LARGE
             raise VideoRequestError(
                 f"video too large: {width}x{height} exceeds max_pixels={limits.max_pixels} "
                 f"or max_side={limits.max_side}"
@@ -253,6 +269,16 @@ class DecoderPool:
         for _ in range(max(dropped, 0)):
             # Only a client that sends flushes or skips requests gets here.
             logger.warning("dropping frame pts=%d: FIFO full", stream.frames.popleft().pts)
+
+
+# A camera's (cause, waiting_for) while it has no decoder, until its next keyframe.
+_CORRUPT = ("invalid video", "waiting for the next keyframe after a corrupt access unit")
+_FLUSHED = ("invalid video", "flushed: decoding resumes at the next keyframe")
+_TOO_LARGE = ("invalid video", "waiting for a keyframe of a smaller stream")
+_UNAVAILABLE = (
+    "decoder unavailable",
+    "the GPU had none for this camera; retried at the next keyframe",
+)
 
 
 def _keyframe_name(codec: str) -> str:
