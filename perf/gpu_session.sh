@@ -27,6 +27,9 @@
 #                                        # daemon (CAMDET_MPS), and with 4 / 6 pipeline instances under
 #                                        # it: the fastest arrangement's variables go to best-env.txt
 #   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
+#   bash perf/gpu_session.sh short       # for a call of ~5 minutes on a fresh card: detect_video at
+#                                        # 256 cameras (one point, VIDEO_CAMERAS), then the accuracy
+#                                        # and pipeline tests (-v: each test's line), SHORT_LIMIT (270) s
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -318,6 +321,24 @@ dali() {
   CAMDET_PIPELINES=0 CAMDET_DALI_BACKEND=0 "${BENCH[@]}" --cameras 256 --modes ours \
     --out "$OUT/dali-stand-in" > "$OUT/dali-stand-in.txt" 2>&1
   echo "three steps, stand-in: $(peak "$OUT/dali-stand-in/bench.json" ours)" | tee -a "$OUT/summary.txt"
+}
+
+short() {
+  local t0 left
+  t0=$(date +%s)
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv \
+    > "$OUT/video-gpu-before.txt" 2>&1
+  timeout 130 python -m camdet.perf.bench --server-mode portable --modes video \
+    --video-size 1920x1080 --processes "$PROCESSES" --runner torch --repeats 1 --duration 8 \
+    --warmup 3 --no-plot --cameras "${VIDEO_CAMERAS:-256}" --out "$OUT/video" \
+    > "$OUT/video.txt" 2>&1
+  echo "video rc=$? at $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
+  grep -h "^E[0-9]" "$OUT"/video/server/*.log 2>/dev/null | head -c 20000 > "$OUT/video-errors.txt"
+  left=$(( ${SHORT_LIMIT:-270} - ($(date +%s) - t0) ))
+  [ "$left" -gt 30 ] || return 0
+  timeout "$left" pytest -v -p no:cacheprovider tests/test_gpu.py tests/test_pipeline.py \
+    tests/test_video_gpu.py tests/test_torch_runner.py > "$OUT/test_gpu.txt" 2>&1
+  echo "accuracy and pipeline tests rc=$? at $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
 }
 
 pack() {
