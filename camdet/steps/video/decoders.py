@@ -216,13 +216,21 @@ class NvDecoder:
 
     def _error(self, exc: Exception) -> VideoDecodeError:
         """:func:`nvdec_error`, with the device's free memory when it ran out."""
-        error = nvdec_error(exc)
-        if isinstance(error, DecoderUnavailableError):
-            free, total = self._torch.cuda.mem_get_info(self.device)
-            error = DecoderUnavailableError(
-                f"{error} ({free >> 20} of {total >> 20} MiB free on {self.device})"
+        if isinstance(exc, self._torch.cuda.OutOfMemoryError):  # copying the frame out
+            error: VideoDecodeError = DecoderUnavailableError(
+                f"GPU out of memory for a decoded frame ({_first_line(exc)})"
             )
-        return error
+        else:
+            error = nvdec_error(exc)
+        if not isinstance(error, DecoderUnavailableError):
+            return error
+        try:
+            free, total = self._torch.cuda.mem_get_info(self.device)
+        except RuntimeError:  # the context itself may be what failed
+            return error
+        return DecoderUnavailableError(
+            f"{error} ({free >> 20} of {total >> 20} MiB free on {self.device})"
+        )
 
 
 def nvdec_error(exc: Exception) -> VideoDecodeError:
