@@ -163,18 +163,18 @@ def test_nvdec_errors_become_one_line_and_out_of_memory_is_named() -> None:
     )
 
 
-class OutOfMemoryOnce:
-    """Opens PyAV decoders; the first one fails as NVDEC did on the card (a CPU cannot run
-    out of NVDEC's memory), at its creation or at its first decode."""
+class OutOfMemoryFirst:
+    """Opens PyAV decoders; the first ``times`` fail as NVDEC did on the card (a CPU cannot
+    run out of NVDEC's memory), at their creation or at their first decode."""
 
-    def __init__(self, at: str) -> None:
-        self.at, self.failed = at, False
+    def __init__(self, at: str, times: int = 1) -> None:
+        self.at, self.left = at, times
 
     def __call__(self, codec: str) -> PyAVDecoder:
         decoder = PyAVDecoder(codec)
-        if self.failed:
+        if self.left == 0:
             return decoder
-        self.failed = True
+        self.left -= 1
         if self.at == "open":
             raise nvdec_error(Exception(NVDEC_OUT_OF_MEMORY))
 
@@ -189,7 +189,7 @@ class OutOfMemoryOnce:
 def test_a_camera_without_a_decoder_fails_alone_and_retries_at_its_keyframe(
     clock: FakeClock, at: str
 ) -> None:
-    pool = DecoderPool(OutOfMemoryOnce(at), LIMITS, clock)
+    pool = DecoderPool(OutOfMemoryFirst(at), LIMITS, clock)
     _, units = clip(1, 12, gop=10)
     with pytest.raises(
         VideoRequestError,
@@ -206,6 +206,22 @@ def test_a_camera_without_a_decoder_fails_alone_and_retries_at_its_keyframe(
     assert pool.submit(2, SEQUENCE_START, "h264", as_array(units[0].data), 0).pts == 0
     assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
     assert pool.submit(1, 0, None, as_array(units[11].data), 11).pts == 11
+
+
+def test_a_camera_without_a_decoder_is_logged_once_until_it_decodes_again(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = DecoderPool(OutOfMemoryFirst("open", times=2), LIMITS, clock)
+    _, units = clip(1, 12, gop=5)
+    with caplog.at_level("INFO", logger="camdet.steps.video.pool"):
+        for i in (0, 5):  # two keyframes, each retries and fails
+            with pytest.raises(VideoRequestError, match=r"^decoder unavailable: NVDEC is out"):
+                pool.submit(1, SEQUENCE_START * (i == 0), "h264", as_array(units[i].data), i)
+        assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [
+        ("WARNING", "no decoder for a camera"),
+        ("INFO", "a camera has its decoder again"),
+    ]
 
 
 def test_codec_limits_and_lifecycle(pool: DecoderPool, clock: FakeClock) -> None:

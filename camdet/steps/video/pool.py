@@ -70,6 +70,8 @@ class CameraStream:
     waiting_for: str = "stream must start with a keyframe"
     cause: str = "invalid video"
     """What a request refused for ``waiting_for`` is told first (the error's prefix)."""
+    starved: bool = False
+    """The GPU had no decoder for it and none has decoded since (logged once, not per GOP)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held while this camera decodes: cameras decode in parallel, one at a time each."""
 
@@ -227,14 +229,20 @@ class DecoderPool:
             stream.decoder = self._run(stream, lambda: self.open_decoder(stream.codec))
         decoder = stream.decoder
         self._queue(stream, self._run(stream, lambda: decoder.decode(chunk, pts)))
+        if stream.starved:
+            stream.starved = False
+            logger.info("a camera has its decoder again")
 
     def _run(self, stream: CameraStream, step: Callable[[], T]) -> T:
         """Run a decoder step; a failure fails this request and the camera's decoder."""
         try:
             return step()
         except DecoderUnavailableError as exc:
-            # The server's limit, not the stream's: the operator needs to see it too.
-            logger.warning("no decoder for a camera: %s", exc)
+            # The server's limit, not the stream's: the operator needs to see it too, once
+            # per camera (it retries at every keyframe).
+            if not stream.starved:
+                logger.warning("no decoder for a camera: %s", exc)
+            stream.starved = True
             self._fail(stream, f"decoder unavailable: {exc}", _UNAVAILABLE)
         except VideoDecodeError as exc:
             self._fail(stream, f"invalid video: corrupt access unit ({exc})", _CORRUPT)
