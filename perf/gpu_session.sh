@@ -45,6 +45,21 @@ BENCH=(python -m camdet.perf.bench --server-mode portable --input-data "$DATA/de
        --processes "$PROCESSES" --runner torch --bare-preprocess dali --bare-dali-device 0 --bare-batch 64
        --ratio-cameras 256 --repeats 1 --duration 8 --warmup 3 --no-plot)
 
+VIDEO=(python -m camdet.perf.bench --server-mode portable --modes video --video-size 1920x1080
+       --processes "$PROCESSES" --runner torch --repeats 1 --duration 8 --warmup 3 --no-plot)
+
+# What holds the card before a video run (session 10: NVDEC's decoders could not be created
+# beside servers a timed-out pytest had left).
+gpu_before() {
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv \
+    > "$OUT/video-gpu-before.txt" 2>&1
+}
+
+# The error lines of the video run's server log (pack leaves server/ behind).
+video_errors() {
+  grep -h "^E[0-9]" "$OUT"/video/server/*.log 2>/dev/null | head -c 20000 > "$OUT/video-errors.txt"
+}
+
 input_data() {
   [ -f "$DATA/detect.json" ] || python -m camdet.perf.input_data --frames 64 --sizes 1920x1080 \
     --out "$DATA" > "$OUT/input_data.txt" 2>&1
@@ -92,24 +107,18 @@ jpeg() {
 }
 
 video() {
-  local video=(python -m camdet.perf.bench --server-mode portable --modes video
-               --video-size 1920x1080 --processes "$PROCESSES" --runner torch --repeats 1 --duration 8
-               --warmup 3 --no-plot)
-  # What holds the card before it (session 10: NVDEC's decoders could not be created beside
-  # servers a timed-out pytest had left).
-  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv \
-    > "$OUT/video-gpu-before.txt" 2>&1
-  "${video[@]}" --cameras "${VIDEO_CAMERAS:-128,256}" --out "$OUT/video" > "$OUT/video.txt" 2>&1
-  grep -h "^E[0-9]" "$OUT"/video/server/*.log 2>/dev/null | head -c 20000 > "$OUT/video-errors.txt"
+  gpu_before
+  "${VIDEO[@]}" --cameras "${VIDEO_CAMERAS:-128,256}" --out "$OUT/video" > "$OUT/video.txt" 2>&1
+  video_errors
   local fps cameras
   fps=$(peak "$OUT/video/bench.json" video) || return
   # 70% of the peak from the peak's cameras (fewer cameras cannot reach it: each camera
   # has one frame in flight, session 9: 64 cameras topped out at 822 frames/s).
   cameras=$(peak_cameras "$OUT/video/bench.json" video)
-  "${video[@]}" --cameras "$cameras" \
+  "${VIDEO[@]}" --cameras "$cameras" \
     --rate "${cameras}x$(python -c "print(round(0.7 * $fps / $cameras, 2))")" \
     --out "$OUT/video-70" > "$OUT/video-70.txt" 2>&1
-  [ "${VIDEO_STEPS:-1}" = 1 ] && CAMDET_PIPELINES=0 "${video[@]}" --cameras 128 \
+  [ "${VIDEO_STEPS:-1}" = 1 ] && CAMDET_PIPELINES=0 "${VIDEO[@]}" --cameras 128 \
     --out "$OUT/video-steps" > "$OUT/video-steps.txt" 2>&1
   echo "video done, peak $fps" | tee -a "$OUT/summary.txt"
 }
@@ -326,14 +335,11 @@ dali() {
 short() {
   local t0 left
   t0=$(date +%s)
-  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv \
-    > "$OUT/video-gpu-before.txt" 2>&1
-  timeout 130 python -m camdet.perf.bench --server-mode portable --modes video \
-    --video-size 1920x1080 --processes "$PROCESSES" --runner torch --repeats 1 --duration 8 \
-    --warmup 3 --no-plot --cameras "${VIDEO_CAMERAS:-256}" --out "$OUT/video" \
+  gpu_before
+  timeout 130 "${VIDEO[@]}" --cameras "${VIDEO_CAMERAS:-256}" --out "$OUT/video" \
     > "$OUT/video.txt" 2>&1
   echo "video rc=$? at $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
-  grep -h "^E[0-9]" "$OUT"/video/server/*.log 2>/dev/null | head -c 20000 > "$OUT/video-errors.txt"
+  video_errors
   left=$(( ${SHORT_LIMIT:-270} - ($(date +%s) - t0) ))
   [ "$left" -gt 30 ] || return 0
   timeout "$left" pytest -v -p no:cacheprovider tests/test_gpu.py tests/test_pipeline.py \
