@@ -30,6 +30,8 @@
 #   bash perf/gpu_session.sh short       # for a call of ~5 minutes on a fresh card: detect_video at
 #                                        # 256 cameras (one point, VIDEO_CAMERAS), then the accuracy
 #                                        # and pipeline tests (-v: each test's line), SHORT_LIMIT (270) s
+#   bash perf/gpu_session.sh nvdec       # how many NVDEC decoders the card opens at once, from 1 and
+#                                        # 4 processes, without and with the private MPS daemon
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -345,6 +347,16 @@ short() {
   timeout "$left" pytest -v -p no:cacheprovider tests/test_gpu.py tests/test_pipeline.py \
     tests/test_video_gpu.py tests/test_torch_runner.py > "$OUT/test_gpu.txt" 2>&1
   echo "accuracy and pipeline tests rc=$? at $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
+}
+
+nvdec() {
+  local mps
+  for mps in "" --mps; do
+    timeout 150 python -m camdet.perf.nvdec_limit --processes 1,4 --most 512 $mps \
+      --out "$OUT/nvdec-limit$mps.json" > "$OUT/nvdec-limit$mps.txt" 2>&1
+    echo "nvdec limit $mps: $(grep -h '^{' "$OUT/nvdec-limit$mps.txt" | cut -c1-200 | tr '\n' ' ')" \
+      | tee -a "$OUT/summary.txt"
+  done
 }
 
 pack() {
