@@ -124,7 +124,8 @@ def test_torch_runner_takes_the_image_size_of_its_onnx(onnx_path: Path, onnx_16_
 
     assert onnx_image_shape(onnx_path) == (640, 640)
     assert onnx_image_shape(onnx_16_9) == (384, 640)
-    runner = TorchRunner(onnx_16_9, threads=1)
+    # On the CPU, as the FP32 reference is (on a GPU the runner would default to FP16 CUDA).
+    runner = TorchRunner(onnx_16_9, threads=1, device="cpu")
     assert runner.image_shape == (384, 640)
     raw = runner(np.random.default_rng(0).random((2, 3, 384, 640), np.float32))
     expected = ort.InferenceSession(str(onnx_16_9)).run(
@@ -138,10 +139,14 @@ def test_torch_runner_takes_the_image_size_of_its_onnx(onnx_path: Path, onnx_16_
 def test_speed_measures_both_input_sizes_with_either_runner(
     onnx_path: Path, onnx_16_9: Path, runner: str
 ) -> None:
+    import torch
+
     from camdet.detector.precision_eval import speed
 
     report = speed([onnx_path, onnx_16_9], batch=2, rounds=2, threads=1, runner=runner)
-    assert report["runner"] == runner and report["device"] == "cpu"
+    # The torch runner takes the GPU where there is one (the H100 ran these, session 12).
+    on_gpu = runner == "torch" and torch.cuda.is_available()
+    assert report["runner"] == runner and report["device"] == ("cuda" if on_gpu else "cpu")
     files = report["files"]
     assert files[str(onnx_path)]["input_shape"] == [3, 640, 640]
     assert files[str(onnx_16_9)]["input_shape"] == [3, 384, 640]
