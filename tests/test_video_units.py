@@ -280,3 +280,17 @@ def test_video_letterbox_equals_the_jpeg_pipeline_on_the_same_pixels(repository:
     np.testing.assert_array_equal(images, np.array(image.as_tensor()))
     np.testing.assert_array_equal(sizes, np.array(size.as_tensor()))
     assert sizes.tolist() == [[240, 320], [200, 320]]
+
+
+def test_nvdec_limit_counts_decoders_held_at_once_across_processes() -> None:
+    # The measurement behind session 12's 256-camera refusal, run with PyAV decoders: every
+    # process decodes a keyframe per decoder and reports while it still holds them all.
+    from camdet.perf.nvdec_limit import measure
+
+    _, units = clip(3, 1)
+    report = measure(units[0].data, processes=2, most=6, device_id=None, timeout_s=120)
+    assert report["opened"] == report["asked"] == 6 and report["per_process"] == [3, 3]
+    assert report["refused"] is None
+    # A keyframe without its parameter sets opens no decoder: the first one reports why.
+    broken = measure(units[0].data[:40], processes=1, most=2, device_id=None, timeout_s=120)
+    assert broken["opened"] == 0 and broken["refused"]
