@@ -354,7 +354,7 @@ short() {
 nvdec() {
   local mps
   for mps in "" --mps; do
-    timeout 150 python -m camdet.perf.nvdec_limit --processes 1,4 --most 512 $mps \
+    timeout 100 python -m camdet.perf.nvdec_limit --processes 1,4 --most 512 --timeout-s 40 $mps \
       --out "$OUT/nvdec-limit$mps.json" > "$OUT/nvdec-limit$mps.txt" 2>&1
     echo "nvdec limit $mps: $(grep -h '^{' "$OUT/nvdec-limit$mps.txt" | cut -c1-200 | tr '\n' ' ')" \
       | tee -a "$OUT/summary.txt"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import queue
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,9 +114,13 @@ def measure(
     for worker in workers:
         worker.start()
     ready.set()
-    reports = []
+    reports: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
     try:
-        reports = [results.get(timeout=timeout_s) for _ in workers]
+        for _ in workers:  # a process that hangs in the driver is reported as missing
+            reports.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
+    except queue.Empty:
+        pass
     finally:
         release.set()
         for worker in workers:
@@ -128,6 +133,7 @@ def measure(
         "asked": each * processes,
         "opened": sum(r["opened"] for r in reports),
         "per_process": [r["opened"] for r in reports],
+        "missing": processes - len(reports),
         "refused": next((r["error"] for r in reports if r["error"]), None),
         "free_mib": [r["free_mib_after"] for r in reports][:1],
         "mib_per_decoder": _per_decoder(reports),
