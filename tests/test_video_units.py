@@ -152,8 +152,8 @@ def test_nvdec_errors_become_one_line_and_out_of_memory_is_named() -> None:
     error = nvdec_error(Exception(NVDEC_OUT_OF_MEMORY))
     assert isinstance(error, DecoderUnavailableError)
     assert str(error) == (
-        "NVDEC is out of GPU memory (cuvidCreateDecoder returned CUDA_ERROR_OUT_OF_MEMORY): "
-        "too many decoders or other work on this GPU"
+        "NVDEC opened no decoder (cuvidCreateDecoder returned CUDA_ERROR_OUT_OF_MEMORY): "
+        "too many decoders open on this GPU, or too little memory"
     )
     other = nvdec_error(Exception(NVDEC_OUT_OF_MEMORY.replace("2", "1")))
     assert type(other) is VideoDecodeError
@@ -193,7 +193,7 @@ def test_a_camera_without_a_decoder_fails_alone_and_retries_at_its_keyframe(
     _, units = clip(1, 12, gop=10)
     with pytest.raises(
         VideoRequestError,
-        match=r"^decoder unavailable: NVDEC is out of GPU memory \(cuvidCreateDecoder returned "
+        match=r"^decoder unavailable: NVDEC opened no decoder \(cuvidCreateDecoder returned "
         r"CUDA_ERROR_OUT_OF_MEMORY\): .+; waiting for the next keyframe$",
     ):
         pool.submit(1, SEQUENCE_START, "h264", as_array(units[0].data), 0)
@@ -215,7 +215,9 @@ def test_a_camera_without_a_decoder_is_logged_once_until_it_decodes_again(
     _, units = clip(1, 12, gop=5)
     with caplog.at_level("INFO", logger="camdet.steps.video.pool"):
         for i in (0, 5):  # two keyframes, each retries and fails
-            with pytest.raises(VideoRequestError, match=r"^decoder unavailable: NVDEC is out"):
+            with pytest.raises(
+                VideoRequestError, match=r"^decoder unavailable: NVDEC opened no decoder"
+            ):
                 pool.submit(1, SEQUENCE_START * (i == 0), "h264", as_array(units[i].data), i)
         assert pool.submit(1, 0, None, as_array(units[10].data), 10).pts == 10
     assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [

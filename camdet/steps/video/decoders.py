@@ -236,8 +236,8 @@ class NvDecoder:
 def nvdec_error(exc: Exception) -> VideoDecodeError:
     """PyNvVideoCodec's exception as one line of our error classes.
 
-    :class:`DecoderUnavailableError` for NVDEC's out of memory, :class:`VideoDecodeError`
-    otherwise.
+    :class:`DecoderUnavailableError` for NVDEC's out of memory (which is also its answer
+    when the card has no decoder left), :class:`VideoDecodeError` otherwise.
 
     PyNvVideoCodec's text spans lines and ends with its source location, e.g.
     ``HandleVideoSequence : / Error code : 2 / Error Type : m_api.cuvidCreateDecoder(...)
@@ -247,9 +247,12 @@ def nvdec_error(exc: Exception) -> VideoDecodeError:
     text = re.sub(r"\s+at \S+:\d+$", "", " ".join(str(exc).split()))
     failed = re.search(r"(cuvid\w+)\(.*\) returned error (\d+)", text)
     if failed and int(failed.group(2)) == CUDA_ERROR_OUT_OF_MEMORY:
+        # NVDEC answers out of memory also when the card's decoders are all open with
+        # memory to spare: an H100 opens ~280 1080p H.264 decoders at once, from one
+        # process or four, with 68-72 of its 80 GB free (perf/RESULTS.md, session 12).
         return DecoderUnavailableError(
-            f"NVDEC is out of GPU memory ({failed.group(1)} returned "
-            f"CUDA_ERROR_OUT_OF_MEMORY): too many decoders or other work on this GPU"
+            f"NVDEC opened no decoder ({failed.group(1)} returned CUDA_ERROR_OUT_OF_MEMORY): "
+            f"too many decoders open on this GPU, or too little memory"
         )
     return VideoDecodeError(text or type(exc).__name__)
 
