@@ -25,14 +25,15 @@ class VideoDecodeError(RuntimeError):
 
 
 class DecoderUnavailableError(VideoDecodeError):
-    """The GPU had no decoder for a camera (out of memory).
+    """The GPU had no decoder for a camera (all of its decoders open, or out of memory).
 
     The server's limit, not the stream's fault; the camera's next keyframe tries again.
     """
 
 
 CUDA_ERROR_OUT_OF_MEMORY = 2
-"""``CUresult`` that NVDEC returns when a decoder's surfaces do not fit in GPU memory."""
+"""``CUresult`` that NVDEC returns when a decoder's surfaces do not fit in GPU memory, and
+also when the card has no decoder left (an H100: ~280 at 1080p H.264, perf/RESULTS.md)."""
 
 
 @dataclass

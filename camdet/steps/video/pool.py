@@ -75,6 +75,17 @@ class CameraStream:
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held while this camera decodes: cameras decode in parallel, one at a time each."""
 
+    def drop_decoder(self, wait: tuple[str, str]) -> None:
+        """Close the decoder (if any) until the next keyframe; the caller holds ``lock``.
+
+        Args:
+            wait: The camera's ``(cause, waiting_for)`` until then.
+        """
+        if self.decoder is not None:
+            self.decoder.close()
+            self.decoder = None
+        self.cause, self.waiting_for = wait
+
     def close(self) -> None:
         """Free the decoder and the queued frames (waits for a decode in progress)."""
         with self.lock:
@@ -211,9 +222,7 @@ class DecoderPool:
             if stream.decoder is not None:
                 # Draining ends the decoder's stream: decoding resumes at a keyframe.
                 self._queue(stream, self._run(stream, stream.decoder.flush))
-                stream.decoder.close()
-                stream.decoder = None
-                stream.cause, stream.waiting_for = _FLUSHED
+                stream.drop_decoder(_FLUSHED)
             return
         try:
             unit = inspect_access_unit(chunk.tobytes(), stream.codec)
@@ -253,19 +262,13 @@ class DecoderPool:
         The next keyframe restarts it; until then ``wait`` is the camera's ``cause`` and
         ``waiting_for``.
         """
-        if stream.decoder is not None:
-            stream.decoder.close()
-            stream.decoder = None
-        stream.cause, stream.waiting_for = wait
+        stream.drop_decoder(wait)
         raise VideoRequestError(f"{message}; waiting for the next keyframe")
 
     def _check_size(self, stream: CameraStream, height: int, width: int) -> None:
         limits = self.limits
         if height * width > limits.max_pixels or max(height, width) > limits.max_side:
-            if stream.decoder is not None:
-                stream.decoder.close()
-                stream.decoder = None
-            stream.cause, stream.waiting_for = _TOO_LARGE
+            stream.drop_decoder(_TOO_LARGE)
             raise VideoRequestError(
                 f"video too large: {width}x{height} exceeds max_pixels={limits.max_pixels} "
                 f"or max_side={limits.max_side}"
