@@ -6,6 +6,7 @@ import base64
 import copy
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -43,8 +44,16 @@ from camdet.perf.pipelines import (
 from tritonclient.grpc import model_config_pb2 as mc
 
 from camdet.runtime.runners import make_runner
-from camdet.serving.repository import contract, ensemble_problems, read_config, read_repository
+from camdet.serving.repository import (
+    contract,
+    ensemble_problems,
+    read_config,
+    read_repository,
+    write_config,
+)
+from camdet.serving.server import Ports, serve
 from tests.helpers.detections import assert_same_detections
+from tests.helpers.video import clip
 
 PERF = Path(__file__).resolve().parent.parent / "perf"
 STEP_MODELS = ("detect", "validate", "preprocess", "detector", "postprocess")
@@ -477,6 +486,35 @@ def test_video_client_gets_each_access_units_frame_with_its_objects(server) -> N
         truths, confident = truths + len(image.boxes), confident + len(boxes)
         matched += int((iou.max(dim=1).values >= 0.5).sum()) if len(boxes) else 0
     assert matched >= 0.9 * truths and matched >= 0.9 * confident, (matched, truths, confident)
+
+
+@pytest.fixture(scope="module")
+def one_camera_server(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The production repository served with one video camera per ``preprocess_video``."""
+    root = tmp_path_factory.mktemp("one_camera")
+    repo = root / "repository"
+    shutil.copytree(repository, repo)
+    config = read_config(repo / "preprocess_video/config.pbtxt")
+    config.parameters["max_cameras"].string_value = "1"
+    write_config(config, repo / "preprocess_video/config.pbtxt")
+    with serve(repo, Ports.free(), portable=True, workdir=root / "work") as running:
+        yield running
+
+
+@pytest.mark.server
+def test_a_camera_refused_before_the_window_fails_alone_and_is_counted(one_camera_server) -> None:
+    # As a card out of NVDEC decoders refuses the cameras beyond its limit (session 12):
+    # the point still measures the cameras that were served, and counts the refused one's.
+    _, units = clip(62, 12, 320, 240, gop=6)
+    point = LoadPoint("video", cameras=2, processes=0)
+    result = run_point(one_camera_server.grpc_url, [u.data for u in units], point, Window(0.5, 2.0))
+    assert result.completed > 0  # the first camera's frames
+    assert result.failed > 0  # every frame of the second, in the window
+    assert any(
+        e.startswith("before the window: ") and e.endswith("exceed max_cameras=1")
+        for e in result.errors
+    ), result.errors
+    assert any(not e.startswith("before") and "max_cameras=1" in e for e in result.errors)
 
 
 @pytest.mark.server
