@@ -10,7 +10,13 @@ holds ``most / P``; all hold theirs until every process is done, so the counts a
 concurrent. Optionally every process is a client of a private CUDA MPS daemon, as the
 portable GPU server's are (``CAMDET_MPS``).
 
-Prints one JSON line per process count; exits 0 (a measurement, not a check).
+``--jpeg-pipelines`` holds that many of the production ``preprocess`` DALI pipelines
+(``mixed`` decode, its hardware JPEG decoder) in the measuring process, each having decoded
+a batch of 1080p JPEGs, as every ``detect_pipeline`` and stand-in ``preprocess`` instance
+of a GPU server does: whether they take decoders from the same count (a portable server
+left video cameras ~195 of an H100's 288, perf/RESULTS.md session 13).
+
+Prints one JSON line per measurement; exits 0 (a measurement, not a check).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,6 +157,34 @@ def _per_decoder(reports: list[dict[str, Any]]) -> float | None:
     return round((first["free_mib_before"] - first["free_mib_after"]) / first["opened"], 1)
 
 
+@contextmanager
+def held_jpeg_pipelines(count: int, batch: int, device_id: int | None) -> Iterator[list[Any]]:
+    """``count`` production ``preprocess`` pipelines, each having run one batch, held open.
+
+    Args:
+        count: Pipelines to build (0: none).
+        batch: Their batch size, and the 1080p JPEGs each decodes once.
+        device_id: CUDA device (``mixed`` decode), or None for the CPU.
+    """
+    from camdet.perf.frames import synthetic_frames
+
+    from camdet.serving.repository import PRODUCTION_REPOSITORY
+    from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+
+    module = load_pipeline_module(PRODUCTION_REPOSITORY / "preprocess" / "1" / "dali.py")
+    frames = synthetic_frames(min(batch, 8), ((1920, 1080),))
+    samples = [np.frombuffer(frames[i % len(frames)].data, np.uint8) for i in range(batch)]
+    pipes = []
+    for _ in range(count):
+        pipe = build_pipeline(module, batch_size=batch, num_threads=4, device_id=device_id)
+        run_batch(pipe, samples)
+        pipes.append(pipe)
+    try:
+        yield pipes
+    finally:
+        del pipes[:]
+
+
 @app.command()
 def nvdec_limit(
     processes: Annotated[
@@ -160,6 +196,11 @@ def nvdec_limit(
     ] = False,
     cpu: Annotated[bool, typer.Option("--cpu", help="PyAV instead of NVDEC.")] = False,
     timeout_s: Annotated[float, typer.Option(help="Seconds a measurement may take.")] = 120.0,
+    jpeg_pipelines: Annotated[
+        str,
+        typer.Option(help="Production JPEG pipelines held while measuring, comma-separated."),
+    ] = "0",
+    jpeg_batch: Annotated[int, typer.Option(help="Batch size of those pipelines.")] = 64,
     out: Annotated[Path | None, typer.Option(help="JSON report path.")] = None,
 ) -> None:
     """Open 1080p H.264 NVDEC decoders until the GPU refuses one; print how many it held."""
@@ -175,18 +216,26 @@ def nvdec_limit(
             raise typer.BadParameter(f"{mps_module.CONTROL} is not on PATH", param_hint="--mps")
         daemon = mps_module.start(binary)
         os.environ.update(daemon.env)  # inherited by the spawned processes
+    device_id = None if cpu else 0
     report: dict[str, Any] = {"mps": mps, "results": []}
     try:
-        for count in (int(s) for s in processes.split(",") if s.strip()):
-            report["results"].append(
-                measure(units[0].data, count, most, None if cpu else 0, timeout_s)
-            )
-            print(json.dumps({k: v for k, v in report["results"][-1].items() if k != "reports"}))
+        for held in _counts(jpeg_pipelines):
+            with held_jpeg_pipelines(held, jpeg_batch, device_id):
+                for count in _counts(processes):
+                    result = measure(units[0].data, count, most, device_id, timeout_s)
+                    result = {"jpeg_pipelines": held, "jpeg_batch": jpeg_batch, **result}
+                    report["results"].append(result)
+                    print(json.dumps({k: v for k, v in result.items() if k != "reports"}))
     finally:
         if daemon is not None:
             daemon.stop()
     if out:
         out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _counts(text: str) -> list[int]:
+    """``"0,1,2"`` as ``[0, 1, 2]``."""
+    return [int(s) for s in text.split(",") if s.strip()]
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -296,3 +297,20 @@ def test_nvdec_limit_counts_decoders_held_at_once_across_processes() -> None:
     # A keyframe without its parameter sets opens no decoder: the first one reports why.
     broken = measure(units[0].data[:40], processes=1, most=2, device_id=None, timeout_s=120)
     assert broken["opened"] == 0 and broken["refused"]
+
+
+def test_nvdec_limit_measures_beside_held_production_jpeg_pipelines(tmp_path) -> None:
+    # One line per held pipeline count; each measurement runs while they are open.
+    from camdet.perf.nvdec_limit import app
+    from typer.testing import CliRunner
+
+    out = tmp_path / "limit.json"
+    options = "--cpu --processes 1 --most 2 --jpeg-pipelines 0,2 --jpeg-batch 3 --timeout-s 60"
+    result = CliRunner().invoke(app, [*options.split(), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [(r["jpeg_pipelines"], r["jpeg_batch"], r["opened"]) for r in lines] == [
+        (0, 3, 2),
+        (2, 3, 2),
+    ]
+    assert [r["jpeg_pipelines"] for r in json.loads(out.read_text())["results"]] == [0, 2]
