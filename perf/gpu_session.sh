@@ -401,6 +401,21 @@ decoders() {
   wait "$bench"
 }
 
+# Do the JPEG pipelines' hardware decoders take NVDEC sessions from the card's count (session
+# 13: an idle server held 93 of 288)? nvdec_limit beside 2 held production JPEG pipelines at
+# batch 64, the same off the hardware decoder, 1 at batch 16, and none.
+jpeg_decoders() {
+  local spec name held batch hw
+  for spec in jpeg64:2:64:1 jpeg64-nohw:2:64:0 jpeg16:1:16:1 base:0:64:1; do
+    IFS=: read -r name held batch hw <<< "$spec"
+    CAMDET_HW_DECODER_LOAD=$hw timeout 100 python -m camdet.perf.nvdec_limit --processes 1 \
+      --most 400 --timeout-s 60 --jpeg-pipelines "$held" --jpeg-batch "$batch" \
+      --out "$OUT/nvdec-$name.json" > "$OUT/nvdec-$name.txt" 2>&1
+    echo "nvdec beside $held JPEG pipelines (batch $batch, hardware share $hw): $(grep -h '^{' \
+      "$OUT/nvdec-$name.txt" | cut -c1-120)" | tee -a "$OUT/summary.txt"
+  done
+}
+
 pack() {
   # Reports only (text, JSON, CSV, logs): the servers' repositories and frames stay behind.
   (cd "$OUT" && find . -type f \( -name '*.txt' -o -name '*.json' -o -name '*.csv' \
