@@ -280,6 +280,18 @@ cpu() {
     "cpu-validate-in-blocking:$V1 CAMDET_CUDA_SCHEDULE=blocking-sync"
 }
 
+# detect at 256 cameras per count of CPU threads of each JPEG DALI pipeline (CAMDET_DALI_THREADS;
+# session 8: the pipelines' 12 DALI threads were ~5 busy cores, session 13: the server's CPU runs
+# out first). The fastest point's variable goes to $OUT/best-dali-threads.txt.
+dali_threads() {
+  input_data
+  local n points=()
+  for n in ${DALI_THREADS:-1 2 4}; do
+    points+=("dali-threads-$n:CAMDET_DALI_THREADS=$n")
+  done
+  best_of best-dali-threads.txt "${points[@]}"
+}
+
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS
 # daemon stopped after it (a point that hangs costs only its own); the fastest point's
 # variables go to $OUT/FILE.

@@ -215,3 +215,29 @@ def test_portable_cpu_detector_runs_one_single_thread_session_per_core(
     assert cpu["detector"].parameters["intra_op_threads"].string_value == "1"
     gpu = read_repository(generate_portable_repository(repository, tmp_path / "gpu", gpu=True))
     assert "intra_op_threads" not in gpu["detector"].parameters
+
+
+def test_dali_threads_set_the_gpu_jpeg_pipelines_threads_only(
+    repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from camdet.serving import portable
+
+    def threads(gpu: bool) -> dict[str, str]:
+        configs = read_repository(
+            generate_portable_repository(repository, tmp_path / str(gpu), gpu=gpu)
+        )
+        return {n: c.parameters["num_threads"].string_value for n, c in configs.items()
+                if "num_threads" in c.parameters}  # fmt: skip
+
+    production = threads(False)
+    assert production == {"preprocess": "4", "preprocess_video": "4"}
+    monkeypatch.setattr(portable, "DALI_THREADS", "2")
+    # The stand-in preprocess and detect_pipeline, which runs its config; not the video
+    # decoders (preprocess_video, detect_video_pipeline).
+    assert threads(True) == {
+        "preprocess": "2",
+        "detect_pipeline": "2",
+        "preprocess_video": "4",
+        "detect_video_pipeline": "4",
+    }
+    assert threads(False) == production  # a CPU server keeps its tuned threads

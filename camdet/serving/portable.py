@@ -104,6 +104,8 @@ def generate_portable_repository(
                 serialize_dali_pipeline(target)
         else:
             _cpu_steps_per_cores(config, os.cpu_count() or 1)
+            if runtime == "dali" and DALI_THREADS:
+                config.parameters["num_threads"].string_value = DALI_THREADS
         write_config(config, target / "config.pbtxt")
         logger.debug("portable %s: %s", model_dir.name, stand_in or "as is")
     if gpu if pipelines is None else pipelines:
@@ -132,6 +134,15 @@ def _detector_per_core(config: mc.ModelConfig, cores: int) -> None:
         group.count = cores
     config.parameters["intra_op_threads"].string_value = "1"
 
+
+DALI_THREADS = os.environ.get("CAMDET_DALI_THREADS", "")
+"""On a GPU server, the CPU threads of each JPEG DALI pipeline (``CAMDET_DALI_THREADS``; empty:
+the production config's ``num_threads``, 4), for the stand-in ``preprocess`` and the
+``detect_pipeline`` instances that run its config alike. Under 256 cameras on an H100 the
+pipelines' DALI threads were the largest CPU user (12 threads at ~42 % each, ~5 cores at
+~1,300 frames/s, perf/RESULTS.md session 8), and the server's CPU runs out first
+(session 13); the variable lets one run compare thread counts
+(``bash perf/gpu_session.sh dali_threads``)."""
 
 CORES_PER_CPU_STEP = int(os.environ.get("CAMDET_CORES_PER_CPU_STEP", "4"))
 """On a GPU server, cores per instance of each CPU step (``CAMDET_CORES_PER_CPU_STEP``)."""
