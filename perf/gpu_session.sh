@@ -383,16 +383,23 @@ nvdec() {
   done
 }
 
+# One process's count of the NVDEC decoders the card still opens (nvdec_limit, 100 s at most):
+# NAME.json/.txt under $OUT, LABEL and the count in the summary; further arguments go to it.
+count_decoders() {
+  local name=$1 label=$2
+  shift 2
+  timeout 100 python -m camdet.perf.nvdec_limit --processes 1 --most 512 --timeout-s 60 "$@" \
+    --out "$OUT/$name.json" > "$OUT/$name.txt" 2>&1
+  echo "$label: $(grep -h '^{' "$OUT/$name.txt" | cut -c1-120)" | tee -a "$OUT/summary.txt"
+}
+
 # How many NVDEC decoders the card still opens beside the served pipelines: beside an idle
 # server, then while DECODER_CAMERAS (128) H.264 cameras stream to a bench's server (session
 # 12: a card opens ~288 alone, but the server refused 256 cameras).
 decoders() {
   local server bench cameras=${DECODER_CAMERAS:-128} busy=0
   serve_portable decoders-server.txt
-  timeout 80 python -m camdet.perf.nvdec_limit --processes 1 --most 512 --timeout-s 60 \
-    --out "$OUT/decoders-idle.json" > "$OUT/decoders-idle.txt" 2>&1
-  echo "decoders beside an idle server: $(grep -h '^{' "$OUT/decoders-idle.txt" | cut -c1-120)" \
-    | tee -a "$OUT/summary.txt"
+  count_decoders decoders-idle "decoders beside an idle server"
   kill "$server"; wait "$server"
   "${VIDEO[@]}" --cameras "$cameras" --no-warmup-run --warmup 20 --duration 30 \
     --out "$OUT/decoders-video" > "$OUT/decoders-video.txt" 2>&1 &
@@ -406,10 +413,7 @@ decoders() {
     fi
     sleep 1
   done
-  timeout 80 python -m camdet.perf.nvdec_limit --processes 1 --most 512 --timeout-s 60 \
-    --out "$OUT/decoders-busy.json" > "$OUT/decoders-busy.txt" 2>&1
-  echo "decoders beside $cameras cameras: $(grep -h '^{' "$OUT/decoders-busy.txt" | cut -c1-120)" \
-    | tee -a "$OUT/summary.txt"
+  count_decoders decoders-busy "decoders beside $cameras cameras"
   wait "$bench"
 }
 
@@ -420,11 +424,9 @@ jpeg_decoders() {
   local spec name held batch hw
   for spec in jpeg64:2:64:1 jpeg64-nohw:2:64:0 jpeg16:1:16:1 base:0:64:1; do
     IFS=: read -r name held batch hw <<< "$spec"
-    CAMDET_HW_DECODER_LOAD=$hw timeout 100 python -m camdet.perf.nvdec_limit --processes 1 \
-      --most 400 --timeout-s 60 --jpeg-pipelines "$held" --jpeg-batch "$batch" \
-      --out "$OUT/nvdec-$name.json" > "$OUT/nvdec-$name.txt" 2>&1
-    echo "nvdec beside $held JPEG pipelines (batch $batch, hardware share $hw): $(grep -h '^{' \
-      "$OUT/nvdec-$name.txt" | cut -c1-120)" | tee -a "$OUT/summary.txt"
+    CAMDET_HW_DECODER_LOAD=$hw count_decoders "nvdec-$name" \
+      "nvdec beside $held JPEG pipelines (batch $batch, hardware share $hw)" \
+      --jpeg-pipelines "$held" --jpeg-batch "$batch"
   done
 }
 
