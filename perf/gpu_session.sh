@@ -26,6 +26,9 @@
 #   bash perf/gpu_session.sh mps         # detect at 256 cameras without and with the private CUDA MPS
 #                                        # daemon (CAMDET_MPS), and with 4 / 6 pipeline instances under
 #                                        # it: the fastest arrangement's variables go to best-env.txt
+#   bash perf/gpu_session.sh dali_cpu    # detect per way the JPEG pipelines' DALI spends CPU (threads,
+#                                        # hardware decoder or CUDA cores, executor), each with the
+#                                        # server's CPU by thread: the fastest's variables to best-dali.txt
 #   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
 #   bash perf/gpu_session.sh short       # for a call of ~5 minutes on a fresh card: detect_video at
 #                                        # 256 cameras (one point, VIDEO_CAMERAS), then the accuracy
@@ -280,16 +283,16 @@ cpu() {
     "cpu-validate-in-blocking:$V1 CAMDET_CUDA_SCHEDULE=blocking-sync"
 }
 
-# detect at 256 cameras per count of CPU threads of each JPEG DALI pipeline (CAMDET_DALI_THREADS;
-# session 8: the pipelines' 12 DALI threads were ~5 busy cores, session 13: the server's CPU runs
-# out first). The fastest point's variable goes to $OUT/best-dali-threads.txt.
-dali_threads() {
+# detect at VARIANT_CAMERAS per way the JPEG pipelines' DALI spends CPU (session 13: ~7.5 server
+# CPU ms per frame against the bare loop's 1.0; session 8: the DALI decoder threads ~5 cores):
+# the defaults, 2 and 1 DALI threads per pipeline, nvJPEG on CUDA cores instead of the
+# hardware decoder, DALI's classic executor; each with the server's CPU by thread. The fastest
+# point's variables go to $OUT/best-dali.txt.
+dali_cpu() {
   input_data
-  local n points=()
-  for n in ${DALI_THREADS:-1 2 4}; do
-    points+=("dali-threads-$n:CAMDET_DALI_THREADS=$n")
-  done
-  best_of best-dali-threads.txt "${points[@]}"
+  best_of best-dali.txt dali-defaults:CAMDET_DALI_THREADS= dali-threads-2:CAMDET_DALI_THREADS=2 \
+    dali-threads-1:CAMDET_DALI_THREADS=1 dali-cuda-decode:CAMDET_HW_DECODER_LOAD=0 \
+    dali-classic:CAMDET_DALI_EXEC_DYNAMIC=0
 }
 
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS
@@ -310,11 +313,20 @@ best_of() {
   echo "best: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
 }
 
-# One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only.
+# One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only, and the
+# server's CPU by thread over 5 s of the measured window (var-NAME-threads.txt/.json).
 variant() {
-  local name=$1; shift
+  local name=$1 bench port; shift
   env "$@" "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --out "$OUT/var-$name" \
-    > "$OUT/var-$name.txt" 2>&1
+    > "$OUT/var-$name.txt" 2>&1 &
+  bench=$!
+  port=$(metrics_port detect_pipeline)
+  # The counters appear with the warm-up run (8 s), then 3 s of warm-up: 12 s in, the
+  # 8 s window is running. The MPS daemon's server runs the pipelines' GPU work.
+  [ -n "$port" ] && sleep 12 && python -m camdet.perf.thread_cpu --name tritonserver \
+    --name nvidia-cuda-mps --seconds 5 --out "$OUT/var-$name-threads.json" \
+    > "$OUT/var-$name-threads.txt" 2>&1
+  wait "$bench"
   echo "$name: $(peak "$OUT/var-$name/bench.json" ours) frames/s ($*)" | tee -a "$OUT/summary.txt"
 }
 

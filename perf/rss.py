@@ -34,7 +34,7 @@ class TreeRss:
     anon: dict[str, float] = field(default_factory=dict)
 
 
-def _label(process: psutil.Process) -> str:
+def process_label(process: psutil.Process) -> str:
     """``tritonserver``, or e.g. ``stub:preprocess_0_0`` for a Python-backend stub."""
     try:
         cmdline = process.cmdline()
@@ -68,7 +68,7 @@ def rss_of(processes: Iterable[psutil.Process]) -> TreeRss:
             anon_mb = _rss_anon_mb(process.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
             continue
-        label = _label(process)
+        label = process_label(process)
         while label in sizes:  # two stubs of one model share a prefix: keep both
             label += "'"
         sizes[label], anon[label] = mb, anon_mb

@@ -1,5 +1,8 @@
 """The production DALI pipeline (1/dali.py) run on the CPU equals the reference letterbox."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -51,3 +54,45 @@ def test_pipeline_accepts_partial_batches(pipeline) -> None:
     frame = render_frame(np.random.default_rng(0), 1280, 720).image
     images, sizes = run(pipeline, [encode(frame)])
     assert images.shape == (1, 3, 640, 640) and sizes.tolist() == [[720, 1280]]
+
+
+_CLASSIC = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+
+pipe = build_pipeline(load_pipeline_module(Path(sys.argv[1])), 8, 2, None)
+frames = [np.fromfile(f, np.uint8) for f in sys.argv[3:]]
+np.save(sys.argv[2], np.array(run_batch(pipe, frames)[0].as_tensor()))
+print("dynamic", pipe.exec_dynamic)
+"""
+
+
+def test_the_classic_executor_letterboxes_as_the_default_one(
+    repository: Path, pipeline, tmp_path: Path
+) -> None:
+    """``CAMDET_DALI_EXEC_DYNAMIC=0`` (a measurement variable, read at import) builds DALI's
+    classic executor, and its frames equal the default executor's."""
+    rng = np.random.default_rng(5)
+    encoded = [encode(render_frame(rng, w, h).image, ".jpg", 90) for w, h in SIZES[:3]]
+    expected, _ = run(pipeline, encoded)
+    files = [tmp_path / f"frame-{i}.jpg" for i in range(len(encoded))]
+    for file, data in zip(files, encoded, strict=True):
+        file.write_bytes(data)
+    out = tmp_path / "classic.npy"
+    command = [sys.executable, "-c", _CLASSIC, str(repository / "preprocess/1/dali.py"), str(out)]
+    result = subprocess.run(
+        [*command, *map(str, files)],
+        env={**os.environ, "CAMDET_DALI_EXEC_DYNAMIC": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "dynamic False" in result.stdout
+    assert np.array_equal(np.load(out), expected)

@@ -7,6 +7,7 @@ all three run ``model_repository/preprocess/1/dali.py`` exactly as the DALI back
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,6 +16,12 @@ import numpy as np
 
 INPUT_NAME = "encoded_image"
 """Name of the pipeline's ``external_source`` (the preprocess model's input)."""
+
+EXEC_DYNAMIC = {"0": False, "1": True}.get(os.environ.get("CAMDET_DALI_EXEC_DYNAMIC", ""))
+"""DALI's executor (``CAMDET_DALI_EXEC_DYNAMIC``: ``1`` the dynamic one, ``0`` the classic
+pipelined one; unset: DALI's default, the dynamic one in DALI 2). A measurement variable:
+the served pipelines' DALI threads used ~5x the CPU per frame of the bare loop's on the
+H100 (perf/RESULTS.md, sessions 8 and 14)."""
 
 
 def load_pipeline_module(path: Path) -> ModuleType:
@@ -48,6 +55,7 @@ def build_pipeline(
         device_id=device_id,
         decode_device="cpu" if device_id is None else "mixed",
         prefetch_queue_depth=1,
+        exec_dynamic=EXEC_DYNAMIC,
     )
     pipe.build()
     return pipe

@@ -1,0 +1,97 @@
+"""``camdet.perf.thread_cpu``: a real process's threads, read from ``/proc``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from camdet.perf.thread_cpu import app, matching, measure
+from typer.testing import CliRunner
+
+# One thread spins (a busy-waiting thread), one sleeps 1 ms at a time (a waiting one); each
+# names itself through /proc, as DALI names its pool threads.
+_WORKER = """
+import threading, time
+
+def name(text):
+    with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+        comm.write(text)
+
+def sleeper():
+    name("sleeper0")
+    while True:
+        time.sleep(0.001)
+
+def spinner():
+    name("spinner0")
+    while True:
+        pass
+
+threading.Thread(target=sleeper, daemon=True).start()
+threading.Thread(target=spinner, daemon=True).start()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture
+def worker() -> Iterator[subprocess.Popen]:
+    """A process with a spinning and a sleeping thread, running until the test ends."""
+    process = subprocess.Popen([sys.executable, "-c", _WORKER], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    time.sleep(0.2)  # both threads have named themselves
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_spinning_thread_shows_cpu_and_a_sleeping_one_shows_voluntary_switches(worker) -> None:
+    rows = {g.threads: g for g in measure(matching([], [worker.pid]), 1.5)}
+
+    spinner, sleeper = rows["spinner#"], rows["sleeper#"]
+    assert spinner.count == sleeper.count == 1
+    assert spinner.cores > 0.3  # the 2-core CI machine may share its cores
+    assert sleeper.cores < 0.2
+    assert sleeper.voluntary_per_s > 100  # up to 1,000 sleeps a second
+    assert next(iter(rows)) == "spinner#"  # busiest first
+
+
+def test_the_command_prints_the_groups_with_cpu_ms_per_frame_and_writes_json(
+    worker, tmp_path: Path
+) -> None:
+    out = tmp_path / "threads.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "--name",
+            "no-such-process",
+            "--pid",
+            str(worker.pid),
+            "--seconds",
+            "1",
+            "--frames-per-s",
+            "100",
+            "--out",
+            str(out),
+        ],
+    )
+
+    assert result.exit_code == 0, result.output
+    spinner = next(line for line in result.output.splitlines() if "spinner#" in line)
+    cores, ms_per_frame = float(spinner.split()[3]), float(spinner.split()[-1])
+    assert ms_per_frame == pytest.approx(10 * cores, abs=0.02)  # 1000 ms x cores / 100 frames
+    assert result.output.splitlines()[-1].startswith("all")
+    groups = json.loads(out.read_text())["groups"]
+    assert {g["threads"] for g in groups} >= {"spinner#", "sleeper#"}
+
+
+def test_no_matching_process_is_a_clear_error() -> None:
+    result = CliRunner().invoke(app, ["--name", "no-such-process", "--seconds", "0.1"])
+
+    assert result.exit_code != 0
+    assert "no process named" in result.output
