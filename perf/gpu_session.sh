@@ -29,6 +29,8 @@
 #   bash perf/gpu_session.sh dali_cpu    # detect per way the JPEG pipelines' DALI spends CPU (threads,
 #                                        # hardware decoder or CUDA cores, executor), each with the
 #                                        # server's CPU by thread: the fastest's variables to best-dali.txt
+#   bash perf/gpu_session.sh cpu_threads # the bare loop's CPU by thread, then the server's at
+#                                        # VARIANT_CAMERAS: defaults, 2 pipeline instances, no MPS
 #   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
 #   bash perf/gpu_session.sh short       # for a call of ~5 minutes on a fresh card: detect_video at
 #                                        # 256 cameras (one point, VIDEO_CAMERAS), then the accuracy
@@ -293,6 +295,31 @@ dali_cpu() {
   best_of best-dali.txt dali-defaults:CAMDET_DALI_THREADS= dali-threads-2:CAMDET_DALI_THREADS=2 \
     dali-threads-1:CAMDET_DALI_THREADS=1 dali-cuda-decode:CAMDET_HW_DECODER_LOAD=0 \
     dali-classic:CAMDET_DALI_EXEC_DYNAMIC=0
+}
+
+# Where the served JPEG pipeline's CPU goes, against the bare loop's (session 14: the pipelines'
+# DALI decoder threads ~3 CPU ms per frame, the bare loop 1.0 in all): the bare loop with its
+# threads' CPU over 5 s of its window (bare-threads.txt), then detect at VARIANT_CAMERAS with the
+# defaults, with 2 pipeline instances (larger batches) and without the MPS daemon, each with
+# the server's CPU by thread.
+cpu_threads() {
+  input_data
+  PYTHONUNBUFFERED=1 "${BENCH[@]}" --modes bare --cameras 1 --duration 15 --out "$OUT/bare" \
+    > "$OUT/bare.txt" 2>&1 &
+  local bench=$!
+  for _ in $(seq 120); do grep -q "warm-up run" "$OUT/bare.txt" && break; sleep 1; done
+  sleep 5  # past the 3 s warm-up, inside the 15 s window
+  python -m camdet.perf.thread_cpu --pid "$bench" --name no-such-process --seconds 5 \
+    --out "$OUT/bare-threads.json" > "$OUT/bare-threads.txt" 2>&1
+  wait "$bench"
+  echo "bare: $(peak "$OUT/bare/bench.json" bare) frames/s" | tee -a "$OUT/summary.txt"
+  local point
+  for point in threads-defaults:CAMDET_DALI_THREADS= threads-x2:CAMDET_PIPELINE_INSTANCES=2 \
+    threads-nomps:CAMDET_MPS=0; do
+    # shellcheck disable=SC2086  # the point's variables, one word each
+    timeout "${POINT_TIMEOUT:-100}" bash "$0" variant "${point%%:*}" ${point#*:}
+    pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+  done
 }
 
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS

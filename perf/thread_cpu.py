@@ -7,7 +7,9 @@ and one process at a time; this reads every thread's CPU time and context switch
 ``/proc`` twice, ``seconds`` apart, for the whole server (``tritonserver``, its stubs, the
 CUDA MPS server) and sums them by process and thread name. A thread that waits by
 spinning shows many CPU seconds and few voluntary switches; one that sleeps in the kernel
-shows the opposite.
+shows the opposite. Threads that start and end between the two reads are not listed, but
+their CPU is: a process's own counters include them, and what those grew by beyond its
+live threads' is reported as ``(exited)``.
 
 Threads are named by the process that runs them (``top``'s names: DALI's pool threads are
 ``[DALI][TP0]Mixe...``; Python threads carry their process's name); digits become ``#`` so
@@ -63,8 +65,10 @@ class ThreadGroup:
 
     Attributes:
         process: ``tritonserver``, ``stub:<model>`` (all its instances), or a name.
-        threads: Thread name with digits as ``#``.
-        count: Threads seen in both snapshots.
+        threads: Thread name with digits as ``#``; ``(exited)`` for the CPU of threads that
+            ended inside the window (the process's total less its live threads').
+        count: Threads alive at the end of the window.
+        born: Of those, threads started inside the window.
         cores: CPU seconds per second, user + system.
         system_share: Part of ``cores`` spent in the kernel, 0..1.
         voluntary_per_s: Voluntary context switches per second, all threads.
@@ -74,10 +78,19 @@ class ThreadGroup:
     process: str
     threads: str
     count: int
+    born: int
     cores: float
     system_share: float
     voluntary_per_s: float
     involuntary_per_s: float
+
+
+EXITED = "(exited)"
+"""The thread name under which a process's CPU of threads that ended in the window is kept."""
+
+_PROCESS = -1
+"""The tid under which :func:`snapshot` keeps a process's own counters (all its threads,
+those that exited included, as ``/proc/<pid>/stat`` sums them)."""
 
 
 def process_key(process: psutil.Process) -> str:
@@ -88,11 +101,11 @@ def process_key(process: psutil.Process) -> str:
     return label.rsplit(":", 1)[0]
 
 
-def _read_thread(task: Path, process: str) -> ThreadTimes | None:
-    """A thread's counters from ``/proc/<pid>/task/<tid>`` (None: it exited)."""
+def _read_times(folder: Path, process: str) -> ThreadTimes | None:
+    """The counters of ``/proc/<pid>`` or ``/proc/<pid>/task/<tid>`` (None: it exited)."""
     try:
-        stat = (task / "stat").read_text()
-        status = (task / "status").read_text()
+        stat = (folder / "stat").read_text()
+        status = (folder / "status").read_text()
     except OSError:
         return None
     # The name sits in parentheses and may hold spaces; the fields after it are fixed.
@@ -112,19 +125,35 @@ def _read_thread(task: Path, process: str) -> ThreadTimes | None:
 
 
 def snapshot(processes: list[psutil.Process]) -> dict[tuple[int, int], ThreadTimes]:
-    """Every thread of ``processes`` by ``(pid, tid)``."""
+    """Every thread of ``processes`` by ``(pid, tid)``, and each process's own counters."""
     threads = {}
     for process in processes:
         try:
             key = process_key(process)
         except psutil.NoSuchProcess:
             continue
-        tasks = Path(f"/proc/{process.pid}/task")
+        folder = Path(f"/proc/{process.pid}")
+        tasks = folder / "task"
         for task in tasks.iterdir() if tasks.is_dir() else ():
-            times = _read_thread(task, key)
+            times = _read_times(task, key)
             if times is not None:
                 threads[(process.pid, int(task.name))] = times
+        whole = _read_times(folder, key)  # read last: it covers every thread read above
+        if whole is not None:
+            threads[(process.pid, _PROCESS)] = whole
     return threads
+
+
+def _delta(end: ThreadTimes, start: ThreadTimes | None) -> tuple[float, float, int, int]:
+    """(user s, system s, voluntary, involuntary) from ``start`` (None: from zero) to ``end``."""
+    if start is None:
+        return end.user_s, end.system_s, end.voluntary, end.involuntary
+    return (
+        end.user_s - start.user_s,
+        end.system_s - start.system_s,
+        end.voluntary - start.voluntary,
+        end.involuntary - start.involuntary,
+    )
 
 
 def groups(
@@ -132,29 +161,45 @@ def groups(
     after: dict[tuple[int, int], ThreadTimes],
     seconds: float,
 ) -> list[ThreadGroup]:
-    """Sum the threads of both snapshots by (process, thread name), busiest first."""
+    """Sum the window's threads by (process, thread name), busiest first.
+
+    A thread started in the window counts all its CPU; what a process's own counters grew by
+    beyond its live threads' is the CPU of threads that ended in the window (``(exited)``).
+    """
     sums: dict[tuple[str, str], list[float]] = {}
-    for key, end in after.items():
-        start = before.get(key)
-        if start is None:
+    live: dict[int, list[float]] = {}
+    for (pid, tid), end in after.items():
+        if tid == _PROCESS:
             continue
-        row = sums.setdefault((end.process, end.name), [0, 0.0, 0.0, 0, 0])
-        row[0] += 1
-        row[1] += end.user_s - start.user_s
-        row[2] += end.system_s - start.system_s
-        row[3] += end.voluntary - start.voluntary
-        row[4] += end.involuntary - start.involuntary
+        start = before.get((pid, tid))
+        user, system, voluntary, involuntary = _delta(end, start)
+        row = sums.setdefault((end.process, end.name), [0, 0, 0.0, 0.0, 0, 0])
+        for k, value in enumerate((1, start is None, user, system, voluntary, involuntary)):
+            row[k] += value
+        totals = live.setdefault(pid, [0.0, 0.0])
+        totals[0], totals[1] = totals[0] + user, totals[1] + system
+    for (pid, tid), end in after.items():
+        start = before.get((pid, tid))
+        if tid != _PROCESS or start is None:
+            continue
+        user, system, _, _ = _delta(end, start)
+        seen = live.get(pid, [0.0, 0.0])
+        # Clock ticks make the difference jitter around zero when nothing exited.
+        gone_user, gone_system = max(user - seen[0], 0.0), max(system - seen[1], 0.0)
+        row = sums.setdefault((end.process, EXITED), [0, 0, 0.0, 0.0, 0, 0])
+        row[2], row[3] = row[2] + gone_user, row[3] + gone_system
     result = [
         ThreadGroup(
             process,
             name,
             int(count),
+            int(born),
             (user + system) / seconds,
             system / (user + system) if user + system > 0 else 0.0,
             voluntary / seconds,
             involuntary / seconds,
         )
-        for (process, name), (count, user, system, voluntary, involuntary) in sums.items()
+        for (process, name), (count, born, user, system, voluntary, involuntary) in sums.items()
     ]
     return sorted(result, key=lambda g: -g.cores)
 
@@ -188,23 +233,23 @@ def table(rows: list[ThreadGroup], frames_per_s: float | None, least: float = 0.
     """
     per_frame = (lambda c: f"{1000 * c / frames_per_s:8.2f}") if frames_per_s else (lambda c: "")
     head = (
-        f"{'process':<32} {'threads':<20} {'n':>3} {'cores':>6} {'sys':>5} "
+        f"{'process':<32} {'threads':<20} {'n':>4} {'born':>5} {'cores':>6} {'sys':>5} "
         f"{'vol/s':>8} {'invol/s':>8}"
     )
     lines = [head + (" CPU ms/frame" if frames_per_s else "")]
     for g in rows:
         if g.cores >= least:
             lines.append(
-                f"{g.process[:32]:<32} {g.threads[:20]:<20} {g.count:>3} {g.cores:6.2f} "
-                f"{g.system_share:5.2f} {g.voluntary_per_s:8.0f} {g.involuntary_per_s:8.0f}"
-                + per_frame(g.cores)
+                f"{g.process[:32]:<32} {g.threads[:20]:<20} {g.count:>4} {g.born:>5} "
+                f"{g.cores:6.2f} {g.system_share:5.2f} {g.voluntary_per_s:8.0f} "
+                f"{g.involuntary_per_s:8.0f}" + per_frame(g.cores)
             )
     totals: dict[str, float] = {}
     for g in rows:
         totals[g.process] = totals.get(g.process, 0.0) + g.cores
     lines.append("")
     for process, cores in sorted(totals.items(), key=lambda t: -t[1]):
-        lines.append(f"{process[:32]:<32} {'(all)':<20} {'':>3} {cores:6.2f}" + per_frame(cores))
+        lines.append(f"{process[:32]:<32} {'(all)':<20} {'':>10} {cores:6.2f}" + per_frame(cores))
     lines.append(
         f"{'all':<32} {'':<20} {'':>3} {sum(totals.values()):6.2f}"
         + per_frame(sum(totals.values()))

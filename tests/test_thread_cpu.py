@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from camdet.perf.thread_cpu import app, matching, measure
+from camdet.perf.thread_cpu import EXITED, app, matching, measure
 from typer.testing import CliRunner
 
 # One thread spins (a busy-waiting thread), one sleeps 1 ms at a time (a waiting one); each
@@ -83,11 +83,44 @@ def test_the_command_prints_the_groups_with_cpu_ms_per_frame_and_writes_json(
 
     assert result.exit_code == 0, result.output
     spinner = next(line for line in result.output.splitlines() if "spinner#" in line)
-    cores, ms_per_frame = float(spinner.split()[3]), float(spinner.split()[-1])
+    cores, ms_per_frame = float(spinner.split()[4]), float(spinner.split()[-1])
     assert ms_per_frame == pytest.approx(10 * cores, abs=0.02)  # 1000 ms x cores / 100 frames
     assert result.output.splitlines()[-1].startswith("all")
     groups = json.loads(out.read_text())["groups"]
     assert {g["threads"] for g in groups} >= {"spinner#", "sleeper#"}
+
+
+# One short-lived thread after another, each busy for 50 ms: what a pool that starts a thread
+# per task costs, and what per-thread sampling alone would miss.
+_BURSTS = """
+import threading, time
+
+def burst():
+    end = time.monotonic() + 0.05
+    while time.monotonic() < end:
+        pass
+
+print("ready", flush=True)
+while True:
+    thread = threading.Thread(target=burst)
+    thread.start()
+    thread.join()
+"""
+
+
+def test_threads_that_end_inside_the_window_are_counted_as_exited() -> None:
+    process = subprocess.Popen([sys.executable, "-c", _BURSTS], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        rows = measure(matching([], [process.pid]), 1.5)
+    finally:
+        process.kill()
+        process.wait()
+
+    exited = next(g for g in rows if g.threads == EXITED)
+    assert exited.cores > 0.3  # ~30 bursts ended in the window; the 2-core CI machine shares
+    assert sum(g.cores for g in rows) < 1.3  # one burst at a time: about one core in all
+    assert sum(g.born for g in rows) <= 1  # at most the burst running at the end
 
 
 def test_no_matching_process_is_a_clear_error() -> None:
