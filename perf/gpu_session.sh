@@ -301,7 +301,7 @@ dali_cpu() {
 # DALI decoder threads ~3 CPU ms per frame, the bare loop 1.0 in all): the bare loop with its
 # threads' CPU over 5 s of its window (bare-threads.txt), then detect at VARIANT_CAMERAS with the
 # defaults, with 2 pipeline instances (larger batches) and without the MPS daemon, each with
-# the server's CPU by thread.
+# the server's CPU by thread (THREAD_POINTS: NAME:ENV words, those three by default).
 cpu_threads() {
   input_data
   PYTHONUNBUFFERED=1 "${BENCH[@]}" --modes bare --cameras 1 --duration 15 --out "$OUT/bare" \
@@ -314,8 +314,8 @@ cpu_threads() {
   wait "$bench"
   echo "bare: $(peak "$OUT/bare/bench.json" bare) frames/s" | tee -a "$OUT/summary.txt"
   local point
-  for point in threads-defaults:CAMDET_DALI_THREADS= threads-x2:CAMDET_PIPELINE_INSTANCES=2 \
-    threads-nomps:CAMDET_MPS=0; do
+  for point in ${THREAD_POINTS:-threads-defaults:CAMDET_DALI_THREADS= \
+    threads-x2:CAMDET_PIPELINE_INSTANCES=2 threads-nomps:CAMDET_MPS=0}; do
     # shellcheck disable=SC2086  # the point's variables, one word each
     timeout "${POINT_TIMEOUT:-100}" bash "$0" variant "${point%%:*}" ${point#*:}
     pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
