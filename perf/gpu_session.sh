@@ -31,6 +31,8 @@
 #                                        # server's CPU by thread: the fastest's variables to best-dali.txt
 #   bash perf/gpu_session.sh cpu_threads # the bare loop's CPU by thread, then the server's at
 #                                        # VARIANT_CAMERAS: defaults, 2 pipeline instances, no MPS
+#   bash perf/gpu_session.sh native      # the server's CPU by thread and 20 native-stack samples
+#                                        # (pystack) of a detect_pipeline stub at VARIANT_CAMERAS
 #   bash perf/gpu_session.sh variant NAME ENV...  # one such point (VARIANT_CAMERAS, default 256)
 #   bash perf/gpu_session.sh short       # for a call of ~5 minutes on a fresh card: detect_video at
 #                                        # 256 cameras (one point, VIDEO_CAMERAS), then the accuracy
@@ -304,13 +306,21 @@ dali_cpu() {
 # the server's CPU by thread (THREAD_POINTS: NAME:ENV words, those three by default).
 cpu_threads() {
   input_data
-  PYTHONUNBUFFERED=1 "${BENCH[@]}" --modes bare --cameras 1 --duration 15 --out "$OUT/bare" \
-    > "$OUT/bare.txt" 2>&1 &
-  local bench=$!
-  for _ in $(seq 120); do grep -q "warm-up run" "$OUT/bare.txt" && break; sleep 1; done
-  sleep 5  # past the 3 s warm-up, inside the 15 s window
-  python -m camdet.perf.thread_cpu --pid "$bench" --name no-such-process --seconds 5 \
-    --out "$OUT/bare-threads.json" > "$OUT/bare-threads.txt" 2>&1
+  "${BENCH[@]}" --modes bare --cameras 1 --duration 20 --out "$OUT/bare" > "$OUT/bare.txt" 2>&1 &
+  local bench=$! busy=0
+  # The loop runs once the GPU has been busy for 3 s in a row (the bench prints nothing
+  # until it ends: session 14's first try sampled a process that had exited).
+  for _ in $(seq 120); do
+    if [ "$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits | head -1)" -gt 0 ]; then
+      busy=$((busy + 1)); [ "$busy" -ge 3 ] && break
+    else
+      busy=0
+    fi
+    sleep 1
+  done
+  sleep 3  # past the warm-up run and the 3 s warm-up, inside the 20 s window
+  python -m camdet.perf.thread_cpu --pid "$bench" --seconds 5 --out "$OUT/bare-threads.json" \
+    > "$OUT/bare-threads.txt" 2>&1
   wait "$bench"
   echo "bare: $(peak "$OUT/bare/bench.json" bare) frames/s" | tee -a "$OUT/summary.txt"
   local point
@@ -320,6 +330,29 @@ cpu_threads() {
     timeout "${POINT_TIMEOUT:-100}" bash "$0" variant "${point%%:*}" ${point#*:}
     pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
   done
+}
+
+# Which code the served JPEG pipeline's busiest threads run (session 14: the DALI decoder
+# threads, ~4 of the server's 6.6 CPU ms per frame, rarely sleeping): detect at VARIANT_CAMERAS
+# for 30 s, the server's CPU by thread over 5 s of it, then 20 pystack samples of one
+# detect_pipeline stub (native-stacks.txt; PYSTACK: the program, which the set-up must carry).
+native() {
+  input_data
+  local pystack=${PYSTACK:-/tmp/site/bin/pystack} bench port stub
+  "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --duration 30 \
+    --out "$OUT/native" > "$OUT/native.txt" 2>&1 &
+  bench=$!
+  port=$(metrics_port detect_pipeline)
+  if [ -n "$port" ]; then
+    sleep 12  # the warm-up run and warm-up are past
+    python -m camdet.perf.thread_cpu --name tritonserver --name nvidia-cuda-mps --seconds 5 \
+      --out "$OUT/native-threads.json" > "$OUT/native-threads.txt" 2>&1
+    stub=$(stubs detect_pipeline | head -1)
+    python -m camdet.perf.native_stacks --pid "$stub" --pystack "$pystack" --samples 20 \
+      --interval 0.2 --top 8 --out "$OUT/native-stacks.json" > "$OUT/native-stacks.txt" 2>&1
+  fi
+  wait "$bench"
+  echo "native: $(peak "$OUT/native/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
 }
 
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS

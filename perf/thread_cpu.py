@@ -259,16 +259,16 @@ def table(rows: list[ThreadGroup], frames_per_s: float | None, least: float = 0.
 
 @app.command()
 def main(
-    name: Annotated[list[str], typer.Option(help="Process name prefix (with descendants).")] = [  # noqa: B006
-        "tritonserver"
-    ],
+    name: Annotated[
+        list[str], typer.Option(help="Process name prefix, with descendants (tritonserver).")
+    ] = [],  # noqa: B006
     pid: Annotated[list[int], typer.Option(help="A process id (with descendants).")] = [],  # noqa: B006
     seconds: Annotated[float, typer.Option(min=0.1)] = 5.0,
     frames_per_s: Annotated[float | None, typer.Option(help="Adds CPU ms per frame.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the groups as JSON.")] = None,
 ) -> None:
     """Sample the matching processes' threads over SECONDS and print where the CPU went."""
-    processes = matching(name, pid)
+    processes = matching(name or ([] if pid else ["tritonserver"]), pid)
     if not processes:
         raise typer.BadParameter(f"no process named {name} or with pid {pid}")
     rows = measure(processes, seconds)
