@@ -251,7 +251,7 @@ def table(rows: list[ThreadGroup], frames_per_s: float | None, least: float = 0.
     for process, cores in sorted(totals.items(), key=lambda t: -t[1]):
         lines.append(f"{process[:32]:<32} {'(all)':<20} {'':>10} {cores:6.2f}" + per_frame(cores))
     lines.append(
-        f"{'all':<32} {'':<20} {'':>3} {sum(totals.values()):6.2f}"
+        f"{'all':<32} {'':<20} {'':>10} {sum(totals.values()):6.2f}"
         + per_frame(sum(totals.values()))
     )
     return "\n".join(lines)
