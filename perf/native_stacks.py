@@ -58,8 +58,8 @@ class ThreadStacks:
 
 def _frame_name(function: str, library: str | None, path: str) -> str:
     """``function (library)`` with C++ template and argument lists shortened."""
-    short = re.sub(r"<[^<>]*>", "<>", function)
-    while short != (shorter := re.sub(r"<[^<>]*>", "<>", short)):
+    short = function
+    while short != (shorter := re.sub(r"<[^<>]*>", "<>", short)):  # innermost lists first
         short = shorter
     short = re.sub(r"\(.*\)", "()", short)[:120]
     where = Path(library or path).name
