@@ -113,10 +113,15 @@ def _check_live_tiles(chrome) -> None:
     assert frames_per_s <= 6.5, "the picture rate is capped at 5 fps"
     stats = chrome.find_element("css selector", ".tile[data-camera='door'] .stats").text
     assert "fps" in stats and "p99" in stats and "in " in stats and "out " in stats, stats
-    size = chrome.execute_script(
-        "const i = document.querySelector('.tile img'); return [i.naturalWidth, i.naturalHeight]"
+    # The tile swaps its picture ~5 times a second, and a picture still loading reads 0 x 0:
+    # ask until one that has loaded answers.
+    script = (
+        "const i = document.querySelector('.tile img');"
+        " return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null"
     )
-    assert size == [640, 360], size
+    sizes: list = []
+    wait_until(lambda: sizes.append(chrome.execute_script(script)) or sizes[-1], 10, "a picture")
+    assert sizes[-1] == [640, 360], sizes[-1]
 
 
 def _check_triton_panel(chrome) -> None:
