@@ -20,8 +20,9 @@ INPUT_NAME = "encoded_image"
 EXEC_DYNAMIC = {"0": False, "1": True}.get(os.environ.get("CAMDET_DALI_EXEC_DYNAMIC", ""))
 """DALI's executor (``CAMDET_DALI_EXEC_DYNAMIC``: ``1`` the dynamic one, ``0`` the classic
 pipelined one; unset: DALI's default, the dynamic one in DALI 2). A measurement variable:
-the served pipelines' DALI threads used ~5x the CPU per frame of the bare loop's on the
-H100 (perf/RESULTS.md, sessions 8 and 14)."""
+in the served pipelines DALI's decoder threads used ~8x the CPU per frame of a plain
+process's decode on the H100, and the classic executor was 11 % slower there
+(perf/RESULTS.md, session 14)."""
 
 
 def load_pipeline_module(path: Path) -> ModuleType:
