@@ -7,13 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from camdet.perf.native_stacks import app, parse, tally
 from typer.testing import CliRunner
+
+from tests.helpers.workers import python_worker
 
 
 def _ptrace_allowed() -> bool:
@@ -48,11 +49,8 @@ def test_threads_of_one_pool_sum_under_one_name_and_the_caller_skips_the_runtime
 
 # The main thread sleeps; a thread that names itself "spinner0" spins in Python.
 _WORKER = """
-import threading, time
-
 def spinner():
-    with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
-        comm.write("spinner0")
+    name("spinner0")
     while True:
         pass
 
@@ -64,12 +62,9 @@ time.sleep(600)
 
 @pytest.fixture
 def worker() -> Iterator[subprocess.Popen]:
-    process = subprocess.Popen([sys.executable, "-c", _WORKER], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-    time.sleep(0.2)
-    yield process
-    process.kill()
-    process.wait()
+    """A process whose main thread sleeps and whose "spinner0" spins, until the test ends."""
+    with python_worker(_WORKER) as process:
+        yield process
 
 
 def test_a_live_process_is_sampled_and_each_thread_counted_once_per_sample(

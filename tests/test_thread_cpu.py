@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,15 +11,11 @@ import pytest
 from camdet.perf.thread_cpu import EXITED, app, matching, measure
 from typer.testing import CliRunner
 
+from tests.helpers.workers import python_worker
+
 # One thread spins (a busy-waiting thread), one sleeps 1 ms at a time (a waiting one); each
 # names itself through /proc, as DALI names its pool threads.
 _WORKER = """
-import threading, time
-
-def name(text):
-    with open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
-        comm.write(text)
-
 def sleeper():
     name("sleeper0")
     while True:
@@ -42,12 +36,8 @@ time.sleep(600)
 @pytest.fixture
 def worker() -> Iterator[subprocess.Popen]:
     """A process with a spinning and a sleeping thread, running until the test ends."""
-    process = subprocess.Popen([sys.executable, "-c", _WORKER], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
-    time.sleep(0.2)  # both threads have named themselves
-    yield process
-    process.kill()
-    process.wait()
+    with python_worker(_WORKER) as process:
+        yield process
 
 
 def test_a_spinning_thread_shows_cpu_and_a_sleeping_one_shows_voluntary_switches(worker) -> None:
@@ -93,8 +83,6 @@ def test_the_command_prints_the_groups_with_cpu_ms_per_frame_and_writes_json(
 # One short-lived thread after another, each busy for 50 ms: what a pool that starts a thread
 # per task costs, and what per-thread sampling alone would miss.
 _BURSTS = """
-import threading, time
-
 def burst():
     end = time.monotonic() + 0.05
     while time.monotonic() < end:
@@ -109,13 +97,8 @@ while True:
 
 
 def test_threads_that_end_inside_the_window_are_counted_as_exited() -> None:
-    process = subprocess.Popen([sys.executable, "-c", _BURSTS], stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    with python_worker(_BURSTS) as process:
         rows = measure(matching([], [process.pid]), 1.5)
-    finally:
-        process.kill()
-        process.wait()
 
     exited = next(g for g in rows if g.threads == EXITED)
     assert exited.cores > 0.3  # ~30 bursts ended in the window; the 2-core CI machine shares
