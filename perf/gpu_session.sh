@@ -307,17 +307,10 @@ dali_cpu() {
 cpu_threads() {
   input_data
   "${BENCH[@]}" --modes bare --cameras 1 --duration 20 --out "$OUT/bare" > "$OUT/bare.txt" 2>&1 &
-  local bench=$! busy=0
+  local bench=$!
   # The loop runs once the GPU has been busy for 3 s in a row (the bench prints nothing
   # until it ends: session 14's first try sampled a process that had exited).
-  for _ in $(seq 120); do
-    if [ "$(nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits | head -1)" -gt 0 ]; then
-      busy=$((busy + 1)); [ "$busy" -ge 3 ] && break
-    else
-      busy=0
-    fi
-    sleep 1
-  done
+  wait_busy utilization.gpu 3 120
   sleep 3  # past the warm-up run and the 3 s warm-up, inside the 20 s window
   python -m camdet.perf.thread_cpu --pid "$bench" --seconds 5 --out "$OUT/bare-threads.json" \
     > "$OUT/bare-threads.txt" 2>&1
@@ -344,9 +337,7 @@ native() {
   bench=$!
   port=$(metrics_port detect_pipeline)
   if [ -n "$port" ]; then
-    sleep 12  # the warm-up run and warm-up are past
-    python -m camdet.perf.thread_cpu --name tritonserver --name nvidia-cuda-mps --seconds 5 \
-      --out "$OUT/native-threads.json" > "$OUT/native-threads.txt" 2>&1
+    server_threads native
     stub=$(stubs detect_pipeline | head -1)
     python -m camdet.perf.native_stacks --pid "$stub" --pystack "$pystack" --samples 20 \
       --interval 0.2 --top 8 --out "$OUT/native-stacks.json" > "$OUT/native-stacks.txt" 2>&1
@@ -373,6 +364,15 @@ best_of() {
   echo "best: $best ($best_fps frames/s)" | tee -a "$OUT/summary.txt"
 }
 
+# Under a bench whose MODEL counters just appeared: the server's CPU by thread over 5 s of its
+# window (NAME-threads.txt/.json). The counters appear with the warm-up run (8 s), then 3 s
+# of warm-up: 12 s in, the window is running. The MPS daemon's server runs the GPU work.
+server_threads() {
+  sleep 12
+  python -m camdet.perf.thread_cpu --name tritonserver --name nvidia-cuda-mps --seconds 5 \
+    --out "$OUT/$1-threads.json" > "$OUT/$1-threads.txt" 2>&1
+}
+
 # One bench point per arrangement (NAME ENV...): detect at 256 cameras, ours only, and the
 # server's CPU by thread over 5 s of the measured window (var-NAME-threads.txt/.json).
 variant() {
@@ -381,11 +381,7 @@ variant() {
     > "$OUT/var-$name.txt" 2>&1 &
   bench=$!
   port=$(metrics_port detect_pipeline)
-  # The counters appear with the warm-up run (8 s), then 3 s of warm-up: 12 s in, the
-  # 8 s window is running. The MPS daemon's server runs the pipelines' GPU work.
-  [ -n "$port" ] && sleep 12 && python -m camdet.perf.thread_cpu --name tritonserver \
-    --name nvidia-cuda-mps --seconds 5 --out "$OUT/var-$name-threads.json" \
-    > "$OUT/var-$name-threads.txt" 2>&1
+  [ -n "$port" ] && server_threads "var-$name"
   wait "$bench"
   echo "$name: $(peak "$OUT/var-$name/bench.json" ours) frames/s ($*)" | tee -a "$OUT/summary.txt"
 }
@@ -455,6 +451,20 @@ nvdec() {
   done
 }
 
+# Wait until nvidia-smi's METRIC (utilization.gpu, utilization.decoder) has been above 0 for
+# SECONDS in a row, TRIES seconds at most.
+wait_busy() {
+  local metric=$1 seconds=$2 tries=$3 busy=0
+  for _ in $(seq "$tries"); do
+    if [ "$(nvidia-smi --query-gpu="$metric" --format=csv,noheader,nounits | head -1)" -gt 0 ]; then
+      busy=$((busy + 1)); [ "$busy" -ge "$seconds" ] && return 0
+    else
+      busy=0
+    fi
+    sleep 1
+  done
+}
+
 # One process's count of the NVDEC decoders the card still opens (nvdec_limit, 100 s at most):
 # NAME.json/.txt under $OUT, LABEL and the count in the summary; further arguments go to it.
 count_decoders() {
@@ -469,7 +479,7 @@ count_decoders() {
 # server, then while DECODER_CAMERAS (128) H.264 cameras stream to a bench's server (session
 # 12: a card opens ~288 alone, but the server refused 256 cameras).
 decoders() {
-  local server bench cameras=${DECODER_CAMERAS:-128} busy=0
+  local server bench cameras=${DECODER_CAMERAS:-128}
   serve_portable decoders-server.txt
   count_decoders decoders-idle "decoders beside an idle server"
   kill "$server"; wait "$server"
@@ -477,14 +487,7 @@ decoders() {
     --out "$OUT/decoders-video" > "$OUT/decoders-video.txt" 2>&1 &
   bench=$!
   # The cameras hold their decoders once NVDEC has been busy for 5 s in a row.
-  for _ in $(seq 150); do
-    if [ "$(nvidia-smi --query-gpu=utilization.decoder --format=csv,noheader,nounits | head -1)" -gt 0 ]; then
-      busy=$((busy + 1)); [ "$busy" -ge 5 ] && break
-    else
-      busy=0
-    fi
-    sleep 1
-  done
+  wait_busy utilization.decoder 5 150
   count_decoders decoders-busy "decoders beside $cameras cameras"
   wait "$bench"
 }
