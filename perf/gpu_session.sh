@@ -328,11 +328,13 @@ cpu_threads() {
 # Which code the served JPEG pipeline's busiest threads run (session 14: the DALI decoder
 # threads, ~4 of the server's 6.6 CPU ms per frame, rarely sleeping): detect at VARIANT_CAMERAS
 # for 30 s, the server's CPU by thread over 5 s of it, then 20 pystack samples of one
-# detect_pipeline stub (native-stacks.txt; PYSTACK: the program, which the set-up must carry).
+# detect_pipeline stub (native-stacks.txt; PYSTACK: the program, which the set-up must carry),
+# and two whole pystack outputs of it (native-raw-N.txt: the frames below the counted ones).
+# NATIVE_SECONDS (60): the load's length; pystack takes seconds per sample of ~300 threads.
 native() {
   input_data
-  local pystack=${PYSTACK:-/tmp/site/bin/pystack} bench port stub
-  "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --duration 30 \
+  local pystack=${PYSTACK:-/tmp/site/bin/pystack} bench port stub i
+  "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --duration "${NATIVE_SECONDS:-60}" \
     --out "$OUT/native" > "$OUT/native.txt" 2>&1 &
   bench=$!
   port=$(metrics_port detect_pipeline)
@@ -341,6 +343,9 @@ native() {
     stub=$(stubs detect_pipeline | head -1)
     python -m camdet.perf.native_stacks --pid "$stub" --pystack "$pystack" --samples 20 \
       --interval 0.2 --top 8 --out "$OUT/native-stacks.json" > "$OUT/native-stacks.txt" 2>&1
+    for i in 1 2; do
+      "$pystack" remote --native-all --no-color "$stub" > "$OUT/native-raw-$i.txt" 2>&1
+    done
   fi
   wait "$bench"
   echo "native: $(peak "$OUT/native/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
