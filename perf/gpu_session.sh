@@ -346,6 +346,11 @@ native() {
     for i in 1 2; do
       "$pystack" remote --native-all --no-color "$stub" > "$OUT/native-raw-$i.txt" 2>&1
     done
+    # Which cores each thread may run on (DALI's mixed decoder pins its pool: `affine`).
+    for i in /proc/"$stub"/task/*; do
+      echo "$(cat "$i/comm") $(grep Cpus_allowed_list "$i/status")"
+    done | sed 's/[0-9]\+\]/#]/' | sort | uniq -c > "$OUT/native-affinity.txt"
+    nproc >> "$OUT/native-affinity.txt"
   fi
   wait "$bench"
   echo "native: $(peak "$OUT/native/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"

@@ -96,3 +96,48 @@ def test_the_classic_executor_letterboxes_as_the_default_one(
     assert result.returncode == 0, result.stderr[-2000:]
     assert "dynamic False" in result.stdout
     assert np.array_equal(np.load(out), expected)
+
+
+_DECODER_CORES = """
+import os, re, sys
+from pathlib import Path
+import numpy as np
+from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
+module = load_pipeline_module(sys.argv[1])
+pipe = build_pipeline(module, batch_size=2, num_threads=2, device_id=0)
+run_batch(pipe, [np.fromfile(sys.argv[2], np.uint8)] * 2)
+for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+    if re.match(r"\\[DALI\\]\\[TP\\d+\\]Mix", (task / "comm").read_text()):
+        print(len(os.sched_getaffinity(int(task.name))))
+print("all", len(os.sched_getaffinity(0)))
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("affine", ["1", "0"])
+def test_the_mixed_decoders_threads_may_use_every_core_when_not_affine(
+    repository: Path, tmp_path: Path, affine: str
+) -> None:
+    """``CAMDET_DALI_AFFINE=0`` (a measurement variable) leaves the ``mixed`` decoder's pool
+    threads on every core the process may use; DALI's default pins them (NVML's CPUs of
+    the GPU, which may be all of them on a machine of one socket)."""
+    frame = tmp_path / "frame.jpg"
+    frame.write_bytes(encode(render_frame(np.random.default_rng(1), 1280, 720).image, ".jpg", 90))
+    command = [sys.executable, "-c", _DECODER_CORES, str(repository / "preprocess/1/dali.py")]
+    result = subprocess.run(
+        [*command, str(frame)],
+        env={**os.environ, "CAMDET_DALI_AFFINE": affine},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    words = result.stdout.split()  # cores per decoder thread, then "all" and the process's
+    cores, total = [int(w) for w in words[:-2]], int(words[-1])
+    assert cores, f"no mixed-decoder threads found: {result.stdout!r}"
+    if affine == "0":
+        assert cores == [total] * len(cores)
+    else:
+        assert all(1 <= n <= total for n in cores)

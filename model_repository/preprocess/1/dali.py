@@ -32,6 +32,11 @@ own upsampling moves colour edges by up to 80 levels against the CPU decoders th
 detector was trained and evaluated with, which cost 0.006 mAP@0.5:0.95 on the H100
 (perf/RESULTS.md, ``python -m camdet.perf.gpu_parity``)."""
 
+AFFINE = os.environ.get("CAMDET_DALI_AFFINE", "1") != "0"
+"""Tie each thread of the ``mixed`` decoder's pool to the GPU's CPUs (DALI's default,
+``affine``). A measurement variable: session 14 found those threads using ~4 CPU ms per
+served frame against ~0.5 in a plain process (perf/RESULTS.md); ``0`` lets the OS move them."""
+
 
 @autoserialize
 @pipeline_def(batch_size=MAX_BATCH_SIZE, num_threads=4, device_id=0)
@@ -39,6 +44,7 @@ def preprocess(
     decode_device: str = "mixed",
     hw_decoder_load: float = HW_DECODER_LOAD,
     fancy_upsampling: bool = FANCY_UPSAMPLING,
+    affine: bool = AFFINE,
 ):
     """Build the letterbox graph.
 
@@ -47,6 +53,7 @@ def preprocess(
         hw_decoder_load: Hardware JPEG decoder share, used by ``"mixed"`` only.
         fancy_upsampling: libjpeg-turbo's chroma upsampling on the GPU (``"mixed"`` only;
             the CPU decoder always does it).
+        affine: Pin the ``mixed`` decoder's threads to the GPU's CPUs (``"mixed"`` only).
 
     Returns:
         ``preprocessed_image`` ``[3, INPUT_SIZE, INPUT_SIZE]`` FP16 in [0, 1] and
@@ -54,7 +61,11 @@ def preprocess(
     """
     encoded = fn.external_source(name="encoded_image", dtype=types.UINT8, ndim=1, device="cpu")
     decoder_args = (
-        {"hw_decoder_load": hw_decoder_load, "jpeg_fancy_upsampling": fancy_upsampling}
+        {
+            "hw_decoder_load": hw_decoder_load,
+            "jpeg_fancy_upsampling": fancy_upsampling,
+            "affine": affine,
+        }
         if decode_device == "mixed"
         else {}
     )
