@@ -328,12 +328,13 @@ cpu_threads() {
 # Which code the served JPEG pipeline's busiest threads run (session 14: the DALI decoder
 # threads, ~4 of the server's 6.6 CPU ms per frame, rarely sleeping): detect at VARIANT_CAMERAS
 # for 30 s, the server's CPU by thread over 5 s of it, then 20 pystack samples of one
-# detect_pipeline stub (native-stacks.txt; PYSTACK: the program, which the set-up must carry),
-# and two whole pystack outputs of it (native-raw-N.txt: the frames below the counted ones).
+# detect_pipeline stub (native-stacks.txt; pystack from pystack_program), and two whole
+# pystack outputs of it (native-raw-N.txt: the frames below the counted ones).
 # NATIVE_SECONDS (60): the load's length; pystack takes seconds per sample of ~300 threads.
 native() {
   input_data
-  local pystack=${PYSTACK:-/tmp/site/bin/pystack} bench port stub i
+  local pystack bench port stub i
+  pystack=$(pystack_program) || return 1
   "${BENCH[@]}" --cameras "${VARIANT_CAMERAS:-256}" --modes ours --duration "${NATIVE_SECONDS:-60}" \
     --out "$OUT/native" > "$OUT/native.txt" 2>&1 &
   bench=$!
@@ -354,6 +355,22 @@ native() {
   fi
   wait "$bench"
   echo "native: $(peak "$OUT/native/bench.json" ours) frames/s" | tee -a "$OUT/summary.txt"
+}
+
+# pystack's path: PYSTACK if set, else a launcher of pystack installed from PYSTACK_WHEEL (default:
+# the carried .gpu/extra/pystack-*.whl, cp312) into its own folder. `pip --target /tmp/site`
+# does not do: pip leaves an existing bin/ folder alone, so the program never lands (session 15).
+pystack_program() {
+  if [ -n "${PYSTACK:-}" ]; then echo "$PYSTACK"; return; fi
+  local wheel=${PYSTACK_WHEEL:-$(ls .gpu/extra/pystack-*.whl 2>/dev/null | head -1)} dir=/tmp/pystack
+  if [ ! -x "$dir/pystack" ]; then
+    [ -n "$wheel" ] || { echo "no pystack: set PYSTACK or PYSTACK_WHEEL" >&2; return 1; }
+    python -m pip install -q --no-deps --no-index --target "$dir/lib" "$wheel" >&2 || return 1
+    printf '#!/bin/sh\nPYTHONPATH=%s/lib exec %s -m pystack "$@"\n' "$dir" "$(command -v python)" \
+      > "$dir/pystack"
+    chmod +x "$dir/pystack"
+  fi
+  echo "$dir/pystack"
 }
 
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS
