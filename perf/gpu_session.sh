@@ -327,10 +327,10 @@ cpu_threads() {
 
 # Which code the served JPEG pipeline's busiest threads run (session 14: the DALI decoder
 # threads, ~4 of the server's 6.6 CPU ms per frame, rarely sleeping): detect at VARIANT_CAMERAS
-# for 30 s, the server's CPU by thread over 5 s of it, then 20 pystack samples of one
+# for NATIVE_SECONDS, the server's CPU by thread over 5 s of it, then 20 pystack samples of one
 # detect_pipeline stub (native-stacks.txt; pystack from pystack_program), and two whole
 # pystack outputs of it (native-raw-N.txt: the frames below the counted ones).
-# NATIVE_SECONDS (60): the load's length; pystack takes seconds per sample of ~300 threads.
+# NATIVE_SECONDS (60): long enough for the samples, at seconds each for ~300 threads.
 native() {
   input_data
   local pystack bench port stub i

@@ -114,19 +114,19 @@ print("all", len(os.sched_getaffinity(0)))
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("affine", ["1", "0"])
 def test_the_mixed_decoders_threads_may_use_every_core_when_not_affine(
-    repository: Path, tmp_path: Path, affine: str
+    repository: Path, tmp_path: Path
 ) -> None:
     """``CAMDET_DALI_AFFINE=0`` (a measurement variable) leaves the ``mixed`` decoder's pool
-    threads on every core the process may use; DALI's default pins them (NVML's CPUs of
-    the GPU, which may be all of them on a machine of one socket)."""
+    threads on every core the process may use. DALI's default pins them to NVML's CPUs of
+    the GPU, which on the H100 hosts are all of them too (session 15), so only the
+    unpinned case has an outcome to assert everywhere."""
     frame = tmp_path / "frame.jpg"
     frame.write_bytes(encode(render_frame(np.random.default_rng(1), 1280, 720).image, ".jpg", 90))
     command = [sys.executable, "-c", _DECODER_CORES, str(repository / "preprocess/1/dali.py")]
     result = subprocess.run(
         [*command, str(frame)],
-        env={**os.environ, "CAMDET_DALI_AFFINE": affine},
+        env={**os.environ, "CAMDET_DALI_AFFINE": "0"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -137,7 +137,4 @@ def test_the_mixed_decoders_threads_may_use_every_core_when_not_affine(
     words = result.stdout.split()  # cores per decoder thread, then "all" and the process's
     cores, total = [int(w) for w in words[:-2]], int(words[-1])
     assert cores, f"no mixed-decoder threads found: {result.stdout!r}"
-    if affine == "0":
-        assert cores == [total] * len(cores)
-    else:
-        assert all(1 <= n <= total for n in cores)
+    assert cores == [total] * len(cores)

@@ -35,7 +35,7 @@ detector was trained and evaluated with, which cost 0.006 mAP@0.5:0.95 on the H1
 AFFINE = os.environ.get("CAMDET_DALI_AFFINE", "1") != "0"
 """Tie each thread of the ``mixed`` decoder's pool to the GPU's CPUs (DALI's default,
 ``affine``; ``0`` lets the OS place them). A measurement variable: those threads use ~3-4
-CPU ms per served frame against ~0.5 in a plain process. On the one-socket H100 hosts
+CPU ms per served frame against ~0.5 in a plain process. On the 16-core H100 hosts
 NVML's CPUs of the GPU are all of them, and unpinned gave the same frames (session 15:
 2,116 vs 2,146 frames/s, perf/RESULTS.md)."""
 
