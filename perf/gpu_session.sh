@@ -39,6 +39,8 @@
 #                                        # and pipeline tests (-v: each test's line), SHORT_LIMIT (270) s
 #   bash perf/gpu_session.sh nvdec       # how many NVDEC decoders the card opens at once, from 1 and
 #                                        # 4 processes, without and with the private MPS daemon
+#   bash perf/gpu_session.sh decoders_parts  # NVDEC decoders beside an idle server per arrangement
+#                                        # (PARTS): no MPS daemon, three steps, one pipeline instance
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -489,6 +491,25 @@ wait_busy() {
       busy=0
     fi
     sleep 1
+  done
+}
+
+# Which part of an idle GPU server holds the card's decoder sessions (session 13: 93 of 288;
+# session 14: not its JPEG pipelines): the count beside an idle server per arrangement,
+# each server stopped before the next (PARTS: NAME:ENV words; by default without the MPS
+# daemon, the three-step arrangement, and one pipeline instance instead of 4).
+decoders_parts() {
+  local part server
+  for part in ${PARTS:-no-mps:CAMDET_MPS=0 three-steps:CAMDET_PIPELINES=0 \
+    one-instance:CAMDET_PIPELINE_INSTANCES=1}; do
+    (
+      # shellcheck disable=SC2086  # the part's variables, one word each
+      export ${part#*:}
+      serve_portable "decoders-${part%%:*}-server.txt"
+      count_decoders "decoders-${part%%:*}" "decoders beside an idle server, ${part%%:*} (${part#*:})"
+      kill "$server"; wait "$server"
+    )
+    pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 2
   done
 }
 
