@@ -41,6 +41,9 @@
 #                                        # 4 processes, without and with the private MPS daemon
 #   bash perf/gpu_session.sh decoders_parts  # NVDEC decoders beside an idle server per arrangement
 #                                        # (PARTS): no MPS daemon, three steps, one pipeline instance
+#   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
+#                                        # REMAINING_LIMIT (540) s last: detect with bare and naive at
+#                                        # 384 cameras and 70 %, native stacks, decoders_parts; pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -551,6 +554,23 @@ jpeg_decoders() {
       "nvdec beside $held JPEG pipelines (batch $batch, hardware share $hw)" \
       --jpeg-pipelines "$held" --jpeg-batch "$batch"
   done
+}
+
+# What #21 still lacks on the card, most wanted first, each phase started only while the
+# call has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases'
+# own lengths on an H100: jpeg at one camera count ~180 s, native ~110 s, decoders_parts
+# ~200 s), then pack: for a call of whatever length the device tool gives.
+remaining() {
+  local limit=${REMAINING_LIMIT:-540} start=$SECONDS
+  room() { [ $((limit - (SECONDS - start))) -gt "$1" ]; }
+  room 200 && JPEG_CAMERAS=${JPEG_CAMERAS:-384} timeout 240 bash "$0" jpeg
+  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+  room 120 && VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} NATIVE_SECONDS=${NATIVE_SECONDS:-40} \
+    timeout 150 bash "$0" native
+  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+  room 220 && timeout 260 bash "$0" decoders_parts
+  echo "remaining: done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+  pack
 }
 
 pack() {
