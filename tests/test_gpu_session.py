@@ -1,0 +1,26 @@
+"""perf/gpu_session.sh, the GPU machine's one-command measurements: its usage and its phases agree.
+
+The script runs only on the card (it starts servers and stops every ``tritonserver`` between
+phases), so the CPU checks what can go wrong before a scarce call: the shell parses, and
+every phase its usage names is a function it can run.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "perf" / "gpu_session.sh"
+
+
+def test_the_script_parses() -> None:
+    result = subprocess.run(["bash", "-n", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_phase_in_the_usage_is_a_function() -> None:
+    text = SCRIPT.read_text()
+    named = set(re.findall(r"^#   bash perf/gpu_session\.sh (\w+)", text, re.MULTILINE))
+    defined = set(re.findall(r"^(\w+)\(\) \{", text, re.MULTILINE))
+
+    assert {"remaining", "decoders_parts", "native", "jpeg"} <= named
+    assert named - defined == {"all"}  # `all` is the case statement's own
