@@ -71,6 +71,26 @@ print("dynamic", pipe.exec_dynamic)
 """
 
 
+def _run_with(code: str, repository: Path, args: list[Path], **variables: str) -> str:
+    """Run ``code`` on the production ``dali.py`` in a new Python with ``variables`` set.
+
+    The measurement variables are read when ``dali.py`` and the pipeline module are
+    imported, hence a process of their own. ``code`` gets the ``dali.py`` path, then
+    ``args``; returns its stdout (asserting it succeeded).
+    """
+    dali_py = repository / "preprocess/1/dali.py"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(dali_py), *map(str, args)],
+        env={**os.environ, **variables},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 def test_the_classic_executor_letterboxes_as_the_default_one(
     repository: Path, pipeline, tmp_path: Path
 ) -> None:
@@ -83,18 +103,9 @@ def test_the_classic_executor_letterboxes_as_the_default_one(
     for file, data in zip(files, encoded, strict=True):
         file.write_bytes(data)
     out = tmp_path / "classic.npy"
-    command = [sys.executable, "-c", _CLASSIC, str(repository / "preprocess/1/dali.py"), str(out)]
-    result = subprocess.run(
-        [*command, *map(str, files)],
-        env={**os.environ, "CAMDET_DALI_EXEC_DYNAMIC": "0"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    stdout = _run_with(_CLASSIC, repository, [out, *files], CAMDET_DALI_EXEC_DYNAMIC="0")
 
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "dynamic False" in result.stdout
+    assert "dynamic False" in stdout
     assert np.array_equal(np.load(out), expected)
 
 
@@ -123,18 +134,9 @@ def test_the_mixed_decoders_threads_may_use_every_core_when_not_affine(
     unpinned case has an outcome to assert everywhere."""
     frame = tmp_path / "frame.jpg"
     frame.write_bytes(encode(render_frame(np.random.default_rng(1), 1280, 720).image, ".jpg", 90))
-    command = [sys.executable, "-c", _DECODER_CORES, str(repository / "preprocess/1/dali.py")]
-    result = subprocess.run(
-        [*command, str(frame)],
-        env={**os.environ, "CAMDET_DALI_AFFINE": "0"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    stdout = _run_with(_DECODER_CORES, repository, [frame], CAMDET_DALI_AFFINE="0")
 
-    assert result.returncode == 0, result.stderr[-2000:]
-    words = result.stdout.split()  # cores per decoder thread, then "all" and the process's
+    words = stdout.split()  # cores per decoder thread, then "all" and the process's
     cores, total = [int(w) for w in words[:-2]], int(words[-1])
-    assert cores, f"no mixed-decoder threads found: {result.stdout!r}"
+    assert cores, f"no mixed-decoder threads found: {stdout!r}"
     assert cores == [total] * len(cores)
