@@ -326,7 +326,7 @@ cpu_threads() {
     threads-x2:CAMDET_PIPELINE_INSTANCES=2 threads-nomps:CAMDET_MPS=0}; do
     # shellcheck disable=SC2086  # the point's variables, one word each
     timeout "${POINT_TIMEOUT:-100}" bash "$0" variant "${point%%:*}" ${point#*:}
-    pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+    stop_all
   done
 }
 
@@ -378,6 +378,11 @@ pystack_program() {
   echo "$dir/pystack"
 }
 
+# Between phases or points: whatever a bench, a server or the MPS daemon left running.
+stop_all() {
+  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+}
+
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS
 # daemon stopped after it (a point that hangs costs only its own); the fastest point's
 # variables go to $OUT/FILE.
@@ -388,7 +393,7 @@ best_of() {
     name=${point%%:*}
     # shellcheck disable=SC2086  # the point's variables, one word each
     timeout "${POINT_TIMEOUT:-100}" bash "$0" variant "$name" ${point#*:}
-    pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+    stop_all
     fps=$(peak "$OUT/var-$name/bench.json" ours) || continue
     [ "$fps" -gt "$best_fps" ] && best=${point#*:} best_fps=$fps
   done
@@ -512,7 +517,7 @@ decoders_parts() {
       count_decoders "decoders-${part%%:*}" "decoders beside an idle server, ${part%%:*} (${part#*:})"
       kill "$server"; wait "$server"
     )
-    pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 2
+    stop_all; sleep 1
   done
 }
 
@@ -564,10 +569,10 @@ remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS
   room() { [ $((limit - (SECONDS - start))) -gt "$1" ]; }
   room 200 && JPEG_CAMERAS=${JPEG_CAMERAS:-384} timeout 240 bash "$0" jpeg
-  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+  stop_all
   room 120 && VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} NATIVE_SECONDS=${NATIVE_SECONDS:-40} \
     timeout 150 bash "$0" native
-  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+  stop_all
   room 220 && timeout 260 bash "$0" decoders_parts
   echo "remaining: done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
   pack
