@@ -41,9 +41,12 @@
 #                                        # 4 processes, without and with the private MPS daemon
 #   bash perf/gpu_session.sh decoders_parts  # NVDEC decoders beside an idle server per arrangement
 #                                        # (PARTS): no MPS daemon, three steps, one pipeline instance
+#   bash perf/gpu_session.sh video_instances  # detect_video at 192 cameras per count of video
+#                                        # pipeline instances (VIDEO_INSTANCES: 4 8 12), 70 % of the best
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: detect with bare and naive at
-#                                        # 384 cameras and 70 %, native stacks, decoders_parts; pack
+#                                        # REMAINING_LIMIT (540) s last: video_instances, detect with
+#                                        # bare and naive at 384 cameras and 70 %, native stacks,
+#                                        # decoders_parts (REMAINING: the phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -561,20 +564,75 @@ jpeg_decoders() {
   done
 }
 
-# What #21 still lacks on the card, most wanted first, each phase started only while the
-# call has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases'
-# own lengths on an H100: jpeg at one camera count ~180 s, native ~110 s, decoders_parts
-# ~200 s), then pack: for a call of whatever length the device tool gives.
+# detect_video at VIDEO_CAMERAS (192) per count of video pipeline instances (VIDEO_INSTANCES,
+# "4 8 12"; each count only while VIDEO_LIMIT (330) s from the start leave room for it and the
+# 70 % point), each with the server's CPU by thread; then ~70 % of the fastest count's
+# peak at its cameras. A process decodes its cameras one after another (~420 frames/s
+# whatever the threads, perf/RESULTS.md "Video"): more processes, more decoders at work.
+video_instances() {
+  local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} n fps best=0 best_n=""
+  gpu_before
+  for n in ${VIDEO_INSTANCES:-4 8 12}; do
+    [ $((${VIDEO_LIMIT:-330} - (SECONDS - start))) -gt 160 ] || break
+    CAMDET_VIDEO_PIPELINE_INSTANCES=$n timeout 150 bash "$0" video_point "video-x$n" "$cameras"
+    stop_all
+    fps=$(peak "$OUT/video-x$n/bench.json" video) || continue
+    [ "$fps" -gt "$best" ] && best=$fps best_n=$n
+  done
+  [ -n "$best_n" ] || return 0
+  echo "video: fastest $best_n instances, $best frames/s" | tee -a "$OUT/summary.txt"
+  CAMDET_VIDEO_PIPELINE_INSTANCES=$best_n timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
+    --rate "${cameras}x$(python -c "print(round(0.7 * $best / $cameras, 2))")" \
+    --out "$OUT/video-x$best_n-70" > "$OUT/video-x$best_n-70.txt" 2>&1
+  stop_all
+}
+
+# One detect_video point (NAME CAMERAS) and the server's CPU by thread over 5 s of its window.
+video_point() {
+  local name=$1 cameras=$2 bench port
+  "${VIDEO[@]}" --cameras "$cameras" --out "$OUT/$name" > "$OUT/$name.txt" 2>&1 &
+  bench=$!
+  port=$(metrics_port detect_video_pipeline)
+  [ -n "$port" ] && server_threads "$name" && stack_dumps "$name" detect_video_pipeline
+  wait "$bench"
+  echo "$name: $(peak "$OUT/$name/bench.json" video) frames/s at $cameras cameras" \
+    | tee -a "$OUT/summary.txt"
+}
+
+# Three py-spy dumps (native frames too) of one of MODEL's stubs, a second apart: where its
+# decode threads wait (for the GIL, in NVDEC, for the GPU), NAME-dump.txt.
+stack_dumps() {
+  local name=$1 pid spy=${PY_SPY:-/tmp/site/bin/py-spy}
+  pid=$(stubs "$2" | head -1)
+  [ -n "$pid" ] || return 0
+  for _ in 1 2 3; do
+    "$spy" dump --native --pid "$pid" >> "$OUT/$name-dump.txt" 2>&1
+    sleep 1
+  done
+}
+
+# What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
+# video_instances jpeg native decoders_parts), each phase started only while the call has
+# room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths
+# on an H100: video_instances ~300 s, jpeg at one camera count ~180 s, native ~110 s,
+# decoders_parts ~200 s), then pack: for a call of whatever length the device tool gives.
 remaining() {
-  local limit=${REMAINING_LIMIT:-540} start=$SECONDS
-  room() { [ $((limit - (SECONDS - start))) -gt "$1" ]; }
-  room 200 && JPEG_CAMERAS=${JPEG_CAMERAS:-384} timeout 240 bash "$0" jpeg
-  stop_all
-  room 120 && VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} NATIVE_SECONDS=${NATIVE_SECONDS:-40} \
-    timeout 150 bash "$0" native
-  stop_all
-  room 220 && timeout 260 bash "$0" decoders_parts
-  echo "remaining: done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+  local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap
+  for phase in ${REMAINING:-video_instances jpeg native decoders_parts}; do
+    case $phase in
+      video_instances) need=200 cap=$((limit - (SECONDS - start) - 10)) ;;
+      jpeg) need=200 cap=240 ;;
+      native) need=120 cap=150 ;;
+      decoders_parts) need=220 cap=260 ;;
+      *) echo "remaining: no phase $phase" | tee -a "$OUT/summary.txt"; continue ;;
+    esac
+    [ $((limit - (SECONDS - start))) -gt "$need" ] || continue
+    JPEG_CAMERAS=${JPEG_CAMERAS:-384} VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} \
+      NATIVE_SECONDS=${NATIVE_SECONDS:-40} VIDEO_LIMIT=$((cap > 330 ? 330 : cap)) \
+      timeout "$cap" bash "$0" "$phase"
+    stop_all
+    echo "remaining: $phase done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"
+  done
   pack
 }
 

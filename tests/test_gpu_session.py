@@ -24,3 +24,12 @@ def test_every_phase_in_the_usage_is_a_function() -> None:
 
     assert {"remaining", "decoders_parts", "native", "jpeg"} <= named
     assert named - defined == {"all"}  # `all` is the case statement's own
+
+
+def test_remaining_runs_phases_that_exist() -> None:
+    text = SCRIPT.read_text()
+    (default,) = re.findall(r"\$\{REMAINING:-([\w ]+)\}", text)
+    defined = set(re.findall(r"^(\w+)\(\) \{", text, re.MULTILINE))
+
+    assert default.split()[0] == "video_instances"
+    assert set(default.split()) <= defined

@@ -22,7 +22,12 @@ from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
 from camdet.scenes import render_frame
 from camdet.serving import portable
 from camdet.serving.launch import has_cuda_gpu
-from camdet.serving.portable import PIPELINE_INSTANCES, add_pipelines, generate_portable_repository
+from camdet.serving.portable import (
+    PIPELINE_INSTANCES,
+    VIDEO_PIPELINE_INSTANCES,
+    add_pipelines,
+    generate_portable_repository,
+)
 from camdet.serving.repository import (
     PRODUCTION_REPOSITORY,
     contract,
@@ -81,12 +86,26 @@ def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     taken_in = portable.PIPELINE_VALIDATE  # True unless CAMDET_PIPELINE_VALIDATE=0
     assert steps(gpu[ENSEMBLE]) == ["validate"] * (not taken_in) + ["detect_pipeline"]
     assert [g.count for g in gpu["detect_pipeline"].instance_group] == [PIPELINE_INSTANCES]
+    video = [g.count for g in gpu["detect_video_pipeline"].instance_group]
+    assert video == [VIDEO_PIPELINE_INSTANCES]
     # The measured CUDA wait per pipeline unless CAMDET_CUDA_SCHEDULE says otherwise.
     chosen = portable.PIPELINE_CUDA_SCHEDULE
     for name, default in (("detect_pipeline", "blocking-sync"), ("detect_video_pipeline", "auto")):
         assert gpu[name].parameters["cuda_schedule"].string_value == (chosen or default)
     assert steps(cpu[ENSEMBLE]) == ["validate", "preprocess", "detector", "postprocess"]
     assert "detect_pipeline" not in cpu
+
+
+def test_video_pipeline_instances_are_counted_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process decodes its cameras one at a time: the video pipeline may want more processes.
+    monkeypatch.setattr(portable, "VIDEO_PIPELINE_INSTANCES", PIPELINE_INSTANCES + 4)
+    gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
+    counts = [
+        [g.count for g in gpu[f"{n}_pipeline"].instance_group] for n in (ENSEMBLE, VIDEO_ENSEMBLE)
+    ]
+    assert counts == [[PIPELINE_INSTANCES], [PIPELINE_INSTANCES + 4]]
 
 
 @contextmanager

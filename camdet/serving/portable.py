@@ -178,6 +178,16 @@ overlapping its own batches: 1 / 2 / 3 overlapped instances gave 672 / 1,132 / 1
 frames/s at 256 JPEG cameras on an H100 (perf/RESULTS.md, session 7); under the private
 MPS daemon (:mod:`camdet.serving.mps`) 3 / 4 / 6 gave 1,560 / 1,752 / 1,688 (session 9)."""
 
+VIDEO_PIPELINE_INSTANCES = int(
+    os.environ.get("CAMDET_VIDEO_PIPELINE_INSTANCES", "") or PIPELINE_INSTANCES
+)
+"""Instances of the video ``*_pipeline`` model per GPU (``CAMDET_VIDEO_PIPELINE_INSTANCES``;
+empty: :data:`PIPELINE_INSTANCES`). A process decodes its cameras' access units one at a
+time however many threads ask (PyNvVideoCodec 2.2: ~420 frames/s for 1, 8 or 32 cameras
+in one process, perf/RESULTS.md "Video"), so the card's decoders work in parallel only
+across processes: 4 instances gave 1,534 frames/s at 192 cameras, each ~440 frames/s in
+batches of 14 frames at 32.5 ms (session 13)."""
+
 PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 """Whether each ``*_pipeline`` instance overlaps its batches: a decode thread and a
 detect-and-answer thread (``CAMDET_PIPELINE_OVERLAP=0``: one thread does both; config
@@ -213,7 +223,7 @@ def add_pipelines(
     root: Path,
     detectors: set[str],
     gpu: bool,
-    instances: int = PIPELINE_INSTANCES,
+    instances: int | None = None,
     validate: bool | None = None,
 ) -> None:
     """Serve each ensemble's preprocess -> detector -> postprocess as one model.
@@ -226,7 +236,9 @@ def add_pipelines(
         root: A portable repository (modified in place).
         detectors: Names of its detector models.
         gpu: Whether the instances are GPU instances.
-        instances: Instances per GPU (one CPU instance without a GPU).
+        instances: Instances per GPU (one CPU instance without a GPU); None:
+            :data:`PIPELINE_INSTANCES`, or :data:`VIDEO_PIPELINE_INSTANCES` for a video
+            pipeline.
         validate: Take a ``validate`` step right in front of the run into the model too
             (None: :data:`PIPELINE_VALIDATE`).
     """
@@ -241,10 +253,11 @@ def add_pipelines(
         first = start if check is None else start - 1
         run = steps[start : start + 3]
         pipeline = _pipeline_config(ensemble, run, configs, check)
-        for group in pipeline.instance_group:
-            group.count = instances if gpu else 1
-        pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
         video = configs[run[0].model_name].HasField("sequence_batching")
+        count = instances or (VIDEO_PIPELINE_INSTANCES if video else PIPELINE_INSTANCES)
+        for group in pipeline.instance_group:
+            group.count = count if gpu else 1
+        pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
         schedule = PIPELINE_CUDA_SCHEDULE or DEFAULT_SCHEDULES[video]
         pipeline.parameters["cuda_schedule"].string_value = schedule
         _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])
