@@ -43,6 +43,8 @@
 #                                        # (PARTS): no MPS daemon, three steps, one pipeline instance
 #   bash perf/gpu_session.sh video_instances  # detect_video at 192 cameras per count of video
 #                                        # pipeline instances (VIDEO_INSTANCES: 4 8 12), 70 % of the best
+#   bash perf/gpu_session.sh nvdec_parallel  # one process's decoders: GIL share, threads vs processes
+#   bash perf/gpu_session.sh video_profile   # py-spy of detect_video_pipeline in its steady state
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
 #                                        # REMAINING_LIMIT (540) s last: video_instances, detect with
 #                                        # bare and naive at 384 cameras and 70 %, native stacks,
@@ -599,6 +601,31 @@ video_point() {
     | tee -a "$OUT/summary.txt"
 }
 
+# Does one process decode several cameras at once (perf/nvdec_parallel.py): a Python loop
+# beside a decoding thread, decoders in 1/4/8 threads of one process and in 4/8 processes.
+nvdec_parallel() {
+  timeout 200 python -m camdet.perf.nvdec_parallel --out "$OUT/nvdec-parallel.json" \
+    > "$OUT/nvdec-parallel.txt" 2>&1
+  echo "nvdec parallel: $(grep -h '^{' "$OUT/nvdec-parallel.txt" | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
+}
+
+# Where detect_video_pipeline's Python time goes at VIDEO_CAMERAS (192) in its steady state:
+# its phase counters, threads and py-spy (active and GIL-holding stacks) once NVDEC has
+# been busy for 8 s in a row, inside a 35 s window (no warm-up run, whose end closes the
+# cameras' decoders).
+video_profile() {
+  local bench port
+  gpu_before
+  "${VIDEO[@]}" --cameras "${VIDEO_CAMERAS:-192}" --no-warmup-run --warmup 20 --duration 35 \
+    --out "$OUT/video-prof" > "$OUT/video-prof.txt" 2>&1 &
+  bench=$!
+  port=$(metrics_port detect_video_pipeline)
+  wait_busy utilization.decoder 8 150
+  [ -n "$port" ] && look_inside video-prof detect_video_pipeline "$port"
+  wait "$bench"
+  echo "video profile: $(peak "$OUT/video-prof/bench.json" video) frames/s" | tee -a "$OUT/summary.txt"
+}
+
 # Three py-spy dumps (native frames too) of one of MODEL's stubs, a second apart: where its
 # decode threads wait (for the GIL, in NVDEC, for the GPU), NAME-dump.txt.
 stack_dumps() {
@@ -624,6 +651,8 @@ remaining() {
       jpeg) need=200 cap=240 ;;
       native) need=120 cap=150 ;;
       decoders_parts) need=220 cap=260 ;;
+      nvdec_parallel) need=120 cap=210 ;;
+      video_profile) need=120 cap=150 ;;
       *) echo "remaining: no phase $phase" | tee -a "$OUT/summary.txt"; continue ;;
     esac
     [ $((limit - (SECONDS - start))) -gt "$need" ] || continue

@@ -5,6 +5,7 @@ phases), so the CPU checks what can go wrong before a scarce call: the shell par
 every phase its usage names is a function it can run.
 """
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -33,3 +34,32 @@ def test_remaining_runs_phases_that_exist() -> None:
 
     assert default.split()[0] == "video_instances"
     assert set(default.split()) <= defined
+
+
+def test_nvdec_parallel_measures_decoders_on_the_cpu(tmp_path: Path) -> None:
+    # The same code paths the card runs, with PyAV: one JSON record per measurement.
+    out = tmp_path / "p.json"
+    subprocess.run(
+        [
+            "python",
+            "-m",
+            "camdet.perf.nvdec_parallel",
+            "--cpu",
+            "--threads",
+            "2",
+            "--processes",
+            "2",
+            "--seconds",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    records = json.loads(out.read_text())
+    assert [r["mode"] for r in records] == ["gil", "threads", "processes"]
+    assert 0 < records[0]["python_loop_share"] <= 1.5
+    assert all(r["fps"] > 0 for r in records[1:])
+    assert [r["decoders"] for r in records[1:]] == [2, 2]
