@@ -41,12 +41,13 @@
 #                                        # 4 processes, without and with the private MPS daemon
 #   bash perf/gpu_session.sh decoders_parts  # NVDEC decoders beside an idle server per arrangement
 #                                        # (PARTS): no MPS daemon, three steps, one pipeline instance
-#   bash perf/gpu_session.sh video_instances  # detect_video at 192 cameras per count of video
-#                                        # pipeline instances (VIDEO_INSTANCES: 4 8 12), 70 % of the best
+#   bash perf/gpu_session.sh video_variants  # detect_video at 192 cameras per arrangement
+#                                        # (VIDEO_POINTS), 70 % of the best
+#   bash perf/gpu_session.sh video_instances  # the same per count of video pipeline instances
 #   bash perf/gpu_session.sh nvdec_parallel  # one process's decoders: GIL share, threads vs processes
 #   bash perf/gpu_session.sh video_profile   # py-spy of detect_video_pipeline in its steady state
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: video_instances, detect with
+#                                        # REMAINING_LIMIT (540) s last: video_variants, detect with
 #                                        # bare and naive at 384 cameras and 70 %, native stacks,
 #                                        # decoders_parts (REMAINING: the phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
@@ -566,27 +567,40 @@ jpeg_decoders() {
   done
 }
 
-# detect_video at VIDEO_CAMERAS (192) per count of video pipeline instances (VIDEO_INSTANCES,
-# "4 8 12"; each count only while VIDEO_LIMIT (330) s from the start leave room for it and the
-# 70 % point), each with the server's CPU by thread; then ~70 % of the fastest count's
-# peak at its cameras. A process decodes its cameras one after another (~420 frames/s
-# whatever the threads, perf/RESULTS.md "Video"): more processes, more decoders at work.
-video_instances() {
-  local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} n fps best=0 best_n=""
+# detect_video at VIDEO_CAMERAS (192) per arrangement (VIDEO_POINTS: NAME:ENV... points
+# separated by ";", by default the defaults and session 15's decode threads and GIL
+# switch interval), each point only while VIDEO_LIMIT (330) s from the start leave room for
+# it and the 70 % point, each with the server's CPU by thread; then ~70 % of the fastest
+# point's peak at its cameras, with its variables.
+video_variants() {
+  local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} point name fps best=0 best_env="" found=""
+  local points
+  IFS=';' read -ra points <<< "${VIDEO_POINTS:-defaults:;before:CAMDET_VIDEO_DECODE_THREADS=4 CAMDET_GIL_SWITCH_MS=5}"
   gpu_before
-  for n in ${VIDEO_INSTANCES:-4 8 12}; do
+  for point in "${points[@]}"; do
     [ $((${VIDEO_LIMIT:-330} - (SECONDS - start))) -gt 160 ] || break
-    CAMDET_VIDEO_PIPELINE_INSTANCES=$n timeout 150 bash "$0" video_point "video-x$n" "$cameras"
+    name=${point%%:*}
+    # shellcheck disable=SC2086  # the point's variables, one word each
+    env ${point#*:} timeout 150 bash "$0" video_point "video-$name" "$cameras"
     stop_all
-    fps=$(peak "$OUT/video-x$n/bench.json" video) || continue
-    [ "$fps" -gt "$best" ] && best=$fps best_n=$n
+    fps=$(peak "$OUT/video-$name/bench.json" video) || continue
+    [ "$fps" -gt "$best" ] && best=$fps best_env=${point#*:} found=$name
   done
-  [ -n "$best_n" ] || return 0
-  echo "video: fastest $best_n instances, $best frames/s" | tee -a "$OUT/summary.txt"
-  CAMDET_VIDEO_PIPELINE_INSTANCES=$best_n timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
+  [ -n "$found" ] || return 0
+  echo "video: fastest $found ($best_env), $best frames/s" | tee -a "$OUT/summary.txt"
+  # shellcheck disable=SC2086
+  env $best_env timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
     --rate "${cameras}x$(python -c "print(round(0.7 * $best / $cameras, 2))")" \
-    --out "$OUT/video-x$best_n-70" > "$OUT/video-x$best_n-70.txt" 2>&1
+    --out "$OUT/video-$found-70" > "$OUT/video-$found-70.txt" 2>&1
   stop_all
+}
+
+# video_variants over counts of video pipeline instances (VIDEO_INSTANCES, "4 8": session 16
+# found 8 refused by NVDEC at 192 cameras).
+video_instances() {
+  local n points=""
+  for n in ${VIDEO_INSTANCES:-4 8}; do points+="x$n:CAMDET_VIDEO_PIPELINE_INSTANCES=$n;"; done
+  VIDEO_POINTS=${points%;} video_variants
 }
 
 # One detect_video point (NAME CAMERAS) and the server's CPU by thread over 5 s of its window.
@@ -639,15 +653,15 @@ stack_dumps() {
 }
 
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# video_instances jpeg native decoders_parts), each phase started only while the call has
+# video_variants jpeg native decoders_parts), each phase started only while the call has
 # room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths
-# on an H100: video_instances ~300 s, jpeg at one camera count ~180 s, native ~110 s,
+# on an H100: video_variants ~300 s, jpeg at one camera count ~180 s, native ~110 s,
 # decoders_parts ~200 s), then pack: for a call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap
-  for phase in ${REMAINING:-video_instances jpeg native decoders_parts}; do
+  for phase in ${REMAINING:-video_variants jpeg native decoders_parts}; do
     case $phase in
-      video_instances) need=200 cap=$((limit - (SECONDS - start) - 10)) ;;
+      video_variants|video_instances) need=200 cap=$((limit - (SECONDS - start) - 10)) ;;
       jpeg) need=200 cap=240 ;;
       native) need=120 cap=150 ;;
       decoders_parts) need=220 cap=260 ;;

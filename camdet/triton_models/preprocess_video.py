@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class TritonPythonModel:
         self.letterbox = VideoLetterbox(
             int(config["max_batch_size"]), threads, self.device_id, on_gpu=nvdec
         )
+        if nvdec:  # a CPU instance's decoders need its cores, not more threads
+            _set_switch_interval(config)
         self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS, DAMAGED)}
         image_dims = pb_utils.get_output_config_by_name(config, IMAGE)["dims"]
         # What a letterboxed frame's padding is, everywhere: a frame that is all padding.
@@ -69,7 +72,9 @@ class TritonPythonModel:
             [1, *image_dims], PAD_VALUE * PIXEL_SCALE, dtype=self.dtypes[IMAGE]
         )
         # A batch holds many cameras: decode them in parallel, each camera in order.
-        self.decoders = ThreadPoolExecutor(threads, thread_name_prefix="camdet-decode")
+        self.decoders = ThreadPoolExecutor(
+            _decode_threads(config) if nvdec else threads, thread_name_prefix="camdet-decode"
+        )
         self.stop = threading.Event()
         self.sweeper = threading.Thread(target=self._sweep, args=(1.0,), daemon=True)
         self.sweeper.start()
@@ -205,6 +210,31 @@ def read(request: Any) -> AccessUnit | VideoRequestError:
         return VideoRequestError(f"bad request parameters: {exc}")
     pts = int(pts.reshape(-1)[0])
     return AccessUnit(request.correlation_id(), request.flags(), codec, np.array(chunk[0]), pts)
+
+
+def _decode_threads(config: dict) -> int:
+    """Cameras an NVDEC instance decodes at once (``CAMDET_VIDEO_DECODE_THREADS`` overrides).
+
+    The config's ``decode_threads``; a PyAV instance keeps ``num_threads``, its cores.
+    """
+    return int(os.environ.get("CAMDET_VIDEO_DECODE_THREADS") or parameter(config, "decode_threads"))
+
+
+def _set_switch_interval(config: dict) -> None:
+    """Hand the GIL over sooner than Python's 5 ms (parameter ``gil_switch_interval_ms``).
+
+    A decode thread gives the GIL back while NVDEC decodes (one process decodes 503 /
+    1,774 / 2,734 frames/s in 1 / 4 / 8 threads, perf/RESULTS.md session 16) and needs it
+    again for each step after (the frame's copy, the stream's wait). Beside the model's
+    busy Python threads it waited up to a whole switch interval each time: under 192
+    cameras py-spy found the decode threads mostly waiting to take the GIL back, and a
+    batch of 14 frames took ~30 ms. ``CAMDET_GIL_SWITCH_MS`` overrides the parameter.
+    """
+    value = os.environ.get("CAMDET_GIL_SWITCH_MS") or parameter(
+        config, "gil_switch_interval_ms", ""
+    )
+    if value:
+        sys.setswitchinterval(float(value) / 1000)
 
 
 def _has_nvdec() -> bool:
