@@ -46,10 +46,11 @@
 #   bash perf/gpu_session.sh video_instances  # the same per count of video pipeline instances
 #   bash perf/gpu_session.sh nvdec_parallel  # one process's decoders: GIL share, threads vs processes
 #   bash perf/gpu_session.sh video_profile   # py-spy of detect_video_pipeline in its steady state
+#   bash perf/gpu_session.sh warm_up     # detect warmed up with a whole batch vs one frame
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: video_variants, detect with
-#                                        # bare and naive at 384 cameras and 70 %, native stacks,
-#                                        # decoders_parts (REMAINING: the phases, in order); pack
+#                                        # REMAINING_LIMIT (540) s last: detect with bare and naive
+#                                        # at 384 cameras and 70 %, warm_up, video_variants, native
+#                                        # stacks (REMAINING: the phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -568,8 +569,8 @@ jpeg_decoders() {
 }
 
 # detect_video at VIDEO_CAMERAS (192) per arrangement (VIDEO_POINTS: NAME:ENV... points
-# separated by ";", by default the defaults and session 15's decode threads and GIL
-# switch interval), each point only while VIDEO_LIMIT (330) s from the start leave room for
+# separated by ";", by default the defaults and the decode threads and GIL
+# switch interval before session 16), each point only while VIDEO_LIMIT (330) s from the start leave room for
 # it and the 70 % point, each with the server's CPU by thread; then ~70 % of the fastest
 # point's peak at its cameras, with its variables.
 video_variants() {
@@ -652,17 +653,29 @@ stack_dumps() {
   done
 }
 
+# detect at VARIANT_CAMERAS warmed up with a whole batch (the defaults since session 16) and
+# with one frame (CAMDET_WARMUP_BATCH=1, before): the hardware JPEG decoder's share of a
+# batch is set by the first batch, the rest going to nvJPEG's hybrid decoder on the CPU.
+warm_up() {
+  input_data
+  variant warm64
+  stop_all
+  variant warm1 CAMDET_WARMUP_BATCH=1
+  stop_all
+}
+
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# video_variants jpeg native decoders_parts), each phase started only while the call has
+# jpeg warm_up video_variants native), each phase started only while the call has
 # room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths
-# on an H100: video_variants ~300 s, jpeg at one camera count ~180 s, native ~110 s,
+# on an H100: jpeg at one camera count ~210 s, warm_up ~200 s, video_variants ~280 s, native ~110 s,
 # decoders_parts ~200 s), then pack: for a call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap
-  for phase in ${REMAINING:-video_variants jpeg native decoders_parts}; do
+  for phase in ${REMAINING:-jpeg warm_up video_variants native}; do
     case $phase in
       video_variants|video_instances) need=200 cap=$((limit - (SECONDS - start) - 10)) ;;
       jpeg) need=200 cap=240 ;;
+      warm_up) need=200 cap=230 ;;
       native) need=120 cap=150 ;;
       decoders_parts) need=220 cap=260 ;;
       nvdec_parallel) need=120 cap=210 ;;

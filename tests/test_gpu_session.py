@@ -32,7 +32,7 @@ def test_remaining_runs_phases_that_exist() -> None:
     (default,) = re.findall(r"\$\{REMAINING:-([\w ]+)\}", text)
     defined = set(re.findall(r"^(\w+)\(\) \{", text, re.MULTILINE))
 
-    assert default.split()[0] == "video_variants"
+    assert default.split()[0] == "jpeg"
     assert set(default.split()) <= defined
 
 

@@ -96,10 +96,28 @@ def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     assert "detect_pipeline" not in cpu
 
 
+def test_gpu_pipelines_warm_up_with_a_whole_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hardware JPEG decoder's share of every later batch is set by the first one.
+    gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
+    cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
+    for name in ("preprocess", "detect_pipeline"):
+        (warmup,) = gpu[name].model_warmup
+        assert warmup.batch_size == gpu[name].max_batch_size == 64
+    assert [w.batch_size for w in cpu["preprocess"].model_warmup] == [1]
+    # The measurement variable puts the warm-up of before back.
+    monkeypatch.setattr(portable, "WARMUP_BATCH", "1")
+    before = read_repository(
+        generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "b", True)
+    )
+    assert [w.batch_size for w in before["detect_pipeline"].model_warmup] == [1]
+
+
 def test_video_pipeline_instances_are_counted_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A process decodes its cameras one at a time: the video pipeline may want more processes.
+    # Set apart: more video processes cost the card NVDEC sessions (perf/RESULTS.md, session 16).
     monkeypatch.setattr(portable, "VIDEO_PIPELINE_INSTANCES", PIPELINE_INSTANCES + 4)
     gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
     counts = [

@@ -98,14 +98,13 @@ def generate_portable_repository(
             detectors.add(model_dir.name)
         if not gpu:
             _to_cpu(config)
+            _warm_up_with_one_frame(config)
             if stand_in == "portable.detector_onnx":
                 _detector_per_core(config, os.cpu_count() or 1)
             if runtime == "dali" and stand_in is None:
                 serialize_dali_pipeline(target)
         else:
-            _cpu_steps_per_cores(config, os.cpu_count() or 1)
-            if runtime == "dali" and DALI_THREADS:
-                config.parameters["num_threads"].string_value = DALI_THREADS
+            _gpu_settings(config, runtime)
         write_config(config, target / "config.pbtxt")
         logger.debug("portable %s: %s", model_dir.name, stand_in or "as is")
     if gpu if pipelines is None else pipelines:
@@ -163,6 +162,33 @@ def _cpu_steps_per_cores(
             group.count = max(group.count, cores // per_instance)
 
 
+WARMUP_BATCH = os.environ.get("CAMDET_WARMUP_BATCH", "")
+"""On a GPU server, the batch every model warms up with (``CAMDET_WARMUP_BATCH``; empty: the
+production configs', a whole batch for ``preprocess``): a measurement variable, ``1`` being
+the warm-up before session 16 (``bash perf/gpu_session.sh warm_up``)."""
+
+
+def _gpu_settings(config: mc.ModelConfig, runtime: str) -> None:
+    """A GPU server's changes to a model: CPU steps per cores, measurement variables."""
+    _cpu_steps_per_cores(config, os.cpu_count() or 1)
+    if runtime == "dali" and DALI_THREADS:
+        config.parameters["num_threads"].string_value = DALI_THREADS
+    for warmup in config.model_warmup if WARMUP_BATCH else ():
+        warmup.batch_size = int(WARMUP_BATCH)
+
+
+def _warm_up_with_one_frame(config: mc.ModelConfig) -> None:
+    """Warm a CPU server's models up with batches of one.
+
+    Production warms ``preprocess`` up with a whole batch so that the GPU's hardware JPEG
+    decoder takes whole batches (its config says why); a CPU decoder has no such share,
+    and a 64-frame warm-up through the detector would cost seconds at every start on a
+    laptop's cores.
+    """
+    for warmup in config.model_warmup:
+        warmup.batch_size = 1
+
+
 def _to_cpu(config: mc.ModelConfig) -> None:
     """Replace GPU instance groups by a single CPU instance."""
     for group in config.instance_group:
@@ -182,11 +208,10 @@ VIDEO_PIPELINE_INSTANCES = int(
     os.environ.get("CAMDET_VIDEO_PIPELINE_INSTANCES", "") or PIPELINE_INSTANCES
 )
 """Instances of the video ``*_pipeline`` model per GPU (``CAMDET_VIDEO_PIPELINE_INSTANCES``;
-empty: :data:`PIPELINE_INSTANCES`). A process decodes its cameras' access units one at a
-time however many threads ask (PyNvVideoCodec 2.2: ~420 frames/s for 1, 8 or 32 cameras
-in one process, perf/RESULTS.md "Video"), so the card's decoders work in parallel only
-across processes: 4 instances gave 1,534 frames/s at 192 cameras, each ~440 frames/s in
-batches of 14 frames at 32.5 ms (session 13)."""
+empty: :data:`PIPELINE_INSTANCES`). At 192 H.264 cameras on an H100, 4 instances gave 1,631
+frames/s and 8 gave 1,480 with cameras refused: each GPU process holds ~7 of the card's
+~288 NVDEC sessions, and 8 took more cores per frame (perf/RESULTS.md, session 16). A
+process's cameras decode in parallel threads (``preprocess_video``'s ``decode_threads``)."""
 
 PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 """Whether each ``*_pipeline`` instance overlaps its batches: a decode thread and a
