@@ -569,10 +569,10 @@ jpeg_decoders() {
 }
 
 # detect_video at VIDEO_CAMERAS (192) per arrangement (VIDEO_POINTS: NAME:ENV... points
-# separated by ";", by default the defaults and the decode threads and GIL
-# switch interval before session 16), each point only while VIDEO_LIMIT (330) s from the start leave room for
-# it and the 70 % point, each with the server's CPU by thread; then ~70 % of the fastest
-# point's peak at its cameras, with its variables.
+# separated by ";"; by default the defaults, and the decode threads and GIL switch interval
+# of before session 16), each point only while VIDEO_LIMIT (330) s from the start leave
+# room for it and the 70 % point, each with the server's CPU by thread; then ~70 % of the
+# fastest point's peak at its cameras, with its variables.
 video_variants() {
   local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} point name fps best=0 best_env="" found=""
   local points
@@ -667,13 +667,14 @@ warm_up() {
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
 # jpeg warm_up video_variants native), each phase started only while the call has
 # room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths
-# on an H100: jpeg at one camera count ~210 s, warm_up ~200 s, video_variants ~280 s, native ~110 s,
-# decoders_parts ~200 s), then pack: for a call of whatever length the device tool gives.
+# on an H100: jpeg at one camera count ~210 s, warm_up ~200 s, video_variants ~280 s,
+# native ~110 s, decoders_parts ~200 s) and cut at what is left of it, then pack: for a
+# call of whatever length the device tool gives.
 remaining() {
-  local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap
+  local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
   for phase in ${REMAINING:-jpeg warm_up video_variants native}; do
     case $phase in
-      video_variants|video_instances) need=200 cap=$((limit - (SECONDS - start) - 10)) ;;
+      video_variants|video_instances) need=200 cap=330 ;;
       jpeg) need=200 cap=240 ;;
       warm_up) need=200 cap=230 ;;
       native) need=120 cap=150 ;;
@@ -682,9 +683,11 @@ remaining() {
       video_profile) need=120 cap=150 ;;
       *) echo "remaining: no phase $phase" | tee -a "$OUT/summary.txt"; continue ;;
     esac
-    [ $((limit - (SECONDS - start))) -gt "$need" ] || continue
+    left=$((limit - (SECONDS - start)))
+    [ "$left" -gt "$need" ] || continue
+    [ "$cap" -lt "$left" ] || cap=$((left - 5))
     JPEG_CAMERAS=${JPEG_CAMERAS:-384} VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} \
-      NATIVE_SECONDS=${NATIVE_SECONDS:-40} VIDEO_LIMIT=$((cap > 330 ? 330 : cap)) \
+      NATIVE_SECONDS=${NATIVE_SECONDS:-40} VIDEO_LIMIT=$cap \
       timeout "$cap" bash "$0" "$phase"
     stop_all
     echo "remaining: $phase done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"

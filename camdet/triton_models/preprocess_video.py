@@ -63,7 +63,7 @@ class TritonPythonModel:
         self.letterbox = VideoLetterbox(
             int(config["max_batch_size"]), threads, self.device_id, on_gpu=nvdec
         )
-        if nvdec:  # a CPU instance's decoders need its cores, not more threads
+        if nvdec:  # a PyAV instance keeps Python's interval: its decoders need the cores
             _set_switch_interval(config)
         self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS, DAMAGED)}
         image_dims = pb_utils.get_output_config_by_name(config, IMAGE)["dims"]
@@ -227,8 +227,9 @@ def _set_switch_interval(config: dict) -> None:
     1,774 / 2,734 frames/s in 1 / 4 / 8 threads, perf/RESULTS.md session 16) and needs it
     again for each step after (the frame's copy, the stream's wait). Beside the model's
     busy Python threads it waited up to a whole switch interval each time: under 192
-    cameras py-spy found the decode threads mostly waiting to take the GIL back, and a
-    batch of 14 frames took ~30 ms. ``CAMDET_GIL_SWITCH_MS`` overrides the parameter.
+    cameras 45 % of py-spy's samples of the decode threads were waiting to take the GIL
+    back, and a batch of 14 frames took ~30 ms. ``CAMDET_GIL_SWITCH_MS`` overrides the
+    parameter.
     """
     value = os.environ.get("CAMDET_GIL_SWITCH_MS") or parameter(
         config, "gil_switch_interval_ms", ""
