@@ -25,8 +25,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from camdet.steps.video.decoders import Decoder
 
 
 def clip_units() -> list[np.ndarray]:
@@ -37,7 +40,7 @@ def clip_units() -> list[np.ndarray]:
     return [np.frombuffer(u.data, np.uint8) for u in units]
 
 
-def decode_for(decoder, units: Sequence[np.ndarray], seconds: float) -> int:
+def decode_for(decoder: Decoder, units: Sequence[np.ndarray], seconds: float) -> int:
     """Feed ``units`` round and round for ``seconds``; the frames that came out.
 
     The clip is one GOP, so every pass starts again at its keyframe.
@@ -50,7 +53,7 @@ def decode_for(decoder, units: Sequence[np.ndarray], seconds: float) -> int:
     return frames
 
 
-def _decoder(device_id: int | None, units: Sequence[np.ndarray]):
+def _decoder(device_id: int | None, units: Sequence[np.ndarray]) -> Decoder:
     """An opened decoder that has decoded one GOP (NVDEC's start-up is not measured)."""
     from camdet.steps.video.decoders import open_decoder
 
@@ -71,7 +74,8 @@ def in_threads(count: int, seconds: float, device_id: int | None) -> dict:
     return {"mode": "threads", "decoders": count, "fps": round(frames / elapsed, 1)}
 
 
-def _process(device_id: int | None, seconds: float, barrier, results) -> None:
+def _process(device_id: int | None, seconds: float, barrier: Any, results: Any) -> None:
+    """One worker: open a decoder, wait for the others, decode, report its frames."""
     units = clip_units()
     decoder = _decoder(device_id, units)
     barrier.wait()
