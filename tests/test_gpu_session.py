@@ -8,6 +8,7 @@ every phase its usage names is a function it can run.
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "perf" / "gpu_session.sh"
@@ -41,7 +42,7 @@ def test_nvdec_parallel_measures_decoders_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "p.json"
     subprocess.run(
         [
-            "python",
+            sys.executable,
             "-m",
             "camdet.perf.nvdec_parallel",
             "--cpu",

@@ -100,6 +100,7 @@ def test_gpu_pipelines_warm_up_with_a_whole_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The hardware JPEG decoder's share of every later batch is set by the first one.
+    monkeypatch.setattr(portable, "WARMUP_BATCH", "")
     gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
     cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
     for name in ("preprocess", "detect_pipeline"):
