@@ -115,6 +115,27 @@ def test_gpu_pipelines_warm_up_with_a_whole_batch(
     assert [w.batch_size for w in before["detect_pipeline"].model_warmup] == [1]
 
 
+def test_video_measurement_variables_rewrite_preprocess_video_on_a_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings before session 16, for a side-by-side run; the video pipeline reads
+    # preprocess_video's config, so they reach it too.
+    monkeypatch.setattr(
+        portable, "VIDEO_PARAMETERS", {"decode_threads": "4", "gil_switch_interval_ms": "5"}
+    )
+    gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
+    monkeypatch.setattr(
+        portable, "VIDEO_PARAMETERS", {"decode_threads": "", "gil_switch_interval_ms": ""}
+    )
+    plain = read_repository(
+        generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "p", True)
+    )
+    keys = ("decode_threads", "gil_switch_interval_ms")
+    assert [gpu["preprocess_video"].parameters[k].string_value for k in keys] == ["4", "5"]
+    assert [plain["preprocess_video"].parameters[k].string_value for k in keys] == ["16", "0.5"]
+    assert "decode_threads" not in gpu["preprocess"].parameters
+
+
 def test_video_pipeline_instances_are_counted_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

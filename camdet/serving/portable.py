@@ -168,11 +168,25 @@ production configs', a whole batch for ``preprocess``): a measurement variable, 
 the warm-up before session 16 (``bash perf/gpu_session.sh warm_up``)."""
 
 
+VIDEO_PARAMETERS = {
+    "decode_threads": os.environ.get("CAMDET_VIDEO_DECODE_THREADS", ""),
+    "gil_switch_interval_ms": os.environ.get("CAMDET_GIL_SWITCH_MS", ""),
+}
+"""On a GPU server, ``preprocess_video``'s decode threads and GIL switch interval
+(``CAMDET_VIDEO_DECODE_THREADS``, ``CAMDET_GIL_SWITCH_MS``; empty: the production
+config's, 16 and 0.5 ms): measurement variables, 4 and 5 being the settings before
+session 16 (``bash perf/gpu_session.sh video_variants``). The video pipeline reads
+``preprocess_video``'s config, so they reach it too."""
+
+
 def _gpu_settings(config: mc.ModelConfig, runtime: str) -> None:
     """A GPU server's changes to a model: CPU steps per cores, measurement variables."""
     _cpu_steps_per_cores(config, os.cpu_count() or 1)
     if runtime == "dali" and DALI_THREADS:
         config.parameters["num_threads"].string_value = DALI_THREADS
+    for key, value in VIDEO_PARAMETERS.items():
+        if value and key in config.parameters:
+            config.parameters[key].string_value = value
     for warmup in config.model_warmup if WARMUP_BATCH else ():
         warmup.batch_size = int(WARMUP_BATCH)
 

@@ -72,9 +72,10 @@ class TritonPythonModel:
             [1, *image_dims], PAD_VALUE * PIXEL_SCALE, dtype=self.dtypes[IMAGE]
         )
         # A batch holds many cameras: decode them in parallel, each camera in order.
-        self.decoders = ThreadPoolExecutor(
-            _decode_threads(config) if nvdec else threads, thread_name_prefix="camdet-decode"
-        )
+        # On NVDEC its own count: a thread waits for the decoder without the GIL; PyAV
+        # decodes on the cores, as many as the letterbox's threads.
+        decode_threads = int(parameter(config, "decode_threads")) if nvdec else threads
+        self.decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="camdet-decode")
         self.stop = threading.Event()
         self.sweeper = threading.Thread(target=self._sweep, args=(1.0,), daemon=True)
         self.sweeper.start()
@@ -212,14 +213,6 @@ def read(request: Any) -> AccessUnit | VideoRequestError:
     return AccessUnit(request.correlation_id(), request.flags(), codec, np.array(chunk[0]), pts)
 
 
-def _decode_threads(config: dict) -> int:
-    """Cameras an NVDEC instance decodes at once (``CAMDET_VIDEO_DECODE_THREADS`` overrides).
-
-    The config's ``decode_threads``; a PyAV instance keeps ``num_threads``, its cores.
-    """
-    return int(os.environ.get("CAMDET_VIDEO_DECODE_THREADS") or parameter(config, "decode_threads"))
-
-
 def _set_switch_interval(config: dict) -> None:
     """Hand the GIL over sooner than Python's 5 ms (parameter ``gil_switch_interval_ms``).
 
@@ -228,12 +221,10 @@ def _set_switch_interval(config: dict) -> None:
     again for each step after (the frame's copy, the stream's wait). Beside the model's
     busy Python threads it waited up to a whole switch interval each time: under 192
     cameras 45 % of py-spy's samples of the decode threads were waiting to take the GIL
-    back, and a batch of 14 frames took ~30 ms. ``CAMDET_GIL_SWITCH_MS`` overrides the
-    parameter.
+    back, and a batch of 14 frames took ~30 ms. A portable GPU server's
+    ``CAMDET_GIL_SWITCH_MS`` rewrites the parameter (:mod:`camdet.serving.portable`).
     """
-    value = os.environ.get("CAMDET_GIL_SWITCH_MS") or parameter(
-        config, "gil_switch_interval_ms", ""
-    )
+    value = parameter(config, "gil_switch_interval_ms", "")
     if value:
         sys.setswitchinterval(float(value) / 1000)
 
