@@ -115,6 +115,10 @@ print(max(results, key=lambda r: r["throughput_fps"])["cameras"])
 EOF2
 }
 
+# The bench's --rate for 70 % of a peak of FPS frames/s from CAMERAS cameras: each camera
+# at 0.7 * FPS / CAMERAS frames/s (CAMERASxRATE).
+rate_70() { echo "$2x$(python -c "print(round(0.7 * $1 / $2, 2))")"; }
+
 jpeg() {
   input_data
   # The arrangements side by side: `variants`.
@@ -122,10 +126,9 @@ jpeg() {
     --out "$OUT/jpeg-pipelines" > "$OUT/jpeg-pipelines.txt" 2>&1
   local fps cameras
   fps=$(peak "$OUT/jpeg-pipelines/bench.json" ours) || return
-  # 70% of the peak from the peak's cameras: each at 0.7 * peak / cameras frames/s.
   cameras=$(peak_cameras "$OUT/jpeg-pipelines/bench.json" ours)
   "${BENCH[@]}" --modes ours --cameras "$cameras" --ratio-cameras "$cameras" \
-    --rate "${cameras}x$(python -c "print(round(0.7 * $fps / $cameras, 2))")" \
+    --rate "$(rate_70 "$fps" "$cameras")" \
     --out "$OUT/jpeg-70" > "$OUT/jpeg-70.txt" 2>&1
   echo "jpeg done, peak $fps" | tee -a "$OUT/summary.txt"
 }
@@ -140,7 +143,7 @@ video() {
   # has one frame in flight, session 9: 64 cameras topped out at 822 frames/s).
   cameras=$(peak_cameras "$OUT/video/bench.json" video)
   "${VIDEO[@]}" --cameras "$cameras" \
-    --rate "${cameras}x$(python -c "print(round(0.7 * $fps / $cameras, 2))")" \
+    --rate "$(rate_70 "$fps" "$cameras")" \
     --out "$OUT/video-70" > "$OUT/video-70.txt" 2>&1
   # The three steps for comparison: their one preprocess_video instance opens 64 decoders at
   # most (max_cameras), so 64 cameras (session 12: 128 were refused, "65 open decoders").
@@ -591,7 +594,7 @@ video_variants() {
   echo "video: fastest $found ($best_env), $best frames/s" | tee -a "$OUT/summary.txt"
   # shellcheck disable=SC2086
   env $best_env timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
-    --rate "${cameras}x$(python -c "print(round(0.7 * $best / $cameras, 2))")" \
+    --rate "$(rate_70 "$best" "$cameras")" \
     --out "$OUT/video-$found-70" > "$OUT/video-$found-70.txt" 2>&1
   stop_all
 }
