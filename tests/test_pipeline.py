@@ -11,7 +11,7 @@ answer is checked against the step models of the same server called one after an
 from __future__ import annotations
 
 import urllib.request
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +161,40 @@ def pipelines_server(workdir: Path, validate_in_pipeline: bool):
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory):
+def pipelines(tmp_path_factory: pytest.TempPathFactory):
+    """This module's pipelines server, ``validate`` taken in or not, one at a time.
+
+    Asking for the other arrangement stops the running one first: on a GPU a server that
+    has served holds ~30 GB (4 + 4 pipeline instances, the steps, the MPS daemon), and two
+    of them beside the session's GPU server did not fit an 80 GB H100 (perf/RESULTS.md,
+    session 17).
+    """
+    running: dict[bool, tuple] = {}
+    stack = ExitStack()
+
+    def get(validate_in_pipeline: bool) -> tuple:
+        nonlocal stack
+        if validate_in_pipeline not in running:
+            stack.close()
+            running.clear()
+            stack = ExitStack()
+            workdir = tmp_path_factory.mktemp("validating" if validate_in_pipeline else "pipelines")
+            running[validate_in_pipeline] = stack.enter_context(
+                pipelines_server(workdir, validate_in_pipeline)
+            )
+        return running[validate_in_pipeline]
+
+    try:
+        yield get
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def client(pipelines):
     """A server whose ``detect`` calls ``validate``, then ``detect_pipeline``: frames the
     decoder refuses reach the pipeline, which must fail them alone."""
-    with pipelines_server(tmp_path_factory.mktemp("pipelines"), False) as (_, c):
-        yield c
+    return pipelines(False)[1]
 
 
 def infer(client, model: str, tensors: dict[str, np.ndarray], outputs: tuple[str, ...]) -> dict:
@@ -287,11 +316,10 @@ def test_detect_video_answers_as_the_steps_chained(client) -> None:
     assert seen > 10
 
 
-@pytest.fixture(scope="module")
-def validating(tmp_path_factory: pytest.TempPathFactory):
+@pytest.fixture
+def validating(pipelines):
     """A server whose ``detect_pipeline`` runs ``validate``'s checks itself (the default)."""
-    with pipelines_server(tmp_path_factory.mktemp("validating"), True) as server_and_client:
-        yield server_and_client
+    return pipelines(True)
 
 
 def damaged_count(server) -> float:
