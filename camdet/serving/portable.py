@@ -174,9 +174,9 @@ VIDEO_PARAMETERS = {
 }
 """On a GPU server, ``preprocess_video``'s decode threads and GIL switch interval
 (``CAMDET_VIDEO_DECODE_THREADS``, ``CAMDET_GIL_SWITCH_MS``; empty: the production
-config's, 16 and 0.5 ms): measurement variables, 4 and 5 being the settings before
-session 16 (``bash perf/gpu_session.sh video_variants``). The video pipeline reads
-``preprocess_video``'s config, so they reach it too."""
+config's, 16 threads and Python's 5 ms): measurement variables, 4 threads being the
+setting before session 16 (``bash perf/gpu_session.sh video_variants``). The video
+pipeline reads ``preprocess_video``'s config, so they reach it too."""
 
 
 def _gpu_settings(config: mc.ModelConfig, runtime: str) -> None:
@@ -184,8 +184,9 @@ def _gpu_settings(config: mc.ModelConfig, runtime: str) -> None:
     _cpu_steps_per_cores(config, os.cpu_count() or 1)
     if runtime == "dali" and DALI_THREADS:
         config.parameters["num_threads"].string_value = DALI_THREADS
-    for key, value in VIDEO_PARAMETERS.items():
-        if value and key in config.parameters:
+    # preprocess_video's: the one model with decode threads (the switch interval may be absent).
+    for key, value in VIDEO_PARAMETERS.items() if "decode_threads" in config.parameters else ():
+        if value:
             config.parameters[key].string_value = value
     for warmup in config.model_warmup if WARMUP_BATCH else ():
         warmup.batch_size = int(WARMUP_BATCH)

@@ -214,15 +214,14 @@ def read(request: Any) -> AccessUnit | VideoRequestError:
 
 
 def _set_switch_interval(config: dict) -> None:
-    """Hand the GIL over sooner than Python's 5 ms (parameter ``gil_switch_interval_ms``).
+    """Python's GIL switch interval, from the parameter ``gil_switch_interval_ms`` if set.
 
-    A decode thread gives the GIL back while NVDEC decodes (one process decodes 503 /
-    1,774 / 2,734 frames/s in 1 / 4 / 8 threads, perf/RESULTS.md session 16) and needs it
-    again for each step after (the frame's copy, the stream's wait). Beside the model's
-    busy Python threads it waited up to a whole switch interval each time: under 192
-    cameras 45 % of py-spy's samples of the decode threads were waiting to take the GIL
-    back, and a batch of 14 frames took ~30 ms. A portable GPU server's
-    ``CAMDET_GIL_SWITCH_MS`` rewrites the parameter (:mod:`camdet.serving.portable`).
+    A decode thread gives the GIL back while NVDEC decodes and needs it again after
+    each wait; under 192 cameras py-spy found 45 % of their samples waiting for it
+    (perf/RESULTS.md, session 16). A shorter interval did not serve more frames: 0.5 ms
+    gave 1,757 frames/s where Python's 5 ms gave 1,813 on the same card (session 17),
+    so the production config leaves it out. A portable GPU server's
+    ``CAMDET_GIL_SWITCH_MS`` sets it, for such measurements (:mod:`camdet.serving.portable`).
     """
     value = parameter(config, "gil_switch_interval_ms", "")
     if value:
