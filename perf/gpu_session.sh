@@ -47,10 +47,14 @@
 #   bash perf/gpu_session.sh nvdec_parallel  # one process's decoders: GIL share, threads vs processes
 #   bash perf/gpu_session.sh video_profile   # py-spy of detect_video_pipeline in its steady state
 #   bash perf/gpu_session.sh warm_up     # detect warmed up with a whole batch vs one frame
+#   bash perf/gpu_session.sh accuracy    # the GPU accuracy and pipeline tests (-v), ACCURACY_LIMIT
+#                                        # (240) s
+#   bash perf/gpu_session.sh jpeg_instances  # detect at VARIANT_CAMERAS per count of JPEG
+#                                        # pipeline instances (JPEG_INSTANCES, "4 6")
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
 #                                        # REMAINING_LIMIT (540) s last: detect with bare and naive
-#                                        # at 384 cameras and 70 %, warm_up, video_variants, native
-#                                        # stacks (REMAINING: the phases, in order); pack
+#                                        # at 384 cameras and 70 %, the accuracy tests, JPEG
+#                                        # pipeline instances (REMAINING: the phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -483,9 +487,7 @@ short() {
   video_errors
   left=$(( ${SHORT_LIMIT:-270} - ($(date +%s) - t0) ))
   [ "$left" -gt 30 ] || return 0
-  timeout "$left" pytest -v -p no:cacheprovider tests/test_gpu.py tests/test_pipeline.py \
-    tests/test_video_gpu.py tests/test_torch_runner.py > "$OUT/test_gpu.txt" 2>&1
-  echo "accuracy and pipeline tests rc=$? at $(( $(date +%s) - t0 )) s" | tee -a "$OUT/summary.txt"
+  ACCURACY_LIMIT=$left accuracy
 }
 
 nvdec() {
@@ -572,14 +574,14 @@ jpeg_decoders() {
 }
 
 # detect_video at VIDEO_CAMERAS (192) per arrangement (VIDEO_POINTS: NAME:ENV... points
-# separated by ";"; by default the defaults, and the decode threads and GIL switch interval
-# of before session 16), each point only while VIDEO_LIMIT (330) s from the start leave
+# separated by ";"; by default the defaults, and the 4 decode threads of before session 16),
+# each point only while VIDEO_LIMIT (330) s from the start leave
 # room for it and the 70 % point, each with the server's CPU by thread; then ~70 % of the
 # fastest point's peak at its cameras, with its variables.
 video_variants() {
   local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} point name fps best=0 best_env="" found=""
   local points
-  IFS=';' read -ra points <<< "${VIDEO_POINTS:-defaults:;before:CAMDET_VIDEO_DECODE_THREADS=4 CAMDET_GIL_SWITCH_MS=5}"
+  IFS=';' read -ra points <<< "${VIDEO_POINTS:-defaults:;before:CAMDET_VIDEO_DECODE_THREADS=4}"
   gpu_before
   for point in "${points[@]}"; do
     [ $((${VIDEO_LIMIT:-330} - (SECONDS - start))) -gt 160 ] || break
@@ -667,16 +669,41 @@ warm_up() {
   stop_all
 }
 
+# The GPU accuracy tests (mAP within 0.005 of the CPU, colours) and the pipelines' answers
+# against the steps chained, one line per test. test_pipeline's servers take turns: two of
+# them beside test_gpu's did not fit the card's 80 GB in session 17.
+accuracy() {
+  timeout "${ACCURACY_LIMIT:-240}" pytest -v -p no:cacheprovider tests/test_gpu.py \
+    tests/test_pipeline.py tests/test_video_gpu.py tests/test_torch_runner.py \
+    > "$OUT/test_gpu.txt" 2>&1
+  echo "accuracy and pipeline tests rc=$? ($(tail -1 "$OUT/test_gpu.txt"))" | tee -a "$OUT/summary.txt"
+}
+
+# detect at VARIANT_CAMERAS (256) per count of JPEG pipeline instances (JPEG_INSTANCES, "4 6"),
+# the video pipeline's kept at 4: once the whole-batch warm-up freed DALI's decoder threads
+# (session 17), each of 4 instances' Python threads used ~0.8 of a core, near one GIL's
+# worth. The fastest count's variables go to best-instances.txt.
+jpeg_instances() {
+  local n points=()
+  input_data
+  for n in ${JPEG_INSTANCES:-4 6}; do
+    points+=("x$n:CAMDET_PIPELINE_INSTANCES=$n CAMDET_VIDEO_PIPELINE_INSTANCES=4")
+  done
+  best_of best-instances.txt "${points[@]}"
+}
+
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# jpeg warm_up video_variants native), each phase started only while the call has
-# room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths
-# on an H100: jpeg at one camera count ~210 s, warm_up ~200 s, video_variants ~280 s,
-# native ~110 s, decoders_parts ~200 s) and cut at what is left of it, then pack: for a
-# call of whatever length the device tool gives.
+# jpeg accuracy jpeg_instances), each phase started only while the call has room for it
+# (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an
+# H100: jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s,
+# warm_up ~110 s, video_variants ~270 s, native ~85 s, decoders_parts ~200 s) and cut at
+# what is left of it, then pack: for a call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
-  for phase in ${REMAINING:-jpeg warm_up video_variants native}; do
+  for phase in ${REMAINING:-jpeg accuracy jpeg_instances}; do
     case $phase in
+      accuracy) need=150 cap=260 ;;
+      jpeg_instances) need=130 cap=220 ;;
       video_variants|video_instances) need=200 cap=330 ;;
       jpeg) need=200 cap=240 ;;
       warm_up) need=200 cap=230 ;;
@@ -690,7 +717,7 @@ remaining() {
     [ "$left" -gt "$need" ] || continue
     [ "$cap" -lt "$left" ] || cap=$((left - 5))
     JPEG_CAMERAS=${JPEG_CAMERAS:-384} VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} \
-      NATIVE_SECONDS=${NATIVE_SECONDS:-40} VIDEO_LIMIT=$cap \
+      NATIVE_SECONDS=${NATIVE_SECONDS:-40} VIDEO_LIMIT=$cap ACCURACY_LIMIT=$((cap - 10)) \
       timeout "$cap" bash "$0" "$phase"
     stop_all
     echo "remaining: $phase done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"

@@ -24,7 +24,7 @@ def test_every_phase_in_the_usage_is_a_function() -> None:
     named = set(re.findall(r"^#   bash perf/gpu_session\.sh (\w+)", text, re.MULTILINE))
     defined = set(re.findall(r"^(\w+)\(\) \{", text, re.MULTILINE))
 
-    assert {"remaining", "decoders_parts", "native", "jpeg"} <= named
+    assert {"remaining", "decoders_parts", "native", "jpeg", "accuracy", "jpeg_instances"} <= named
     assert named - defined == {"all"}  # `all` is the case statement's own
 
 
