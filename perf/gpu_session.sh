@@ -629,7 +629,8 @@ nvdec_parallel() {
   echo "nvdec parallel: $(grep -h '^{' "$OUT/nvdec-parallel.txt" | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
 }
 
-# Where detect_video_pipeline's Python time goes at VIDEO_CAMERAS (192) in its steady state:
+# Where detect_video_pipeline's Python time goes at VIDEO_CAMERAS (192) in its steady state
+# (closed loop, or VIDEO_RATE, the bench's --rate, e.g. 192x6.5 for ~70 % of the peak):
 # its phase counters, threads and py-spy (active and GIL-holding stacks) once NVDEC has
 # been busy for 8 s in a row, inside a 35 s window (no warm-up run, whose end closes the
 # cameras' decoders).
@@ -637,7 +638,7 @@ video_profile() {
   local bench port
   gpu_before
   "${VIDEO[@]}" --cameras "${VIDEO_CAMERAS:-192}" --no-warmup-run --warmup 20 --duration 35 \
-    --out "$OUT/video-prof" > "$OUT/video-prof.txt" 2>&1 &
+    ${VIDEO_RATE:+--rate "$VIDEO_RATE"} --out "$OUT/video-prof" > "$OUT/video-prof.txt" 2>&1 &
   bench=$!
   port=$(metrics_port detect_video_pipeline)
   wait_busy utilization.decoder 8 150
