@@ -51,10 +51,12 @@
 #                                        # (240) s
 #   bash perf/gpu_session.sh jpeg_instances  # detect at VARIANT_CAMERAS per count of JPEG
 #                                        # pipeline instances (JPEG_INSTANCES, "4 6")
+#   bash perf/gpu_session.sh jpeg_best   # `jpeg` with the fastest count `jpeg_instances` found
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: detect with bare and naive
-#                                        # at 384 cameras and 70 %, the accuracy tests, JPEG
-#                                        # pipeline instances (REMAINING: the phases, in order); pack
+#                                        # REMAINING_LIMIT (540) s last: JPEG pipeline instances,
+#                                        # detect with the fastest count, bare and naive at 384
+#                                        # cameras and 70 %, the accuracy tests, the video profile
+#                                        # (REMAINING: the phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -693,20 +695,31 @@ jpeg_instances() {
   best_of best-instances.txt "${points[@]}"
 }
 
+# detect as `jpeg` does it (ours, naive and bare, then 70 % of the peak) with the count of
+# JPEG pipeline instances `jpeg_instances` found fastest in this call (best-instances.txt),
+# or with the defaults when it did not run.
+jpeg_best() {
+  local best=""
+  [ -f "$OUT/best-instances.txt" ] && best=$(cat "$OUT/best-instances.txt")
+  echo "jpeg_best: ${best:-defaults}" | tee -a "$OUT/summary.txt"
+  # shellcheck disable=SC2086  # the point's variables, one word each
+  env $best bash "$0" jpeg
+}
+
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# jpeg accuracy jpeg_instances), each phase started only while the call has room for it
-# (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an
+# jpeg_instances jpeg_best accuracy video_profile), each phase started only while the call
+# has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an
 # H100: jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s,
 # warm_up ~110 s, video_variants ~270 s, native ~85 s, decoders_parts ~200 s) and cut at
 # what is left of it, then pack: for a call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
-  for phase in ${REMAINING:-jpeg accuracy jpeg_instances}; do
+  for phase in ${REMAINING:-jpeg_instances jpeg_best accuracy video_profile}; do
     case $phase in
       accuracy) need=150 cap=260 ;;
       jpeg_instances) need=130 cap=220 ;;
       video_variants|video_instances) need=200 cap=330 ;;
-      jpeg) need=200 cap=240 ;;
+      jpeg|jpeg_best) need=200 cap=240 ;;
       warm_up) need=200 cap=230 ;;
       native) need=120 cap=150 ;;
       decoders_parts) need=220 cap=260 ;;
