@@ -117,7 +117,7 @@ def check_request_parameters(
     """Check every parameter of one request.
 
     Args:
-        params: The request's parameters (:func:`camdet.triton_models.common.request_parameters`).
+        params: A request's parameters, parsed from its JSON.
         known: The names this ensemble takes (:data:`IMAGE_PARAMETERS` for ``detect``).
 
     Returns:

@@ -128,26 +128,35 @@ def guarded_execute(execute: Callable[[Any, list], list]) -> Callable[[Any, list
     return run
 
 
-def request_parameters(request: pb_utils.InferenceRequest) -> dict[str, Any]:
-    """The request's parameters (``parameters=`` of tritonclient's ``infer``) as a dict."""
-    raw = request.parameters()
-    return json.loads(raw) if raw else {}
-
-
 def checked_parameters(
     request: pb_utils.InferenceRequest, known: tuple[str, ...] = KNOWN_PARAMETERS
 ) -> dict[str, Any]:
-    """The request's parameters, each checked (:mod:`camdet.steps.parameters`).
+    """The request's parameters (``parameters=`` of tritonclient's ``infer``), each checked.
 
     Args:
         request: The request.
-        known: The parameter names its ensemble takes.
+        known: The parameter names its ensemble takes (:mod:`camdet.steps.parameters`).
+
+    Returns:
+        A dict of its own, which the caller may change.
 
     Raises:
         camdet.steps.parameters.RequestParameterError: For an unknown parameter or a
             value of the wrong type or out of range (answer it with :func:`error_response`).
     """
-    return check_request_parameters(request_parameters(request), known)
+    return dict(_checked(request.parameters(), known))
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked(raw: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The parameters of a request's JSON text, checked; remembered by that text.
+
+    A camera sends the same parameters with every frame. Parsed and checked per request,
+    they were 15 % of the GIL-holding samples of a video pipeline's stub on an H100 at
+    192 cameras (py-spy, perf/RESULTS.md session 16); a bad text raises every time (an
+    exception is not remembered).
+    """
+    return check_request_parameters(json.loads(raw) if raw else {}, known)
 
 
 def instance_device(args: dict[str, str]) -> int | None:

@@ -192,6 +192,8 @@ class AccessUnit:
     codec: str | None
     chunk: np.ndarray
     pts: int
+    parameters: dict[str, Any]
+    """All of the request's parameters, checked (its thresholds too)."""
 
 
 def read(request: Any) -> AccessUnit | VideoRequestError:
@@ -200,17 +202,24 @@ def read(request: Any) -> AccessUnit | VideoRequestError:
     The access unit is copied out of the request, whose tensors are freed when
     ``execute`` returns (the overlapped ``detect_video_pipeline`` decodes it later).
     """
-    chunk = pb_utils.get_input_tensor_by_name(request, CHUNK).as_numpy()
-    pts = pb_utils.get_input_tensor_by_name(request, PTS).as_numpy()
+    # One pass over the inputs (pb_utils.get_input_tensor_by_name walks them per name).
+    inputs = {tensor.name(): tensor for tensor in request.inputs()}
+    chunk, pts = inputs[CHUNK].as_numpy(), inputs[PTS].as_numpy()
     if chunk.shape[0] != 1:
         return VideoRequestError(f"one access unit per request, got a batch of {chunk.shape[0]}")
     try:
         # All of them, here: a bad threshold found only by postprocess would cost a decode.
-        codec = checked_parameters(request).get("codec")
+        parameters = checked_parameters(request)
     except RequestParameterError as exc:
         return VideoRequestError(f"bad request parameters: {exc}")
-    pts = int(pts.reshape(-1)[0])
-    return AccessUnit(request.correlation_id(), request.flags(), codec, np.array(chunk[0]), pts)
+    return AccessUnit(
+        request.correlation_id(),
+        request.flags(),
+        parameters.get("codec"),
+        np.array(chunk[0]),
+        int(pts.reshape(-1)[0]),
+        parameters,
+    )
 
 
 def _set_switch_interval(config: dict) -> None:

@@ -50,17 +50,33 @@ def split_nal_units(data: bytes) -> list[bytes]:
         AccessUnitError: If ``data`` does not begin with a start code (00 00 01 or
             00 00 00 01).
     """
+    return [data[start:stop] for start, stop in nal_unit_spans(data)]
+
+
+def nal_unit_spans(data: bytes) -> list[tuple[int, int]]:
+    """Where :func:`split_nal_units`' units lie in ``data``: ``(start, stop)`` byte offsets.
+
+    Offsets rather than copies: a server checks every access unit it is sent, and the
+    slice data is most of each.
+
+    Raises:
+        AccessUnitError: If ``data`` does not begin with a start code (00 00 01 or
+            00 00 00 01).
+    """
     if not (data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")):
         raise AccessUnitError("no Annex-B start code at byte 0")
-    units = []
+    spans = []
     position = data.index(b"\x00\x00\x01") + 3
     while True:
         end = data.find(b"\x00\x00\x01", position)
+        stop = len(data) if end < 0 else end
+        if end >= 0 and stop > position and data[stop - 1] == 0:
+            # A zero before the next start code belongs to it (4-byte start code).
+            stop = position + len(data[position:end].rstrip(b"\x00"))
+        if stop > position:
+            spans.append((position, stop))
         if end < 0:
-            units.append(data[position:])
-            return [u for u in units if u]
-        # A zero before the next start code belongs to it (4-byte start code).
-        units.append(data[position:end].rstrip(b"\x00"))
+            return spans
         position = end + 3
 
 
@@ -78,13 +94,14 @@ def inspect_access_unit(data: bytes, codec: str) -> AccessUnit:
     header_bytes = 1 if codec == "h264" else 2
     types = []
     size = None
-    for index, unit in enumerate(split_nal_units(data)):
-        if len(unit) < header_bytes or unit[0] & 0x80:
+    for index, (start, stop) in enumerate(nal_unit_spans(data)):
+        header = data[start]
+        if stop - start < header_bytes or header & 0x80:
             raise AccessUnitError(f"NAL unit {index} has no valid header")
-        kind = unit[0] & 0x1F if codec == "h264" else (unit[0] >> 1) & 0x3F
+        kind = header & 0x1F if codec == "h264" else (header >> 1) & 0x3F
         types.append(kind)
         if (codec, kind) in (("h264", _H264_SPS), ("hevc", _HEVC_SPS)):
-            size = sps_size(unit, codec)
+            size = sps_size(data[start:stop], codec)
     found = set(types)
     if codec == "h264":
         slices, keyframe = found & _H264_SLICES, _H264_IDR in found

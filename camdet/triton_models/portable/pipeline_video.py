@@ -81,9 +81,9 @@ class TritonPythonModel(PreprocessVideo):
         batch = Batch([r.get_response_sender() for r in requests])
         with self.stages.reading(batch), self.stats.phase("inputs"):
             units = [read(request) for request in requests]
-            thresholds = {  # parameters are checked by read(): these cannot fail
-                i: self.post.thresholds(request)
-                for i, (request, unit) in enumerate(zip(requests, units, strict=True))
+            thresholds = {  # read() checked the parameters: these cannot fail
+                i: self.post.thresholds_of(unit.parameters)
+                for i, unit in enumerate(units)
                 if not isinstance(unit, VideoRequestError)
             }
             batch.work = _Units(units, thresholds)
