@@ -3,8 +3,8 @@
 libjpeg and nvJPEG decode a JPEG whose entropy-coded data lost bytes or carries an
 invalid marker: they fill what they cannot decode (grey or smeared blocks) and return a
 frame. camdet answers such frames, and this module says which ones are damaged, without
-decoding: it reads only the markers inside the scan (a regular-expression pass at C
-speed, well under a millisecond for a 1080p frame).
+decoding: it reads only the markers inside the scan (a vectorised pass, well under a
+millisecond for a 1080p frame).
 
 What it finds:
 
@@ -21,9 +21,11 @@ cost about as much as decoding the frame twice.
 from __future__ import annotations
 
 import math
-import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from camdet.steps.validate.jpeg_headers import JpegHeaderError, segments
 
@@ -31,8 +33,6 @@ _SOF_WITH_HUFFMAN = frozenset({0xC0, 0xC1})
 """Baseline and extended sequential frames: one scan holds the whole image."""
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _RST0, _RST7, _EOI = 0xD0, 0xD7, 0xD9
-_SCAN_MARKER = re.compile(rb"\xff[^\x00\xff]")
-"""A marker inside entropy-coded data (``FF 00`` is a stuffed byte, ``FF FF`` fill)."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,7 @@ def find_damage(data: bytes) -> str | None:
     if layout is None:
         return None
     restarts = 0
-    for match in _SCAN_MARKER.finditer(data, layout.scan_start):
-        marker, at = match.group()[1], match.start()
+    for at, marker in _scan_markers(data, layout.scan_start):
         if _RST0 <= marker <= _RST7:
             expected = _RST0 + restarts % 8
             if marker != expected:
@@ -76,6 +75,21 @@ def find_damage(data: bytes) -> str | None:
         else:  # the next segment of a multi-scan (progressive) JPEG: not checked further
             return None
     return None
+
+
+def _scan_markers(data: bytes, start: int) -> Iterator[tuple[int, int]]:
+    """Each marker from byte ``start`` on, in order: its offset and its second byte.
+
+    A marker is ``FF`` followed by anything but ``00`` (a stuffed ``FF`` byte) or ``FF``
+    (fill). Found with numpy rather than a regular expression: 126 against 229 us for a
+    1080p frame of 670 kB on the 2-core CPU machine, and the byte comparison runs
+    without the GIL, which a served pipeline's decode threads share.
+    """
+    body = np.frombuffer(data, dtype=np.uint8)
+    at = np.flatnonzero(body[start:-1] == 0xFF) + start
+    second = body[at + 1]
+    kept = (second != 0x00) & (second != 0xFF)
+    return zip(at[kept].tolist(), second[kept].tolist(), strict=True)
 
 
 def _missing_intervals(layout: _Layout, restarts: int) -> str | None:
