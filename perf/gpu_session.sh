@@ -52,6 +52,8 @@
 #   bash perf/gpu_session.sh jpeg_instances  # detect at VARIANT_CAMERAS per count of JPEG
 #                                        # pipeline instances (JPEG_INSTANCES, "4 6")
 #   bash perf/gpu_session.sh jpeg_best   # `jpeg` with the fastest count `jpeg_instances` found
+#   bash perf/gpu_session.sh jpeg_before # detect at VARIANT_CAMERAS from the checkout in AB_BEFORE
+#   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and AB_BEFORE's, 70 %
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
 #                                        # REMAINING_LIMIT (540) s last: JPEG pipeline instances,
 #                                        # detect with the fastest count, bare and naive at 384
@@ -579,7 +581,7 @@ jpeg_decoders() {
 # separated by ";"; by default the defaults, and the 4 decode threads of before session 16),
 # each point only while VIDEO_LIMIT (330) s from the start leave
 # room for it and the 70 % point, each with the server's CPU by thread; then ~70 % of the
-# fastest point's peak at its cameras, with its variables.
+# fastest point's peak at its cameras, with its variables (unless VIDEO_70=0).
 video_variants() {
   local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} point name fps best=0 best_env="" found=""
   local points
@@ -596,6 +598,7 @@ video_variants() {
   done
   [ -n "$found" ] || return 0
   echo "video: fastest $found ($best_env), $best frames/s" | tee -a "$OUT/summary.txt"
+  [ "${VIDEO_70:-1}" = 1 ] || return 0  # VIDEO_70=0: the points only
   # shellcheck disable=SC2086
   env $best_env timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
     --rate "$(rate_70 "$best" "$cameras")" \
@@ -706,6 +709,32 @@ jpeg_best() {
   env $best bash "$0" jpeg
 }
 
+# The checkout a before/after compares with (AB_BEFORE: a folder holding another commit's
+# camdet, client, perf and model_repository, e.g. from `git archive`), put first on the
+# PYTHONPATH of the bench, the server and its stubs.
+before_path() {
+  [ -d "${AB_BEFORE:-}/camdet" ] || { echo "AB_BEFORE has no camdet/" | tee -a "$OUT/summary.txt"; return 1; }
+  ln -sfn ../client "$AB_BEFORE/camdet/client"
+  ln -sfn ../perf "$AB_BEFORE/camdet/perf"
+  echo "PYTHONPATH=/tmp/np1:/tmp/site:$(cd "$AB_BEFORE" && pwd)"
+}
+
+# detect at VARIANT_CAMERAS from AB_BEFORE's code, beside `jpeg`'s point from this one.
+jpeg_before() {
+  local path
+  path=$(before_path) || return
+  input_data
+  variant before "$path"
+}
+
+# detect_video at VIDEO_CAMERAS (192) from this checkout and from AB_BEFORE's, then 70 %
+# of the faster (video_variants).
+video_ab() {
+  local path
+  path=$(before_path) || return
+  VIDEO_POINTS="after:;before:$path" video_variants
+}
+
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
 # jpeg_instances jpeg_best accuracy video_profile), each phase started only while the call
 # has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an
@@ -720,6 +749,8 @@ remaining() {
       jpeg_instances) need=130 cap=220 ;;
       video_variants|video_instances) need=200 cap=330 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
+      jpeg_before) need=60 cap=100 ;;
+      video_ab) need=150 cap=330 ;;
       warm_up) need=200 cap=230 ;;
       native) need=120 cap=150 ;;
       decoders_parts) need=220 cap=260 ;;
