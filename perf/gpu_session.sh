@@ -53,7 +53,7 @@
 #                                        # pipeline instances (JPEG_INSTANCES, "4 6")
 #   bash perf/gpu_session.sh jpeg_best   # `jpeg` with the fastest count `jpeg_instances` found
 #   bash perf/gpu_session.sh jpeg_before # detect at VARIANT_CAMERAS from the checkout in AB_BEFORE
-#   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and AB_BEFORE's, 70 %
+#   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and from AB_BEFORE's
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
 #                                        # REMAINING_LIMIT (540) s last: JPEG pipeline instances,
 #                                        # detect with the fastest count, bare and naive at 384
@@ -581,7 +581,7 @@ jpeg_decoders() {
 # separated by ";"; by default the defaults, and the 4 decode threads of before session 16),
 # each point only while VIDEO_LIMIT (330) s from the start leave
 # room for it and the 70 % point, each with the server's CPU by thread; then ~70 % of the
-# fastest point's peak at its cameras, with its variables (unless VIDEO_70=0).
+# fastest point's peak at its cameras, with its variables.
 video_variants() {
   local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} point name fps best=0 best_env="" found=""
   local points
@@ -598,7 +598,6 @@ video_variants() {
   done
   [ -n "$found" ] || return 0
   echo "video: fastest $found ($best_env), $best frames/s" | tee -a "$OUT/summary.txt"
-  [ "${VIDEO_70:-1}" = 1 ] || return 0  # VIDEO_70=0: the points only
   # shellcheck disable=SC2086
   env $best_env timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
     --rate "$(rate_70 "$best" "$cameras")" \
@@ -710,8 +709,9 @@ jpeg_best() {
 }
 
 # The checkout a before/after compares with (AB_BEFORE: a folder holding another commit's
-# camdet, client, perf and model_repository, e.g. from `git archive`), put first on the
-# PYTHONPATH of the bench, the server and its stubs.
+# camdet, client, perf and model_repository, e.g. from `git archive`): its PYTHONPATH. Its
+# points run from that folder with its own copy of this script (`python -m` puts the
+# working directory first on the path).
 before_path() {
   [ -d "${AB_BEFORE:-}/camdet" ] || { echo "AB_BEFORE has no camdet/" | tee -a "$OUT/summary.txt"; return 1; }
   ln -sfn ../client "$AB_BEFORE/camdet/client"
@@ -719,20 +719,25 @@ before_path() {
   echo "PYTHONPATH=/tmp/np1:/tmp/site:$(cd "$AB_BEFORE" && pwd)"
 }
 
-# detect at VARIANT_CAMERAS from AB_BEFORE's code, beside `jpeg`'s point from this one.
+# detect at VARIANT_CAMERAS from AB_BEFORE's code (var-before), beside `jpeg`'s or a
+# `variant`'s point from this checkout.
 jpeg_before() {
   local path
   path=$(before_path) || return
   input_data
-  variant before "$path"
+  (cd "$AB_BEFORE" && env "$path" bash perf/gpu_session.sh variant before)
 }
 
-# detect_video at VIDEO_CAMERAS (192) from this checkout and from AB_BEFORE's, then 70 %
-# of the faster (video_variants).
+# detect_video at VIDEO_CAMERAS (192) from this checkout and from AB_BEFORE's, one point
+# each (video-after, video-before).
 video_ab() {
-  local path
+  local path cameras=${VIDEO_CAMERAS:-192}
   path=$(before_path) || return
-  VIDEO_POINTS="after:;before:$path" video_variants
+  gpu_before
+  timeout 150 bash "$0" video_point video-after "$cameras"
+  stop_all
+  (cd "$AB_BEFORE" && env "$path" timeout 150 bash perf/gpu_session.sh video_point video-before "$cameras")
+  stop_all
 }
 
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
@@ -750,7 +755,7 @@ remaining() {
       video_variants|video_instances) need=200 cap=330 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
       jpeg_before) need=60 cap=100 ;;
-      video_ab) need=150 cap=330 ;;
+      video_ab) need=160 cap=320 ;;
       warm_up) need=200 cap=230 ;;
       native) need=120 cap=150 ;;
       decoders_parts) need=220 cap=260 ;;
