@@ -52,7 +52,7 @@
 #   bash perf/gpu_session.sh jpeg_instances  # detect at VARIANT_CAMERAS per count of JPEG
 #                                        # pipeline instances (JPEG_INSTANCES, "4 6")
 #   bash perf/gpu_session.sh jpeg_best   # `jpeg` with the fastest count `jpeg_instances` found
-#   bash perf/gpu_session.sh jpeg_before # detect at VARIANT_CAMERAS from the checkout in AB_BEFORE
+#   bash perf/gpu_session.sh jpeg_ab     # detect at VARIANT_CAMERAS from this checkout and AB_BEFORE's
 #   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and from AB_BEFORE's
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
 #                                        # REMAINING_LIMIT (540) s last: JPEG pipeline instances,
@@ -719,13 +719,16 @@ before_path() {
   echo "PYTHONPATH=/tmp/np1:/tmp/site:$(cd "$AB_BEFORE" && pwd)"
 }
 
-# detect at VARIANT_CAMERAS from AB_BEFORE's code (var-before), beside `jpeg`'s or a
-# `variant`'s point from this checkout.
-jpeg_before() {
+# detect at VARIANT_CAMERAS from this checkout and from AB_BEFORE's, one point each
+# (var-after, var-before).
+jpeg_ab() {
   local path
   path=$(before_path) || return
   input_data
+  variant after
+  stop_all
   (cd "$AB_BEFORE" && env "$path" bash perf/gpu_session.sh variant before)
+  stop_all
 }
 
 # detect_video at VIDEO_CAMERAS (192) from this checkout and from AB_BEFORE's, one point
@@ -754,7 +757,7 @@ remaining() {
       jpeg_instances) need=130 cap=220 ;;
       video_variants|video_instances) need=200 cap=330 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
-      jpeg_before) need=60 cap=100 ;;
+      jpeg_ab) need=120 cap=200 ;;
       video_ab) need=160 cap=320 ;;
       warm_up) need=200 cap=230 ;;
       native) need=120 cap=150 ;;
