@@ -75,6 +75,29 @@ def test_bad_parameter_fails_alone_next_to_valid_frames(
             assert result.as_numpy("num_detections")[0, 0] > 0
 
 
+def test_the_same_parameters_sent_again_are_checked_and_applied_again(client, valid_frames) -> None:
+    """The server remembers a parameter text's checks (a camera sends the same text with
+    every frame): a request that repeats one is answered as the first was."""
+    strict = {"confidence_threshold": 0.9}
+    bad, reason = BAD_PARAMETERS[0]
+    frame = valid_frames[0]
+    rounds = [
+        send_all(client, [(frame, strict), (frame, bad), (frame, None), (frame, strict)])
+        for _ in range(2)  # the second round meets texts the server has seen
+    ]
+    for results in rounds:
+        for _, error in (results[0], results[2], results[3]):
+            assert error is None, error
+        assert_client_error(results[1][1], f"bad request parameters: {reason}")
+        strict_answers = [results[i][0] for i in (0, 3)]
+        for answer in strict_answers:
+            count = answer.as_numpy("num_detections")[0, 0]
+            assert (answer.as_numpy("scores")[0, :count] >= 0.9).all()
+            assert count < results[2][0].as_numpy("num_detections")[0, 0]
+    counts = [r[i][0].as_numpy("num_detections")[0, 0] for r in rounds for i in (0, 3)]
+    assert len(set(counts)) == 1
+
+
 def damaged_frames_count(server) -> float:
     url = f"http://localhost:{server.ports.metrics}/metrics"
     with urllib.request.urlopen(url, timeout=5.0) as response:

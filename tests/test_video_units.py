@@ -11,7 +11,12 @@ import pytest
 
 from camdet.scenes.video import encode_access_units
 from camdet.steps.preprocess.pipeline import build_pipeline, load_pipeline_module, run_batch
-from camdet.steps.video.annexb import AccessUnitError, inspect_access_unit
+from camdet.steps.video.annexb import (
+    AccessUnitError,
+    inspect_access_unit,
+    nal_unit_spans,
+    split_nal_units,
+)
 from camdet.steps.video.decoders import (
     DecoderUnavailableError,
     PyAVDecoder,
@@ -67,6 +72,17 @@ def test_sps_size_of_1080p_is_the_coded_size() -> None:
     units = encode_access_units([np.zeros((1080, 1920, 3), np.uint8)])
     assert inspect_access_unit(units[0].data, "h264").size == (1088, 1920)
     assert inspect_access_unit(huge_keyframe(16384, 16384), "h264").size == (16384, 16384)
+
+
+def test_nal_units_split_at_either_start_code_and_keep_their_own_zeros() -> None:
+    # An AUD, a unit before a 3-byte start code, one before a 4-byte start code (whose
+    # first zero is the start code's, not the unit's), and a last unit kept whole.
+    data = b"\x00\x00\x00\x01\x09\xf0" + b"\x00\x00\x01\x67\x42\x00\x00\x01\x41\x9a\x00"
+    data += b"\x00\x00\x01\x65\x88\x00"
+    units = [b"\x09\xf0", b"\x67\x42", b"\x41\x9a", b"\x65\x88\x00"]
+    assert split_nal_units(data) == units
+    assert [data[start:stop] for start, stop in nal_unit_spans(data)] == units
+    assert split_nal_units(b"\x00\x00\x01\x00\x00\x01\x65") == [b"\x65"]  # no empty unit
 
 
 @pytest.mark.parametrize(
