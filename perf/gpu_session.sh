@@ -709,9 +709,10 @@ jpeg_best() {
 }
 
 # The checkout a before/after compares with (AB_BEFORE: a folder holding another commit's
-# camdet, client, perf and model_repository, e.g. from `git archive`): its PYTHONPATH. Its
-# points run from that folder with its own copy of this script (`python -m` puts the
-# working directory first on the path).
+# camdet, client, perf and model_repository, e.g. from `git archive`; model_repository may
+# be a link to this checkout's when it did not change, as the device tool carries 64 MiB):
+# its PYTHONPATH. Its points run from that folder with its own copy of this script
+# (`python -m` puts the working directory first on the path).
 before_path() {
   [ -d "${AB_BEFORE:-}/camdet" ] || { echo "AB_BEFORE has no camdet/" | tee -a "$OUT/summary.txt"; return 1; }
   ln -sfn ../client "$AB_BEFORE/camdet/client"
@@ -745,10 +746,11 @@ video_ab() {
 
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
 # jpeg_instances jpeg_best accuracy video_profile), each phase started only while the call
-# has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an
-# H100: jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s,
-# warm_up ~110 s, video_variants ~270 s, native ~85 s, decoders_parts ~200 s) and cut at
-# what is left of it, then pack: for a call of whatever length the device tool gives.
+# has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases'
+# lengths on an H100: jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances
+# ~120 s, warm_up ~110 s, video_variants ~270 s, native ~85 s, decoders_parts ~200 s,
+# jpeg_ab ~135 s, video_ab ~170 s) and cut at what is left of it, then pack: for a call of
+# whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
   for phase in ${REMAINING:-jpeg_instances jpeg_best accuracy video_profile}; do
