@@ -709,12 +709,14 @@ jpeg_best() {
 }
 
 # The checkout a before/after compares with (AB_BEFORE: a folder holding another commit's
-# camdet, client, perf and model_repository, e.g. from `git archive`; model_repository may
-# be a link to this checkout's when it did not change, as the device tool carries 64 MiB):
-# its PYTHONPATH. Its points run from that folder with its own copy of this script
-# (`python -m` puts the working directory first on the path).
+# camdet, client and perf, e.g. `git archive COMMIT camdet client perf | tar -x -C DIR`,
+# and its model_repository if that changed since; without one it links this checkout's,
+# as the device tool carries 64 MiB at most): its PYTHONPATH. Its points run from that
+# folder with its own copy of this script (`python -m` puts the working directory first
+# on the path).
 before_path() {
   [ -d "${AB_BEFORE:-}/camdet" ] || { echo "AB_BEFORE has no camdet/" | tee -a "$OUT/summary.txt"; return 1; }
+  [ -e "$AB_BEFORE/model_repository" ] || ln -s "$PWD/model_repository" "$AB_BEFORE/model_repository"
   ln -sfn ../client "$AB_BEFORE/camdet/client"
   ln -sfn ../perf "$AB_BEFORE/camdet/perf"
   echo "PYTHONPATH=/tmp/np1:/tmp/site:$(cd "$AB_BEFORE" && pwd)"
