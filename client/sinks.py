@@ -1,6 +1,7 @@
 """Where answered frames go: JSON Lines, an annotated MP4 per camera, or a callback.
 
-Sinks receive every answered frame on the event loop thread, so ``write`` must be quick:
+Sinks receive every answered frame on the event loop thread, each camera's in the order
+its frames were sent (see :mod:`camdet.client.streamer`), so ``write`` must be quick:
 the video sink hands frames to its own encoder thread. ``close`` flushes and releases.
 """
 

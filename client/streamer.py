@@ -3,7 +3,10 @@
 Per camera: a reader thread fills a bounded :class:`~camdet.client.reader.FrameBuffer`;
 a pump coroutine takes frames from it and sends each as one async gRPC request, with at
 most ``max_in_flight`` requests outstanding. Answers are correlated to their camera and
-frame by the request's own coroutine and go to the sinks. H.264/HEVC access units go to
+frame by the request's own coroutine and go to the tracker and the sinks in the order the
+frames were sent: requests in flight together may be answered out of order (the server
+runs several instances), and the tracker only moves forward in time, so an answer that
+comes early waits for its predecessors to end (answered or failed). H.264/HEVC access units go to
 ``detect_video`` instead, in order, as the camera's
 :class:`~camdet.client.sequence.VideoSequence`; answers are correlated by frame id.
 
@@ -298,6 +301,8 @@ class Ingest:
         slots = asyncio.Semaphore(self.options.max_in_flight)
         requests: set[asyncio.Task[None]] = set()
         video = self._sequence(pool, camera.config.id)
+        # The previous request's turn: done once it delivered its answer or ended without.
+        turn: asyncio.Future[None] | None = None
         try:
             while True:
                 await slots.acquire()
@@ -312,7 +317,8 @@ class Ingest:
                     if frame is None:
                         break
                     continue
-                task = asyncio.create_task(self._send(pool, endpoint, frame))
+                after, turn = turn, asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._send(pool, endpoint, frame, after, turn))
                 requests.add(task)
                 task.add_done_callback(requests.discard)
                 task.add_done_callback(lambda _: slots.release())
@@ -341,8 +347,37 @@ class Ingest:
             return None
         return endpoint
 
-    async def _send(self, pool: ServerPool, endpoint: Endpoint, frame: CapturedFrame) -> None:
-        """One request; the frame ends answered or failed, whatever happens."""
+    async def _send(
+        self,
+        pool: ServerPool,
+        endpoint: Endpoint,
+        frame: CapturedFrame,
+        after: asyncio.Future[None] | None,
+        turn: asyncio.Future[None],
+    ) -> None:
+        """One request; the frame ends answered or failed, whatever happens.
+
+        Args:
+            pool: The servers.
+            endpoint: The server this frame goes to.
+            frame: The frame.
+            after: Done when the camera's previous request has ended; the answer is
+                delivered only then (None: no request before this one).
+            turn: Set done here when this request has ended, answered or not.
+        """
+        try:
+            await self._request(pool, endpoint, frame, after)
+        finally:
+            if not turn.done():
+                turn.set_result(None)
+
+    async def _request(
+        self,
+        pool: ServerPool,
+        endpoint: Endpoint,
+        frame: CapturedFrame,
+        after: asyncio.Future[None] | None,
+    ) -> None:
         camera_id = frame.camera_id
         sending = False
         try:
@@ -375,6 +410,10 @@ class Ingest:
             return
         latency = time.monotonic() - frame.captured_mono
         self.accounting.answered(camera_id, latency + frame.capture_delay_s, damaged)
+        if after is not None:
+            # asyncio.wait, not await: a stop that cancels this task must not cancel
+            # the predecessor's turn, which its own task still sets.
+            await asyncio.wait([after])
         self._deliver(Result(frame, detections, latency, endpoint.url, damaged))
 
     def _deliver(self, result: Result) -> None:

@@ -1,7 +1,8 @@
 """Per-camera tracking in the client: a ``track_id`` on every answered detection.
 
-Answers of all cameras reach the event loop, in order per camera except when several
-requests of a camera are in flight; each camera gets its own
+Answers of all cameras reach the event loop, each camera's in the order its frames were
+sent (:mod:`camdet.client.streamer` holds an early answer back for its predecessors:
+the tracker only moves forward in time); each camera gets its own
 :class:`~camdet.tracking.bytetrack.ByteTracker` here (why here and not on the server: see
 :mod:`camdet.tracking` and the model card). Both paths feed it: ``detect`` answers (JPEG)
 and ``detect_video`` answers (H.264/HEVC pass-through), after their frames are resolved,
@@ -16,8 +17,8 @@ with each box's colour as the server read it (the tracker's appearance cue).
 - A late answer from an older session (frames still in flight at the reconnect, or at
   the end of a looping file's pass) gets no ids and changes no track and no count: its
   tracks have ended, and taking it as a restart would end the current session's too.
-- An answer that arrives after a later frame's is labelled from the current tracks
-  without changing them (the tracker only moves forward in time).
+- An answer that still arrives after a later frame's (a caller of :class:`Tracking` that
+  does not keep the order) is labelled from the current tracks without changing them.
 - With a count line, tracks crossing it are counted per camera and direction; the side
   of a track is forgotten when the tracker ends it (after ``max_age`` frames unseen).
 """
@@ -92,7 +93,7 @@ class Tracking:
         """The answered frame with a ``track_id`` on each detection (None: no track).
 
         None: not (yet) a confirmed track, or an answer from an older camera session.
-        Call once per answered frame, in answer order (the event loop does).
+        Call once per answered frame, in the order the frames were sent (the event loop does).
         """
         camera = self._camera(result.frame.camera_id)
         with self._lock:

@@ -213,3 +213,34 @@ def test_damaged_frames_are_answered_flagged_and_counted(server, tmp_path: Path)
     assert totals.balanced and totals.damaged == sum(r.damaged for r in results) >= 1
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert sum(line["damaged"] for line in lines) == totals.damaged
+
+
+def test_answers_reach_the_sinks_in_send_order_around_a_refused_frame(
+    server, tmp_path: Path
+) -> None:
+    """Four requests in flight are answered in any order; the sinks (and the tracker) get
+    them in the order the frames were sent, and a refused frame holds none back."""
+    from tests.helpers.images import rst_jpeg
+
+    whole = rst_jpeg()
+    dht = whole.index(b"\xff\xc4")
+    broken = whole[: dht + 5] + b"\xff" * 17 + whole[dht + 22 :]  # an undecodable Huffman table
+    frames = [whole] * 12
+    frames[5] = broken
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, data in enumerate(frames):
+        (folder / f"{index:03d}.jpg").write_bytes(data)
+    results: list[Result] = []
+    ingest = Ingest(
+        [CameraConfig("folder", str(folder))],
+        [server.grpc_url],
+        [CallbackSink(results.append)],
+        IngestOptions(mode=Mode.CAPACITY, max_in_flight=4),
+    )
+    with BackgroundIngest(ingest) as running:
+        assert running.wait(120)  # a folder camera ends after its last frame
+        totals = running.stop()["folder"]
+    assert (totals.captured, totals.answered, totals.failed) == (12, 11, 1), totals
+    positions = [r.frame.position for r in results]
+    assert positions == [p for p in range(len(frames)) if p != 5], positions
