@@ -6,8 +6,8 @@ most ``max_in_flight`` requests outstanding. Answers are correlated to their cam
 frame by the request's own coroutine and go to the tracker and the sinks in the order the
 frames were sent: requests in flight together may be answered out of order (the server
 runs several instances), and the tracker only moves forward in time, so an answer that
-comes early waits for its predecessors to end (answered or failed). H.264/HEVC access units go to
-``detect_video`` instead, in order, as the camera's
+comes early waits for its predecessors to end (answered or failed). H.264/HEVC access
+units go to ``detect_video`` instead, in order, as the camera's
 :class:`~camdet.client.sequence.VideoSequence`; answers are correlated by frame id.
 
 Real-time mode keeps latency bounded when the server is slower than the cameras: the

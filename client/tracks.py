@@ -93,7 +93,8 @@ class Tracking:
         """The answered frame with a ``track_id`` on each detection (None: no track).
 
         None: not (yet) a confirmed track, or an answer from an older camera session.
-        Call once per answered frame, in the order the frames were sent (the event loop does).
+        Call once per answered frame, in the order the frames were sent (the event
+        loop does).
         """
         camera = self._camera(result.frame.camera_id)
         with self._lock:
