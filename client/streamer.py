@@ -361,23 +361,28 @@ class Ingest:
             pool: The servers.
             endpoint: The server this frame goes to.
             frame: The frame.
-            after: Done when the camera's previous request has ended; the answer is
-                delivered only then (None: no request before this one).
-            turn: Set done here when this request has ended, answered or not.
+            after: Done when the camera's previous request has ended (None: no request
+                before this one). This one's answer is delivered only then, and this
+                one ends only then, answered or failed: a failure must not let a later
+                answer overtake an earlier one still in flight.
+            turn: Set done here when this request has ended.
         """
         try:
-            await self._request(pool, endpoint, frame, after)
+            result = await self._request(pool, endpoint, frame)
+            if after is not None:
+                # asyncio.wait, not await: a stop that cancels this task must not cancel
+                # the predecessor's turn, which its own task still sets.
+                await asyncio.wait([after])
+            if result is not None:
+                self._deliver(result)
         finally:
             if not turn.done():
                 turn.set_result(None)
 
     async def _request(
-        self,
-        pool: ServerPool,
-        endpoint: Endpoint,
-        frame: CapturedFrame,
-        after: asyncio.Future[None] | None,
-    ) -> None:
+        self, pool: ServerPool, endpoint: Endpoint, frame: CapturedFrame
+    ) -> Result | None:
+        """The frame's answer, counted as answered; None: it failed (counted as failed)."""
         camera_id = frame.camera_id
         sending = False
         try:
@@ -407,14 +412,10 @@ class Ingest:
                 logger.debug("camera %s frame %d failed: %s", camera_id, frame.index, error)
             else:
                 logger.warning("camera %s frame %d failed: %s", camera_id, frame.index, error)
-            return
+            return None
         latency = time.monotonic() - frame.captured_mono
         self.accounting.answered(camera_id, latency + frame.capture_delay_s, damaged)
-        if after is not None:
-            # asyncio.wait, not await: a stop that cancels this task must not cancel
-            # the predecessor's turn, which its own task still sets.
-            await asyncio.wait([after])
-        self._deliver(Result(frame, detections, latency, endpoint.url, damaged))
+        return Result(frame, detections, latency, endpoint.url, damaged)
 
     def _deliver(self, result: Result) -> None:
         if self.tracking is not None:
