@@ -301,7 +301,7 @@ class Ingest:
         slots = asyncio.Semaphore(self.options.max_in_flight)
         requests: set[asyncio.Task[None]] = set()
         video = self._sequence(pool, camera.config.id)
-        # The previous request's turn: done once it delivered its answer or ended without.
+        # The previous request's turn: done once it has ended (answer delivered, or failed).
         turn: asyncio.Future[None] | None = None
         try:
             while True:
