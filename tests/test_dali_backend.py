@@ -31,7 +31,7 @@ from camdet.serving.ports import Ports
 from camdet.serving.repository import PRODUCTION_REPOSITORY, read_config, write_config
 from camdet.serving.server import TritonServer
 from camdet.steps.preprocess.runner import BatchPreprocessor
-from tests.helpers.images import encode
+from tests.helpers.images import bad_huffman_table, encode
 
 BACKEND, BACKEND_LINE = dali_backend_status()
 pytestmark = pytest.mark.skipif(
@@ -79,9 +79,7 @@ def frames() -> list[bytes]:
 
 def refused_jpeg() -> bytes:
     """A JPEG whose Huffman table is destroyed: right magic bytes, the decoder refuses it."""
-    jpeg = encode(np.full((48, 64, 3), 128, np.uint8))
-    dht = jpeg.index(b"\xff\xc4")
-    return jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]
+    return bad_huffman_table(encode(np.full((48, 64, 3), 128, np.uint8)))
 
 
 def _serve_copy(source: Path, repository: Path, gpu: bool) -> None:

@@ -221,11 +221,10 @@ def test_answers_reach_the_sinks_in_send_order_around_a_refused_frame(
     """Four requests in flight are answered in any order; the sinks (and the tracker) get
     them in the order the frames were sent. A refused frame (refused fast, by validate)
     holds none back, and lets none overtake an earlier frame still in flight."""
-    from tests.helpers.images import rst_jpeg
+    from tests.helpers.images import bad_huffman_table, rst_jpeg
 
     whole = rst_jpeg()
-    dht = whole.index(b"\xff\xc4")
-    broken = whole[: dht + 5] + b"\xff" * 17 + whole[dht + 22 :]  # an undecodable Huffman table
+    broken = bad_huffman_table(whole)
     refused = set(range(2, 24, 3))
     frames = [broken if index in refused else whole for index in range(24)]
     folder = tmp_path / "frames"

@@ -35,7 +35,7 @@ from camdet.serving.repository import (
     read_repository,
 )
 from camdet.serving.server import Ports, serve
-from tests.helpers.images import encode, rst_jpeg
+from tests.helpers.images import bad_huffman_table, encode, rst_jpeg
 from tests.helpers.triton import BAD_PARAMETERS, send_concurrently
 from tests.helpers.video import clip, send
 
@@ -262,8 +262,7 @@ def test_detect_answers_as_the_steps_chained(client) -> None:
 @pytest.mark.server
 def test_a_refused_frame_or_bad_threshold_fails_alone_in_a_pipeline_batch(client) -> None:
     good = frames([(1280, 720)] * 5, seed=22)
-    dht = good[0].index(b"\xff\xc4")  # a Huffman table the decoder refuses (validate would too)
-    refused = good[0][: dht + 5] + b"\xff" * 17 + good[0][dht + 22 :]
+    refused = bad_huffman_table(good[0])  # the decoder refuses it (validate would too)
     frame = np.frombuffer(refused, np.uint8)[None]
     with pytest.raises(Exception) as step_error:
         infer(client, "preprocess", {"encoded_image": frame}, ("original_size",))

@@ -14,7 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from camdet.contract import ENSEMBLE, OUTPUTS, frame_input
 from camdet.scenes import render_frame
-from tests.helpers.images import encode, lose_interval, rst_jpeg
+from tests.helpers.images import bad_huffman_table, encode, lose_interval, rst_jpeg
 from tests.helpers.triton import BAD_PARAMETERS
 
 pytestmark = pytest.mark.server
@@ -168,7 +168,7 @@ def test_undecodable_jpeg_is_refused_alone_with_a_reason(client, valid_frames) -
     reach the portable preprocess anyway, it fails alone, in words, not DALI's source."""
     jpeg = valid_frames[1]
     dht = jpeg.index(b"\xff\xc4")
-    broken = jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]  # an undecodable Huffman table
+    broken = bad_huffman_table(jpeg)
     ((result, error),) = send_all(client, [(broken, None)])
     assert result is None
     reason = f"invalid image: corrupt JPEG: Huffman table at byte {dht} claims 4080 codes"

@@ -16,7 +16,7 @@ from camdet.scenes import render_frame
 from camdet.serving.launch import ServerError, has_cuda_gpu
 from camdet.serving.repository import PRODUCTION_REPOSITORY
 from camdet.serving.server import Ports, serve
-from tests.helpers.images import encode, with_claimed_size
+from tests.helpers.images import bad_huffman_table, encode, with_claimed_size
 from tests.helpers.triton import send_concurrently
 
 pytestmark = pytest.mark.server
@@ -33,12 +33,6 @@ def client(server) -> grpcclient.InferenceServerClient:
 def frames(count: int, width: int, height: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
     return [render_frame(rng, width, height) for _ in range(count)]
-
-
-def bad_huffman_table(jpeg: bytes) -> bytes:
-    """Structurally complete JPEG whose Huffman table cannot be decoded."""
-    dht = jpeg.index(b"\xff\xc4")
-    return jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]
 
 
 @pytest.mark.parametrize(("width", "height"), [(1280, 720), (1920, 1080), (720, 1280)])

@@ -24,6 +24,13 @@ def with_claimed_size(jpeg: bytes, height: int, width: int) -> bytes:
     return jpeg[: sof + 5] + struct.pack(">HH", height, width) + jpeg[sof + 9 :]
 
 
+def bad_huffman_table(jpeg: bytes) -> bytes:
+    """The JPEG with its first Huffman table's code counts overwritten: structurally
+    complete, the right magic bytes, but the decoder (and validate) refuse it."""
+    dht = jpeg.index(b"\xff\xc4")
+    return jpeg[: dht + 5] + b"\xff" * 17 + jpeg[dht + 22 :]
+
+
 def rst_jpeg(seed: int = 3) -> bytes:
     """A camera-style JPEG with restart markers every 4 MCUs (as RTP/MJPEG cameras send)."""
     image = render_frame(np.random.default_rng(seed), 640, 480).image
