@@ -49,6 +49,8 @@
 #   bash perf/gpu_session.sh warm_up     # detect warmed up with a whole batch vs one frame
 #   bash perf/gpu_session.sh accuracy    # the GPU accuracy and pipeline tests (-v), ACCURACY_LIMIT
 #                                        # (240) s
+#   bash perf/gpu_session.sh rest_tests  # the other GPU tests: segments, CUDA wait flags, MPS,
+#                                        # doctor (-v), REST_LIMIT (150) s
 #   bash perf/gpu_session.sh jpeg_instances  # detect at VARIANT_CAMERAS per count of JPEG
 #                                        # pipeline instances (JPEG_INSTANCES, "4 6")
 #   bash perf/gpu_session.sh jpeg_best   # `jpeg` with the fastest count `jpeg_instances` found
@@ -398,7 +400,10 @@ pystack_program() {
 
 # Between phases or points: whatever a bench, a server or the MPS daemon left running.
 stop_all() {
-  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control; sleep 1
+  # The MPS server too: a killed control daemon can leave it holding the card, and the
+  # next daemon's clients then wait for ever (session 20: test_mps hung after a bench).
+  pkill -f camdet.perf.bench; pkill -x tritonserver; pkill -f nvidia-cuda-mps-control
+  pkill -f nvidia-cuda-mps-server; sleep 1
 }
 
 # One `variant` per NAME:ENV... argument, each in POINT_TIMEOUT (100) s at most and its server and MPS
@@ -674,6 +679,15 @@ warm_up() {
   stop_all
 }
 
+# The GPU tests that `accuracy` leaves out: the video segments, the CUDA wait flags, the
+# private MPS daemon and the doctor (-v: each test's line), REST_LIMIT (150) s.
+rest_tests() {
+  timeout "${REST_LIMIT:-150}" pytest -v -p no:cacheprovider -m gpu tests/test_segment.py \
+    tests/test_cuda_schedule.py tests/test_mps.py tests/test_doctor.py > "$OUT/test_rest.txt" 2>&1
+  echo "segment, schedule, MPS and doctor tests rc=$? ($(tail -1 "$OUT/test_rest.txt"))" \
+    | tee -a "$OUT/summary.txt"
+}
+
 # The GPU accuracy tests (mAP within 0.005 of the CPU, colours) and the pipelines' answers
 # against the steps chained, one line per test. test_pipeline's servers take turns: two of
 # them beside test_gpu's did not fit the card's 80 GB in session 17.
@@ -758,6 +772,7 @@ remaining() {
   for phase in ${REMAINING:-jpeg_instances jpeg_best accuracy video_profile}; do
     case $phase in
       accuracy) need=150 cap=260 ;;
+      rest_tests) need=60 cap=160 ;;
       jpeg_instances) need=130 cap=220 ;;
       video_variants|video_instances) need=200 cap=330 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
@@ -775,6 +790,7 @@ remaining() {
     [ "$cap" -lt "$left" ] || cap=$((left - 5))
     JPEG_CAMERAS=${JPEG_CAMERAS:-384} VARIANT_CAMERAS=${VARIANT_CAMERAS:-384} \
       NATIVE_SECONDS=${NATIVE_SECONDS:-40} VIDEO_LIMIT=$cap ACCURACY_LIMIT=$((cap - 10)) \
+      REST_LIMIT=$((cap - 10)) \
       timeout "$cap" bash "$0" "$phase"
     stop_all
     echo "remaining: $phase done at $((SECONDS - start)) s" | tee -a "$OUT/summary.txt"

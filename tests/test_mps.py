@@ -69,7 +69,8 @@ def test_a_cuda_process_runs_through_the_private_daemon() -> None:
     folder = daemon.folder
     try:
         code = "import torch; print(int((torch.ones(1000, device='cuda') * 2).sum().item()))"
-        out = daemon.client(code)
+        # Bounded: a client of a daemon whose MPS server cannot start waits for ever.
+        out = daemon.client(code, timeout_s=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "2000"
         # The daemon started an MPS server for that client: its log says so.

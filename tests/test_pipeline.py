@@ -92,6 +92,10 @@ def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     chosen = portable.PIPELINE_CUDA_SCHEDULE
     for name, default in (("detect_pipeline", "blocking-sync"), ("detect_video_pipeline", "auto")):
         assert gpu[name].parameters["cuda_schedule"].string_value == (chosen or default)
+    # The decode stage gathers what waits for it unless CAMDET_PIPELINE_GATHER=0.
+    gather = "yes" if portable.PIPELINE_GATHER else "no"
+    for name in ("detect_pipeline", "detect_video_pipeline"):
+        assert gpu[name].parameters["gather"].string_value == gather
     assert steps(cpu[ENSEMBLE]) == ["validate", "preprocess", "detector", "postprocess"]
     assert "detect_pipeline" not in cpu
 

@@ -233,6 +233,13 @@ PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 detect-and-answer thread (``CAMDET_PIPELINE_OVERLAP=0``: one thread does both; config
 parameter ``overlap``; :mod:`camdet.triton_models.portable.stages`)."""
 
+PIPELINE_GATHER = os.environ.get("CAMDET_PIPELINE_GATHER", "1") != "0"
+"""Whether each ``*_pipeline`` instance's decode stage takes every batch waiting for it
+as one, ``execute`` returning at once while less than a whole batch waits
+(``CAMDET_PIPELINE_GATHER=0``: one ``execute``'s batch at a time, ``execute`` held until
+the stage is free; config parameter ``gather``;
+:mod:`camdet.triton_models.portable.gather`)."""
+
 PIPELINE_CUDA_SCHEDULE = os.environ.get("CAMDET_CUDA_SCHEDULE", "")
 """How each ``*_pipeline`` instance's threads wait for the GPU (``CAMDET_CUDA_SCHEDULE``:
 ``auto``, CUDA's default, ``spin``, ``yield`` or ``blocking-sync``; config parameter
@@ -298,6 +305,7 @@ def add_pipelines(
         for group in pipeline.instance_group:
             group.count = count if gpu else 1
         pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
+        pipeline.parameters["gather"].string_value = "yes" if PIPELINE_GATHER else "no"
         schedule = PIPELINE_CUDA_SCHEDULE or DEFAULT_SCHEDULES[video]
         pipeline.parameters["cuda_schedule"].string_value = schedule
         _write_pipeline(root, pipeline, [configs[s.model_name] for s in run])

@@ -60,9 +60,8 @@ class TritonPythonModel:
             self._decoder_factory(nvdec, parameter(config, "nvdec_latency")), limits
         )
         threads = int(parameter(config, "num_threads", str(os.cpu_count() or 1)))
-        self.letterbox = VideoLetterbox(
-            int(config["max_batch_size"]), threads, self.device_id, on_gpu=nvdec
-        )
+        self.max_batch = int(config["max_batch_size"])
+        self.letterbox = VideoLetterbox(self.max_batch, threads, self.device_id, on_gpu=nvdec)
         if nvdec:  # a PyAV instance keeps Python's interval: its decoders need the cores
             _set_switch_interval(config)
         self.dtypes = {n: output_dtype(config, n) for n in (IMAGE, SIZE, FRAME_PTS, DAMAGED)}

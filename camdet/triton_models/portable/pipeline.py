@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ from camdet.triton_models.common import (
 )
 from camdet.triton_models.portable.detector_torch import graph_runner, torch_dtype
 from camdet.triton_models.portable.preprocess import preprocessor
-from camdet.triton_models.portable.stages import Batch, Stages
+from camdet.triton_models.portable.stages import Batch, Gather, Stages
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE, Postprocessor
 from camdet.triton_models.validate import DAMAGED, FrameChecks
 
@@ -158,6 +159,25 @@ class _Frames:
     images: torch.Tensor | None = None
     sizes: torch.Tensor | None = None
 
+    @property
+    def count(self) -> int:
+        """The batch's frames (a request may hold several)."""
+        return sum(n for _, n in self.owners)
+
+    @staticmethod
+    def join(works: list[_Frames], offsets: list[int]) -> _Frames:
+        """Several batches' reads as one; ``offsets``: each one's first request index."""
+        return _Frames(
+            [frame for work in works for frame in work.frames],
+            [(i + o, n) for work, o in zip(works, offsets, strict=True) for i, n in work.owners],
+            [setting for work in works for setting in work.thresholds],
+            {
+                i + o: d
+                for work, o in zip(works, offsets, strict=True)
+                for i, d in work.damaged.items()
+            },
+        )
+
 
 class TritonPythonModel:
     """Decode, detect and postprocess a batch of encoded frames, one response each.
@@ -186,14 +206,17 @@ class TritonPythonModel:
         if device_id is not None and os.environ.get("CAMDET_PROBE_JPEG") == "1":
             _log_jpeg_probe(args["model_name"], Path(pre["model_repository"]), device_id)
         overlap = overlapped(config)
+        gather = gathering(config, _Frames.join, int(pre_config["max_batch_size"]))
         self.stages = Stages(
             args["model_name"],
             [self._decode, self._detect],
             self.device if device_id is not None else None,
             overlap,
+            gather,
         )
         pb_utils.Logger.log_info(
-            f"{args['model_name']}: one process on {self.device}, overlap {overlap}"
+            f"{args['model_name']}: one process on {self.device}, overlap {overlap}, "
+            f"gather {gather is not None}"
         )
 
     def execute(self, requests: list) -> None:
@@ -289,6 +312,21 @@ def apply_cuda_schedule(model: str, config: dict, device_id: int | None) -> None
 def overlapped(config: dict) -> bool:
     """Whether the config asks for overlapping stages (parameter ``overlap``, default yes)."""
     return parameter(config, "overlap", "yes") != "no"
+
+
+def gathering(
+    config: dict, join: Callable[[list, list[int]], Any], max_frames: int
+) -> Gather | None:
+    """The first stage's gathering, unless the config says ``gather: "no"`` (default yes).
+
+    Args:
+        config: The pipeline model's config.
+        join: The model's works of several batches as one (:class:`Gather`).
+        max_frames: The first step's largest batch, frames.
+    """
+    if parameter(config, "gather", "yes") == "no":
+        return None
+    return Gather(lambda work: work.count, join, max_frames)
 
 
 def _log_jpeg_probe(model: str, preprocess_dir: Path, device_id: int) -> None:

@@ -31,6 +31,7 @@ from camdet.triton_models.common import (
 from camdet.triton_models.portable.pipeline import (
     DetectAndAnswer,
     apply_cuda_schedule,
+    gathering,
     overlapped,
 )
 from camdet.triton_models.portable.stages import Batch, Stages
@@ -49,6 +50,26 @@ class _Units:
     frame_pts: dict[int, int] = field(default_factory=dict)
     images: Any = None
     sizes: Any = None
+
+    @property
+    def count(self) -> int:
+        """The batch's access units (each gives at most one frame)."""
+        return len(self.units)
+
+    @staticmethod
+    def join(works: list[_Units], offsets: list[int]) -> _Units:
+        """Several batches' reads as one; ``offsets``: each one's first request index.
+
+        A camera's units stay in the order Triton handed them over.
+        """
+        return _Units(
+            [unit for work in works for unit in work.units],
+            {
+                i + o: t
+                for work, o in zip(works, offsets, strict=True)
+                for i, t in work.thresholds.items()
+            },
+        )
 
 
 class TritonPythonModel(PreprocessVideo):
@@ -72,8 +93,9 @@ class TritonPythonModel(PreprocessVideo):
         self.answering = DetectAndAnswer(det, post, self.device, self.stats)
         self.post = self.answering.post
         device = self.device if self.device_id is not None else None
+        gather = gathering(config, _Units.join, self.max_batch)
         self.stages = Stages(
-            args["model_name"], [self._decode, self._detect], device, overlapped(config)
+            args["model_name"], [self._decode, self._detect], device, overlapped(config), gather
         )
 
     def execute(self, requests: list) -> None:

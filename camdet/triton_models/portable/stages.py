@@ -11,9 +11,12 @@ answered by its own response sender (the Python backend allows that in default m
 24.06) when the last stage is done with it. The stages of one process then overlap on one
 CUDA context, each on its own stream.
 
-Back-pressure: a hand-over waits until the next stage takes the batch, so ``execute``
-returns only when the first stage is free; meanwhile Triton's dynamic batcher gathers
-the next batch, and batches stay as large as when ``execute`` did all the work.
+Back-pressure: a hand-over between stages waits until the next stage takes the batch.
+In front of the first stage either the same (``execute`` returns only when that stage
+is free; meanwhile Triton's dynamic batcher gathers the next batch), or, with a
+:class:`Gather`, the first stage takes every batch waiting for it as one, up to its
+largest batch, and ``execute`` returns at once while less than that waits
+(:mod:`camdet.triton_models.portable.gather`: one batch time less of waiting).
 
 Every request gets exactly one final response: its stage's answer, its own error, or, if
 a stage fails unexpectedly, an ``INTERNAL`` error without a traceback (which goes to the
@@ -23,6 +26,7 @@ server log), as :func:`~camdet.triton_models.common.guarded_execute` answers a b
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import threading
 import traceback
@@ -34,6 +38,7 @@ from typing import Any
 import triton_python_backend_utils as pb_utils
 
 from camdet.triton_models.common import internal_error_response
+from camdet.triton_models.portable.gather import Waiting
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -98,6 +103,30 @@ Stage = Callable[[Batch], None]
 """A stage: reads ``batch.work``, answers what it can, leaves ``batch.work`` for the next."""
 
 
+@dataclass(frozen=True)
+class Gather:
+    """How the first stage takes the batches waiting for it as one batch.
+
+    Attributes:
+        frames: A batch's work -> its frames (a request may hold several).
+        join: The works of several batches, in the order ``execute`` read them, and
+            each one's first request index in the joined batch -> the joined work
+            (whose request indices are the joined batch's).
+        max_frames: The most frames of a joined batch: the first step's largest batch.
+    """
+
+    frames: Callable[[Any], int]
+    join: Callable[[list[Any], list[int]], Any]
+    max_frames: int
+
+    def batches(self, batches: list[Batch]) -> Batch:
+        """``batches`` as one: their requests in order, their works joined."""
+        sizes = [len(batch.senders) for batch in batches[:-1]]
+        offsets = list(itertools.accumulate(sizes, initial=0))
+        senders = [sender for batch in batches for sender in batch.senders]
+        return Batch(senders, self.join([batch.work for batch in batches], offsets))
+
+
 class Stages:
     """Threads that run batches through ``stages`` in order, one batch per stage at a time.
 
@@ -107,26 +136,38 @@ class Stages:
         device: A torch CUDA device to give each thread its own stream on, or None.
         overlap: False: one thread runs every stage of a batch before taking the next
             (the config's ``overlap: "no"``).
+        gather: The first stage takes the batches waiting for it as one (None: one
+            ``execute``'s batch at a time, handed over when that stage is free).
     """
 
     def __init__(
-        self, model: str, stages: Sequence[Stage], device: Any = None, overlap: bool = True
+        self,
+        model: str,
+        stages: Sequence[Stage],
+        device: Any = None,
+        overlap: bool = True,
+        gather: Gather | None = None,
     ) -> None:
         self.model = model
         self.device = device
         stages = list(stages) if overlap else [_one_after_another(stages)]
         self.inboxes: list[queue.Queue[Batch | None]] = [queue.Queue(1) for _ in stages]
+        self.waiting = (
+            None
+            if gather is None
+            else Waiting(lambda batch: gather.frames(batch.work), gather.batches, gather.max_frames)
+        )
+        takes = [self.waiting.take if self.waiting else _taker(self.inboxes[0])]
+        takes += [_taker(inbox) for inbox in self.inboxes[1:]]
         outboxes = [*self.inboxes[1:], None]
         self.threads = [
             threading.Thread(
                 target=self._serve,
-                args=(stage, inbox, outbox),
+                args=(stage, take, outbox),
                 name=f"{model}-stage{i}",
                 daemon=True,
             )
-            for i, (stage, inbox, outbox) in enumerate(
-                zip(stages, self.inboxes, outboxes, strict=True)
-            )
+            for i, (stage, take, outbox) in enumerate(zip(stages, takes, outboxes, strict=True))
         ]
         for thread in self.threads:
             thread.start()
@@ -145,23 +186,32 @@ class Stages:
             batch.fail(self.model, exc)
 
     def submit(self, batch: Batch) -> None:
-        """Hand ``batch`` to the first stage; returns once that stage has taken it."""
-        _hand_over(self.inboxes[0], batch)
+        """Hand ``batch`` to the first stage.
+
+        Returns once that stage has taken it, or, gathering, once fewer frames than its
+        largest batch wait for it.
+        """
+        self._to_first(batch)
 
     def close(self) -> None:
         """Let every batch already submitted finish, then stop the threads."""
-        _hand_over(self.inboxes[0], None)
+        self._to_first(None)
         for thread in self.threads:
             thread.join()
 
+    def _to_first(self, batch: Batch | None) -> None:
+        if self.waiting is not None:
+            self.waiting.put(batch)
+        else:
+            _hand_over(self.inboxes[0], batch)
+
     def _serve(
-        self, stage: Stage, inbox: queue.Queue[Batch | None], outbox: queue.Queue | None
+        self, stage: Stage, take: Callable[[], Batch | None], outbox: queue.Queue | None
     ) -> None:
         """One stage's loop: take a batch, run the stage on it, hand it on."""
         stream = self._stream()
         while True:
-            batch = inbox.get()
-            inbox.task_done()  # the hand-over is complete: the sender may go on
+            batch = take()
             if batch is None:
                 if outbox is not None:
                     _hand_over(outbox, None)
@@ -219,6 +269,17 @@ def _one_after_another(stages: Sequence[Stage]) -> Stage:
             stage(batch)
 
     return run
+
+
+def _taker(inbox: queue.Queue[Batch | None]) -> Callable[[], Batch | None]:
+    """A stage's take from a rendezvous inbox: the hand-over completes as it takes."""
+
+    def take() -> Batch | None:
+        batch = inbox.get()
+        inbox.task_done()  # the sender may go on
+        return batch
+
+    return take
 
 
 def _hand_over(inbox: queue.Queue, item: Batch | None) -> None:
