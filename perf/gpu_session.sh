@@ -49,6 +49,8 @@
 #   bash perf/gpu_session.sh warm_up     # detect warmed up with a whole batch vs one frame
 #   bash perf/gpu_session.sh accuracy    # the GPU accuracy and pipeline tests (-v), ACCURACY_LIMIT
 #                                        # (240) s
+#   bash perf/gpu_session.sh gather_ab   # detect and detect_video (with 70 % of each peak) with
+#                                        # the decode stage gathering waiting batches and without
 #   bash perf/gpu_session.sh rest_tests  # the other GPU tests: segments, CUDA wait flags, MPS,
 #                                        # doctor (-v), REST_LIMIT (150) s
 #   bash perf/gpu_session.sh jpeg_instances  # detect at VARIANT_CAMERAS per count of JPEG
@@ -679,6 +681,31 @@ warm_up() {
   stop_all
 }
 
+# The pipelines' decode stage gathering the batches waiting for it or not
+# (CAMDET_PIPELINE_GATHER=0), side by side: detect at VARIANT_CAMERAS (256), then
+# detect_video at VIDEO_CAMERAS (192) with a run at ~70 % of each video point's own peak
+# (session 20 ran the 70 % run for the gathering point only: p99 89-91 ms).
+gather_ab() {
+  local point name env fps cameras=${VIDEO_CAMERAS:-192}
+  input_data
+  variant gather
+  stop_all
+  variant nogather CAMDET_PIPELINE_GATHER=0
+  stop_all
+  gpu_before
+  for point in gather: nogather:CAMDET_PIPELINE_GATHER=0; do
+    name=video-${point%%:*} env=${point#*:}
+    # shellcheck disable=SC2086  # the point's variables, one word each
+    env $env timeout 150 bash "$0" video_point "$name" "$cameras"
+    stop_all
+    fps=$(peak "$OUT/$name/bench.json" video) || continue
+    # shellcheck disable=SC2086
+    env $env timeout 120 "${VIDEO[@]}" --cameras "$cameras" --rate "$(rate_70 "$fps" "$cameras")" \
+      --out "$OUT/$name-70" > "$OUT/$name-70.txt" 2>&1
+    stop_all
+  done
+}
+
 # The GPU tests that `accuracy` leaves out: the video segments, the CUDA wait flags, the
 # private MPS daemon and the doctor (-v: each test's line), REST_LIMIT (150) s.
 rest_tests() {
@@ -773,6 +800,7 @@ remaining() {
     case $phase in
       accuracy) need=150 cap=260 ;;
       rest_tests) need=60 cap=160 ;;
+      gather_ab) need=420 cap=540 ;;
       jpeg_instances) need=130 cap=220 ;;
       video_variants|video_instances) need=200 cap=330 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
