@@ -119,7 +119,7 @@ class Gather:
     join: Callable[[list[Any], list[int]], Any]
     max_frames: int
 
-    def batches(self, batches: list[Batch]) -> Batch:
+    def joined(self, batches: list[Batch]) -> Batch:
         """``batches`` as one: their requests in order, their works joined."""
         sizes = [len(batch.senders) for batch in batches[:-1]]
         offsets = list(itertools.accumulate(sizes, initial=0))
@@ -151,11 +151,12 @@ class Stages:
         self.model = model
         self.device = device
         stages = list(stages) if overlap else [_one_after_another(stages)]
+        # Rendezvous hand-overs, one per stage; gathering, the first stage's is unused.
         self.inboxes: list[queue.Queue[Batch | None]] = [queue.Queue(1) for _ in stages]
         self.waiting = (
             None
             if gather is None
-            else Waiting(lambda batch: gather.frames(batch.work), gather.batches, gather.max_frames)
+            else Waiting(lambda batch: gather.frames(batch.work), gather.joined, gather.max_frames)
         )
         takes = [self.waiting.take if self.waiting else _taker(self.inboxes[0])]
         takes += [_taker(inbox) for inbox in self.inboxes[1:]]
