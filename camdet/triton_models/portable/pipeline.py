@@ -171,11 +171,7 @@ class _Frames:
             [frame for work in works for frame in work.frames],
             [(i + o, n) for work, o in zip(works, offsets, strict=True) for i, n in work.owners],
             [setting for work in works for setting in work.thresholds],
-            {
-                i + o: d
-                for work, o in zip(works, offsets, strict=True)
-                for i, d in work.damaged.items()
-            },
+            shifted([work.damaged for work in works], offsets),
         )
 
 
@@ -312,6 +308,20 @@ def apply_cuda_schedule(model: str, config: dict, device_id: int | None) -> None
 def overlapped(config: dict) -> bool:
     """Whether the config asks for overlapping stages (parameter ``overlap``, default yes)."""
     return parameter(config, "overlap", "yes") != "no"
+
+
+def shifted(by_request: list[dict[int, Any]], offsets: list[int]) -> dict[int, Any]:
+    """Several batches' per-request values as one, keyed by the joined batch's indices.
+
+    Args:
+        by_request: Per batch, values by its own request index.
+        offsets: Per batch, its first request's index in the joined batch.
+    """
+    return {
+        index + offset: value
+        for values, offset in zip(by_request, offsets, strict=True)
+        for index, value in values.items()
+    }
 
 
 def gathering(

@@ -33,6 +33,7 @@ from camdet.triton_models.portable.pipeline import (
     apply_cuda_schedule,
     gathering,
     overlapped,
+    shifted,
 )
 from camdet.triton_models.portable.stages import Batch, Stages
 from camdet.triton_models.postprocess import IMAGE, RAW, SIZE
@@ -64,11 +65,7 @@ class _Units:
         """
         return _Units(
             [unit for work in works for unit in work.units],
-            {
-                i + o: t
-                for work, o in zip(works, offsets, strict=True)
-                for i, t in work.thresholds.items()
-            },
+            shifted([work.thresholds for work in works], offsets),
         )
 
 
