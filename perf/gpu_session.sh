@@ -588,7 +588,8 @@ jpeg_decoders() {
 # separated by ";"; by default the defaults, and the 4 decode threads of before session 16),
 # each point only while VIDEO_LIMIT (330) s from the start leave
 # room for it and the 70 % point, each with the server's CPU by thread; then ~70 % of the
-# fastest point's peak at its cameras, with its variables.
+# fastest point's peak at its cameras, with its variables (VIDEO_EACH_70=1: ~70 % of each
+# point's own peak, right after it).
 video_variants() {
   local start=$SECONDS cameras=${VIDEO_CAMERAS:-192} point name fps best=0 best_env="" found=""
   local points
@@ -601,14 +602,21 @@ video_variants() {
     env ${point#*:} timeout 150 bash "$0" video_point "video-$name" "$cameras"
     stop_all
     fps=$(peak "$OUT/video-$name/bench.json" video) || continue
+    [ "${VIDEO_EACH_70:-0}" = 1 ] && video_70 "$name" "$fps" "$cameras" ${point#*:}
     [ "$fps" -gt "$best" ] && best=$fps best_env=${point#*:} found=$name
   done
   [ -n "$found" ] || return 0
   echo "video: fastest $found ($best_env), $best frames/s" | tee -a "$OUT/summary.txt"
   # shellcheck disable=SC2086
-  env $best_env timeout 120 "${VIDEO[@]}" --cameras "$cameras" \
-    --rate "$(rate_70 "$best" "$cameras")" \
-    --out "$OUT/video-$found-70" > "$OUT/video-$found-70.txt" 2>&1
+  [ "${VIDEO_EACH_70:-0}" = 1 ] || video_70 "$found" "$best" "$cameras" $best_env
+}
+
+# detect_video at ~70 % of a point's peak (NAME FPS CAMERAS ENV...), video-NAME-70.
+video_70() {
+  local name=$1 fps=$2 cameras=$3
+  shift 3
+  env "$@" timeout 120 "${VIDEO[@]}" --cameras "$cameras" --rate "$(rate_70 "$fps" "$cameras")" \
+    --out "$OUT/video-$name-70" > "$OUT/video-$name-70.txt" 2>&1
   stop_all
 }
 
@@ -686,24 +694,14 @@ warm_up() {
 # detect_video at VIDEO_CAMERAS (192) with a run at ~70 % of each video point's own peak
 # (session 20 ran the 70 % run for the gathering point only: p99 89-91 ms).
 gather_ab() {
-  local point name env fps cameras=${VIDEO_CAMERAS:-192}
   input_data
   variant gather
   stop_all
   variant nogather CAMDET_PIPELINE_GATHER=0
   stop_all
-  gpu_before
-  for point in gather: nogather:CAMDET_PIPELINE_GATHER=0; do
-    name=video-${point%%:*} env=${point#*:}
-    # shellcheck disable=SC2086  # the point's variables, one word each
-    env $env timeout 150 bash "$0" video_point "$name" "$cameras"
-    stop_all
-    fps=$(peak "$OUT/$name/bench.json" video) || continue
-    # shellcheck disable=SC2086
-    env $env timeout 120 "${VIDEO[@]}" --cameras "$cameras" --rate "$(rate_70 "$fps" "$cameras")" \
-      --out "$OUT/$name-70" > "$OUT/$name-70.txt" 2>&1
-    stop_all
-  done
+  # VIDEO_LIMIT (600) s for the whole phase: what the JPEG points left of it.
+  VIDEO_EACH_70=1 VIDEO_LIMIT=$((${VIDEO_LIMIT:-600} - SECONDS)) \
+    VIDEO_POINTS="gather:;nogather:CAMDET_PIPELINE_GATHER=0" video_variants
 }
 
 # The GPU tests that `accuracy` leaves out: the video segments, the CUDA wait flags, the
