@@ -41,7 +41,7 @@ class Waiting(Generic[T]):
         if max_frames < 1:
             raise ValueError(f"max_frames must be at least 1, got {max_frames}")
         self.frames, self.join, self.max_frames = frames, join, max_frames
-        self._items: deque[T | None] = deque()
+        self._items: deque[tuple[T, int] | None] = deque()  # each batch with its frames
         self._waiting = 0  # frames in _items
         self._changed = threading.Condition()
 
@@ -51,10 +51,13 @@ class Waiting(Generic[T]):
         The stop is handed over at once, after every batch already waiting.
         """
         with self._changed:
-            if item is not None:
+            if item is None:
+                self._items.append(None)
+            else:
+                frames = self.frames(item)
                 self._changed.wait_for(lambda: self._waiting < self.max_frames)
-                self._waiting += self.frames(item)
-            self._items.append(item)
+                self._waiting += frames
+                self._items.append((item, frames))
             self._changed.notify_all()
 
     def take(self) -> T | None:
@@ -68,12 +71,13 @@ class Waiting(Generic[T]):
             first = self._items.popleft()
             if first is None:
                 return None
-            taken, frames = [first], self.frames(first)
-            while self._items and self._items[0] is not None:
-                more = self.frames(self._items[0])
+            taken, frames = [first[0]], first[1]
+            while (following := self._items[0] if self._items else None) is not None:
+                item, more = following
                 if frames + more > self.max_frames:
                     break
-                taken.append(self._items.popleft())
+                self._items.popleft()
+                taken.append(item)
                 frames += more
             self._waiting -= frames
             self._changed.notify_all()
