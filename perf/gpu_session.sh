@@ -44,6 +44,7 @@
 #   bash perf/gpu_session.sh video_variants  # detect_video at 192 cameras per arrangement
 #                                        # (VIDEO_POINTS), 70 % of the best
 #   bash perf/gpu_session.sh video_instances  # the same per count of video pipeline instances
+#                                        # (VIDEO_INSTANCES, "6 4"), 70 % of each
 #   bash perf/gpu_session.sh nvdec_parallel  # one process's decoders: GIL share, threads vs processes
 #   bash perf/gpu_session.sh video_profile   # py-spy of detect_video_pipeline in its steady state
 #   bash perf/gpu_session.sh warm_up     # detect warmed up with a whole batch vs one frame
@@ -59,10 +60,10 @@
 #   bash perf/gpu_session.sh jpeg_ab     # detect at VARIANT_CAMERAS from this checkout and AB_BEFORE's
 #   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and from AB_BEFORE's
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: JPEG pipeline instances,
-#                                        # detect with the fastest count, bare and naive at 384
-#                                        # cameras and 70 %, the accuracy tests, the video profile
-#                                        # (REMAINING: the phases, in order); pack
+#                                        # REMAINING_LIMIT (540) s last: the accuracy tests,
+#                                        # 6 against 4 video pipeline instances with 70 % of each
+#                                        # peak, the other GPU tests (REMAINING: the phases, in
+#                                        # order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -615,17 +616,20 @@ video_variants() {
 video_70() {
   local name=$1 fps=$2 cameras=$3
   shift 3
-  env "$@" timeout 120 "${VIDEO[@]}" --cameras "$cameras" --rate "$(rate_70 "$fps" "$cameras")" \
+  # 180 s: its closed-loop point and its rate point, each after a server start (session 21:
+  # 120 s cut the run of 6 video instances at 160 cameras).
+  env "$@" timeout 180 "${VIDEO[@]}" --cameras "$cameras" --rate "$(rate_70 "$fps" "$cameras")" \
     --out "$OUT/video-$name-70" > "$OUT/video-$name-70.txt" 2>&1
   stop_all
 }
 
-# video_variants over counts of video pipeline instances (VIDEO_INSTANCES, "4 8": session 16
-# found 8 refused by NVDEC at 192 cameras).
+# video_variants over counts of video pipeline instances (VIDEO_INSTANCES, "6 4": the H100's
+# default since session 21 and the one before; session 16 found 8 refused by NVDEC at 192
+# cameras), each with a run at ~70 % of its own peak (VIDEO_EACH_70, default 1).
 video_instances() {
   local n points=""
-  for n in ${VIDEO_INSTANCES:-4 8}; do points+="x$n:CAMDET_VIDEO_PIPELINE_INSTANCES=$n;"; done
-  VIDEO_POINTS=${points%;} video_variants
+  for n in ${VIDEO_INSTANCES:-6 4}; do points+="x$n:CAMDET_VIDEO_PIPELINE_INSTANCES=$n;"; done
+  VIDEO_EACH_70=${VIDEO_EACH_70:-1} VIDEO_POINTS=${points%;} video_variants
 }
 
 # One detect_video point (NAME CAMERAS) and the server's CPU by thread over 5 s of its window.
@@ -786,21 +790,22 @@ video_ab() {
 }
 
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# jpeg_instances jpeg_best accuracy video_profile), each phase started only while the call
+# accuracy video_instances rest_tests), each phase started only while the call
 # has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases'
 # lengths on an H100: jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances
-# ~120 s, warm_up ~110 s, video_variants ~270 s, native ~85 s, decoders_parts ~200 s,
-# jpeg_ab ~135 s, video_ab ~170 s) and cut at what is left of it, then pack: for a call of
+# ~120 s, warm_up ~110 s, video_variants ~270 s, video_instances ~450 s, native ~85 s,
+# decoders_parts ~200 s, jpeg_ab ~135 s, video_ab ~170 s) and cut at what is left of it, then pack: for a call of
 # whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
-  for phase in ${REMAINING:-jpeg_instances jpeg_best accuracy video_profile}; do
+  for phase in ${REMAINING:-accuracy video_instances rest_tests}; do
     case $phase in
       accuracy) need=150 cap=260 ;;
       rest_tests) need=60 cap=160 ;;
       gather_ab) need=420 cap=540 ;;
       jpeg_instances) need=130 cap=220 ;;
-      video_variants|video_instances) need=200 cap=330 ;;
+      video_variants) need=200 cap=330 ;;
+      video_instances) need=260 cap=480 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
       jpeg_ab) need=120 cap=200 ;;
       video_ab) need=160 cap=320 ;;

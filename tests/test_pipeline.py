@@ -21,12 +21,12 @@ import tritonclient.grpc as grpcclient
 from camdet.contract import ENSEMBLE, VIDEO_ENSEMBLE
 from camdet.scenes import render_frame
 from camdet.serving import portable
-from camdet.serving.launch import has_cuda_gpu
+from camdet.serving.launch import driver_gpu_count, has_cuda_gpu, smallest_gpu_memory_gib
 from camdet.serving.portable import (
-    PIPELINE_INSTANCES,
-    VIDEO_PIPELINE_INSTANCES,
     add_pipelines,
     generate_portable_repository,
+    machine_pipeline_instances,
+    pipeline_instances,
 )
 from camdet.serving.repository import (
     PRODUCTION_REPOSITORY,
@@ -85,9 +85,9 @@ def test_pipelines_are_chosen_where_there_is_a_gpu(tmp_path: Path) -> None:
     cpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "c"))
     taken_in = portable.PIPELINE_VALIDATE  # True unless CAMDET_PIPELINE_VALIDATE=0
     assert steps(gpu[ENSEMBLE]) == ["validate"] * (not taken_in) + ["detect_pipeline"]
-    assert [g.count for g in gpu["detect_pipeline"].instance_group] == [PIPELINE_INSTANCES]
+    assert [g.count for g in gpu["detect_pipeline"].instance_group] == [pipeline_instances(False)]
     video = [g.count for g in gpu["detect_video_pipeline"].instance_group]
-    assert video == [VIDEO_PIPELINE_INSTANCES]
+    assert video == [pipeline_instances(True)]
     # The measured CUDA wait per pipeline unless CAMDET_CUDA_SCHEDULE says otherwise.
     chosen = portable.PIPELINE_CUDA_SCHEDULE
     for name, default in (("detect_pipeline", "blocking-sync"), ("detect_video_pipeline", "auto")):
@@ -145,12 +145,33 @@ def test_video_pipeline_instances_are_counted_apart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Set apart: more video processes cost the card NVDEC sessions (perf/RESULTS.md, session 16).
-    monkeypatch.setattr(portable, "VIDEO_PIPELINE_INSTANCES", PIPELINE_INSTANCES + 4)
+    monkeypatch.setenv("CAMDET_PIPELINE_INSTANCES", "3")
+    monkeypatch.setenv("CAMDET_VIDEO_PIPELINE_INSTANCES", "5")
     gpu = read_repository(generate_portable_repository(PRODUCTION_REPOSITORY, tmp_path / "g", True))
     counts = [
         [g.count for g in gpu[f"{n}_pipeline"].instance_group] for n in (ENSEMBLE, VIDEO_ENSEMBLE)
     ]
-    assert counts == [[PIPELINE_INSTANCES], [PIPELINE_INSTANCES + 4]]
+    assert counts == [[3], [5]]
+
+
+def test_pipeline_instances_fit_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An H100 host (16 cores, 80 GB): 6 of each, which served more than 4 there (session 21).
+    assert machine_pipeline_instances(16, 79.6) == 6
+    assert machine_pipeline_instances(128, 139.8) == 6  # no more than measured to help
+    assert machine_pipeline_instances(8, 79.6) == 4  # two cores an instance
+    assert machine_pipeline_instances(32, 44.4) == 3  # an L40S's 48 GB
+    assert machine_pipeline_instances(16, 23.6) == 1  # a 24 GB card: one of each
+    assert machine_pipeline_instances(2, None) == 1
+    # The card's memory comes from the driver, wherever there is one.
+    assert (smallest_gpu_memory_gib() is None) == (driver_gpu_count() == 0)
+    # Without the variables, the server's machine decides.
+    monkeypatch.delenv("CAMDET_PIPELINE_INSTANCES", raising=False)
+    monkeypatch.delenv("CAMDET_VIDEO_PIPELINE_INSTANCES", raising=False)
+    monkeypatch.setattr(portable, "smallest_gpu_memory_gib", lambda: 79.6)
+    monkeypatch.setattr(portable.os, "cpu_count", lambda: 16)
+    assert (pipeline_instances(False), pipeline_instances(True)) == (6, 6)
+    monkeypatch.setenv("CAMDET_VIDEO_PIPELINE_INSTANCES", "4")
+    assert (pipeline_instances(False), pipeline_instances(True)) == (6, 4)
 
 
 @contextmanager

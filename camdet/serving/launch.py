@@ -126,16 +126,43 @@ def has_cuda_gpu() -> bool:
 
 def driver_gpu_count() -> int:
     """GPUs the CUDA driver sees (0 without a driver), asked without torch."""
+    found = _driver_devices()
+    return 0 if found is None else found[1]
+
+
+def smallest_gpu_memory_gib() -> float | None:
+    """Total memory of the smallest GPU the CUDA driver sees, GiB (None: no GPU or driver).
+
+    Asked of the driver (``cuDeviceTotalMem``), which needs no CUDA context: the server's
+    parent process makes none.
+    """
+    found = _driver_devices()
+    if found is None or found[1] == 0:
+        return None
+    cuda, count = found
+    sizes = []
+    for ordinal in range(count):
+        device, size = ctypes.c_int(), ctypes.c_size_t()
+        if cuda.cuDeviceGet(ctypes.byref(device), ordinal) != 0:
+            return None
+        if cuda.cuDeviceTotalMem_v2(ctypes.byref(size), device) != 0:
+            return None
+        sizes.append(size.value)
+    return min(sizes) / 2**30
+
+
+def _driver_devices() -> tuple[ctypes.CDLL, int] | None:
+    """The initialised CUDA driver and how many GPUs it sees (None: no driver)."""
     from camdet.runtime.cuda_schedule import driver
 
     try:
         cuda, status = driver()
     except OSError:
-        return 0
+        return None
     count = ctypes.c_int()
     if status != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return 0
-    return count.value
+        return None
+    return cuda, count.value
 
 
 @functools.cache

@@ -38,6 +38,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from camdet.serving.backends import serialize_dali_pipeline
+from camdet.serving.launch import smallest_gpu_memory_gib
 from camdet.serving.repository import read_config, read_repository, write_config
 
 logger = logging.getLogger(__name__)
@@ -213,20 +214,71 @@ def _to_cpu(config: mc.ModelConfig) -> None:
             del group.gpus[:]
 
 
-PIPELINE_INSTANCES = int(os.environ.get("CAMDET_PIPELINE_INSTANCES", "4"))
-"""Instances of each ``*_pipeline`` model per GPU (``CAMDET_PIPELINE_INSTANCES``), each
-overlapping its own batches: 1 / 2 / 3 overlapped instances gave 672 / 1,132 / 1,248
-frames/s at 256 JPEG cameras on an H100 (perf/RESULTS.md, session 7); under the private
-MPS daemon (:mod:`camdet.serving.mps`) 3 / 4 / 6 gave 1,560 / 1,752 / 1,688 (session 9)."""
+MAX_PIPELINE_INSTANCES = 6
+"""The most instances of each ``*_pipeline`` model per GPU that :func:`pipeline_instances`
+picks: on an H100 host of 16 cores 6 served more than 4, JPEG 2,256 against 1,981 frames/s
+at 384 cameras, H.264 1,769 against 1,419 at 160 cameras, and 6 of each gave 2,033 H.264
+frames/s at 192 cameras with none refused (perf/RESULTS.md, session 21). Earlier counts:
+1 / 2 / 3 overlapped instances 672 / 1,132 / 1,248 JPEG frames/s (session 7); under the
+private MPS daemon 3 / 4 / 6 gave 1,560 / 1,752 / 1,688 (session 9, while nvJPEG's hybrid
+decoder still took the cores); 8 video instances lost cameras to NVDEC at 192 (session 16:
+each GPU process holds ~7 of the card's ~288 NVDEC sessions)."""
 
-VIDEO_PIPELINE_INSTANCES = int(
-    os.environ.get("CAMDET_VIDEO_PIPELINE_INSTANCES", "") or PIPELINE_INSTANCES
-)
-"""Instances of the video ``*_pipeline`` model per GPU (``CAMDET_VIDEO_PIPELINE_INSTANCES``;
-empty: :data:`PIPELINE_INSTANCES`). At 192 H.264 cameras on an H100, 4 instances gave 1,631
-frames/s and 8 gave 1,480 with cameras refused: each GPU process holds ~7 of the card's
-~288 NVDEC sessions, and 8 took more cores per frame (perf/RESULTS.md, session 16). A
-process's cameras decode in parallel threads (``preprocess_video``'s ``decode_threads``)."""
+CORES_PER_PIPELINE_INSTANCE = 2
+"""Host cores per instance of each ``*_pipeline`` model: an instance's threads kept 0.8-1.2
+cores busy at the peak (perf/RESULTS.md, sessions 17 and 20), and Triton, ``validate`` and
+the clients need cores too."""
+
+GIB_PER_PIPELINE_INSTANCE = 3.5
+"""GPU memory a ``*_pipeline`` instance holds once it has served, GiB (an H100 server of 4 + 4
+instances held ~30 GB: ~3.5 per pipeline instance, ~2 per other GPU process,
+perf/RESULTS.md, session 17)."""
+
+GIB_FOR_THE_STEPS = 8.0
+"""GPU memory of the four other GPU processes (the step models), GiB."""
+
+GPU_MEMORY_SHARE = 0.75
+"""The share of a card the server's processes may plan on: the rest is for the cameras'
+NVDEC decoders, Triton's CUDA memory pool and whatever else runs there."""
+
+
+def machine_pipeline_instances(cores: int, gpu_gib: float | None) -> int:
+    """Instances of each ``*_pipeline`` model per GPU for a machine: as many as help, fit.
+
+    Both pipelines' instances and the step models must fit :data:`GPU_MEMORY_SHARE` of the
+    smallest card, each instance has :data:`CORES_PER_PIPELINE_INSTANCE` host cores, and
+    no more than :data:`MAX_PIPELINE_INSTANCES` (an H100 host of 16 cores and 80 GB: 6; a
+    24 GB card: 1). Only the H100's count is measured; the core and memory limits are
+    that host's figures scaled, so a smaller machine starts rather than running out.
+
+    Args:
+        cores: The host's CPU cores.
+        gpu_gib: Total memory of the smallest GPU, GiB (None: unknown, not a limit).
+    """
+    by_cores = cores // CORES_PER_PIPELINE_INSTANCE
+    by_memory = MAX_PIPELINE_INSTANCES
+    if gpu_gib is not None:
+        room = gpu_gib * GPU_MEMORY_SHARE - GIB_FOR_THE_STEPS
+        by_memory = int(room // (2 * GIB_PER_PIPELINE_INSTANCE))
+    return max(1, min(MAX_PIPELINE_INSTANCES, by_cores, by_memory))
+
+
+def pipeline_instances(video: bool) -> int:
+    """Instances per GPU of the JPEG or the video ``*_pipeline`` model.
+
+    ``CAMDET_PIPELINE_INSTANCES`` sets both counts, ``CAMDET_VIDEO_PIPELINE_INSTANCES``
+    the video pipeline's apart (more video processes cost the card NVDEC sessions,
+    perf/RESULTS.md, session 16); read when a repository is written. Without them: the
+    machine's (:func:`machine_pipeline_instances`).
+    """
+    names = ["CAMDET_PIPELINE_INSTANCES"]
+    if video:
+        names.insert(0, "CAMDET_VIDEO_PIPELINE_INSTANCES")
+    for name in names:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return machine_pipeline_instances(os.cpu_count() or 1, smallest_gpu_memory_gib())
+
 
 PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
 """Whether each ``*_pipeline`` instance overlaps its batches: a decode thread and a
@@ -284,8 +336,7 @@ def add_pipelines(
         detectors: Names of its detector models.
         gpu: Whether the instances are GPU instances.
         instances: Instances per GPU (one CPU instance without a GPU); None:
-            :data:`PIPELINE_INSTANCES`, or :data:`VIDEO_PIPELINE_INSTANCES` for a video
-            pipeline.
+            :func:`pipeline_instances`.
         validate: Take a ``validate`` step right in front of the run into the model too
             (None: :data:`PIPELINE_VALIDATE`).
     """
@@ -301,9 +352,11 @@ def add_pipelines(
         run = steps[start : start + 3]
         pipeline = _pipeline_config(ensemble, run, configs, check)
         video = configs[run[0].model_name].HasField("sequence_batching")
-        count = instances or (VIDEO_PIPELINE_INSTANCES if video else PIPELINE_INSTANCES)
+        count = (instances or pipeline_instances(video)) if gpu else 1
+        if gpu:
+            logger.info("%s: %d instances per GPU", pipeline.name, count)
         for group in pipeline.instance_group:
-            group.count = count if gpu else 1
+            group.count = count
         pipeline.parameters["overlap"].string_value = "yes" if PIPELINE_OVERLAP else "no"
         pipeline.parameters["gather"].string_value = "yes" if PIPELINE_GATHER else "no"
         schedule = PIPELINE_CUDA_SCHEDULE or DEFAULT_SCHEDULES[video]
