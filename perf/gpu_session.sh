@@ -60,10 +60,10 @@
 #   bash perf/gpu_session.sh jpeg_ab     # detect at VARIANT_CAMERAS from this checkout and AB_BEFORE's
 #   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and from AB_BEFORE's
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: the accuracy tests,
-#                                        # 6 against 4 video pipeline instances with 70 % of each
-#                                        # peak, the other GPU tests (REMAINING: the phases, in
-#                                        # order); pack
+#                                        # REMAINING_LIMIT (540) s last: 6 against 4 video
+#                                        # pipeline instances with 70 % of each peak, the
+#                                        # accuracy tests, the other GPU tests (REMAINING: the
+#                                        # phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
 #   bash perf/gpu_session.sh pack        # everything under $OUT as one results.tgz: the device
 #                                        # tool returns at most 8 files per call (end each call with it)
@@ -790,15 +790,15 @@ video_ab() {
 }
 
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# accuracy video_instances rest_tests), each phase started only while the call
-# has room for it (REMAINING_LIMIT seconds from the start, 540 by default; the phases'
-# lengths on an H100: jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances
-# ~120 s, warm_up ~110 s, video_variants ~270 s, video_instances ~450 s, native ~85 s,
-# decoders_parts ~200 s, jpeg_ab ~135 s, video_ab ~170 s) and cut at what is left of it, then pack: for a call of
-# whatever length the device tool gives.
+# video_instances accuracy rest_tests), each phase started only while the call has room for
+# it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an H100:
+# jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s, warm_up
+# ~110 s, video_variants ~270 s, video_instances ~450 s, native ~85 s, decoders_parts
+# ~200 s, jpeg_ab ~135 s, video_ab ~170 s) and cut at what is left of it, then pack: for a
+# call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
-  for phase in ${REMAINING:-accuracy video_instances rest_tests}; do
+  for phase in ${REMAINING:-video_instances accuracy rest_tests}; do
     case $phase in
       accuracy) need=150 cap=260 ;;
       rest_tests) need=60 cap=160 ;;
