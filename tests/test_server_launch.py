@@ -20,6 +20,7 @@ from camdet.serving.launch import (
     ServerError,
     has_cuda_gpu,
     portable_launch,
+    spawn,
 )
 from camdet.serving.repository import PRODUCTION_REPOSITORY
 from camdet.serving.server import Ports, TritonServer
@@ -213,6 +214,42 @@ def test_the_server_stops_when_the_process_that_started_it_is_killed(tmp_path: P
     if outlived:
         os.killpg(pid, signal.SIGKILL)
     assert not outlived, "tritonserver outlived the process that started it"
+
+
+def test_starting_a_child_runs_none_of_this_processs_python_in_it(tmp_path: Path) -> None:
+    # Between fork and exec a preexec_fn child cleared the other threads' states, so their
+    # thread-local objects were finalized there: a PyAV one hung the child before its exec
+    # (CI, session 21). The child must run none of the parent's Python.
+    code = (
+        "import os, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from camdet.serving.launch import spawn\n"
+        "marker = Path(sys.argv[1])\n"
+        "class Finalizer:\n"
+        "    def __del__(self):\n"
+        "        marker.write_text(str(os.getpid()))\n"
+        "store, held = threading.local(), threading.Event()\n"
+        "def hold():\n"
+        "    store.value = Finalizer(); held.set(); time.sleep(60)\n"
+        "threading.Thread(target=hold, daemon=True).start()\n"
+        "held.wait()\n"
+        "child = spawn(['sh', '-c', 'echo $$'], stdout=-1, text=True)\n"
+        "print(child.pid, child.communicate()[0].strip(), flush=True)\n"
+        "os._exit(0)  # the parent's own finalizers are not the question\n"
+    )
+    marker = tmp_path / "finalized"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(marker)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    pid, ran_as = done.stdout.split()
+    assert pid == ran_as  # the command itself, in the launched process's place
+    assert not marker.exists(), f"finalized in the child {marker.read_text()}"
+
+
+def test_a_missing_program_fails_in_the_caller() -> None:
+    with pytest.raises(FileNotFoundError, match="no-such-tritonserver"):
+        spawn(["no-such-tritonserver", "--help"])
 
 
 def running(pid: int) -> bool:

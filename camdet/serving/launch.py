@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import importlib.util
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +73,27 @@ def spawn(argv: list[str], **popen: Any) -> subprocess.Popen[bytes]:
     started the child, so every child is started from one thread that lives as long as
     the process, whichever thread asks (servers are started from thread pools too).
 
+    A fresh interpreter sets the signal and then execs the command (:data:`_END_WITH_PARENT`),
+    not a ``preexec_fn``: with one, the forked child runs this process's Python before
+    exec, clearing the other threads' states, whose thread-local objects are then
+    finalized in the child; a PyAV object's finalizer waited there for threads the child
+    does not have, and the server never started (CI, session 21).
+
     Args:
         argv: The command.
         **popen: :class:`subprocess.Popen`'s other arguments.
+
+    Raises:
+        FileNotFoundError: ``argv[0]`` is not a program on the child's ``PATH``.
     """
-    return _SPAWNER.submit(subprocess.Popen, argv, preexec_fn=_END_WITH_PARENT, **popen).result()
+    if _END_WITH_PARENT is not None:
+        path = (popen.get("env") or os.environ).get("PATH", os.defpath)
+        program = shutil.which(argv[0], path=path)
+        if program is None:
+            raise FileNotFoundError(errno.ENOENT, "no such program", argv[0])
+        launcher = [sys.executable, "-I", "-S", "-c", _END_WITH_PARENT, str(os.getpid())]
+        argv = [*launcher, program, *argv]
+    return _SPAWNER.submit(subprocess.Popen, argv, **popen).result()
 
 
 def _new_spawner() -> None:
@@ -94,20 +109,18 @@ _new_spawner()
 os.register_at_fork(after_in_child=_new_spawner)
 
 
-def _end_with_parent_hook() -> Callable[[], None] | None:
-    """The child's hook before exec: ``prctl(PR_SET_PDEATHSIG, SIGTERM)``.
-
-    Looked up here, in the parent: between fork and exec the child may not import or
-    load anything (another thread of the parent may have held the lock it would need).
-    """
-    try:
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux with glibc: no such guarantee
-        return None
-    return functools.partial(prctl, 1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-
-
-_END_WITH_PARENT = _end_with_parent_hook()
+_END_WITH_PARENT: str | None = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "if os.getppid() != int(sys.argv[1]):  # the parent ended before the signal was set\n"
+    "    sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[3:])\n"
+    if sys.platform == "linux"
+    else None
+)
+"""The launcher's code (``python -I -S -c``; arguments: the parent's PID, the program's
+path, the command): ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, which survives ``exec``, then
+the command in its place, same PID. None off Linux: no such guarantee there."""
 
 
 def has_cuda_gpu() -> bool:
