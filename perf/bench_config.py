@@ -33,6 +33,10 @@ class VideoClip:
         gop: Frames per keyframe interval (a 30 fps camera's usual one second).
         codec: ``"h264"`` or ``"hevc"`` (no B-frames, as cameras stream).
         segment_batches: GOP segments per run of the DALI segment decoder.
+        keyframes_in_step: Every camera's keyframe in the same frame slot (the worst
+            case, and the bench's only one until session 22); by default they are spread
+            over the GOP, as independent cameras' are
+            (:meth:`camdet.perf.measurement.LoadPoint.lead_in`).
     """
 
     size: tuple[int, int] = (1920, 1080)
@@ -40,6 +44,7 @@ class VideoClip:
     gop: int = 30
     codec: str = "h264"
     segment_batches: tuple[int, ...] = (8,)
+    keyframes_in_step: bool = False
 
     def __post_init__(self) -> None:
         if self.codec not in ("h264", "hevc"):
@@ -48,6 +53,11 @@ class VideoClip:
             raise ValueError(
                 f"the clip's {self.frames} frames must be a whole number of GOPs of {self.gop}"
             )
+
+    @property
+    def keyframe_spread(self) -> int:
+        """The video load points' ``gop``: frames the keyframes spread over, 0 in step."""
+        return 0 if self.keyframes_in_step else self.gop
 
 
 @dataclass
@@ -242,5 +252,6 @@ def config_from_options(options: dict[str, Any]) -> BenchConfig:
             gop=options["gop"],
             codec=options["codec"],
             segment_batches=_int_list(options["segment_batch"]),
+            keyframes_in_step=options.get("keyframes_in_step", False),
         ),
     )

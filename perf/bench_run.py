@@ -100,11 +100,15 @@ def server_points(config: BenchConfig, mode: str) -> list[LoadPoint]:
     points = []
     rates = [(c, None) for c in config.cameras] + list(config.rates)
     for shm in ("none",) if mode == "video" else config.shm:
-        points += [
-            LoadPoint(mode, c, fps, config.processes, shm, config.torch_threads, config.video.codec)
-            for c, fps in rates
-        ]
+        points += [_point(config, mode, c, fps, shm) for c, fps in rates]
     return points
+
+
+def _point(config: BenchConfig, mode: str, cameras: int, fps: float | None, shm: str) -> LoadPoint:
+    gop = config.video.keyframe_spread if mode == "video" else 0
+    return LoadPoint(
+        mode, cameras, fps, config.processes, shm, config.torch_threads, config.video.codec, gop
+    )
 
 
 def run_bench(config: BenchConfig) -> BenchReport:
@@ -195,10 +199,7 @@ def warm_up(
             continue
         cameras = max([*config.cameras, *(c for c, _ in config.rates)])
         for shm in {p.shm: None for p in server_points(config, mode)}:
-            point = LoadPoint(
-                mode, cameras, None, config.processes, shm, config.torch_threads,
-                config.video.codec,
-            )  # fmt: skip
+            point = _point(config, mode, cameras, None, shm)
             t0 = time.time()
             result = run_point(
                 probe.url, inputs.get(mode, frames), point, Window(0.0, seconds), probe

@@ -120,8 +120,17 @@ def run_cameras(
     """
     setups = [_request_function(point, url, str(c), frames) for c in cameras]
     logs = [CameraLog() for _ in cameras]
-    for (detect, _, _), camera, log in zip(setups, cameras, logs, strict=True):
-        _warm_camera(detect, frames[point.first_frame(camera, len(frames))], log)
+    # At once: a video camera's lead-in is up to a GOP of frames, one request at a time.
+    warming = [
+        threading.Thread(
+            target=_warm_camera, args=(detect, _lead_in(point, c, frames), log), daemon=True
+        )
+        for (detect, _, _), c, log in zip(setups, cameras, logs, strict=True)
+    ]
+    for thread in warming:
+        thread.start()
+    for thread in warming:
+        thread.join()
     if ready is not None:
         ready()
     t0 = start() if callable(start) else start
@@ -132,7 +141,7 @@ def run_cameras(
             args=(
                 detect,
                 frames,
-                point.first_frame(c, len(frames)),
+                point.first_frame(c, len(frames)) + point.lead_in(c),
                 point.fps,
                 c / point.cameras,
                 t0,
@@ -159,8 +168,18 @@ def run_cameras(
     return merged
 
 
-def _warm_camera(detect: Callable[[bytes], Any], frame: bytes, log: CameraLog) -> None:
-    """Connect and warm one camera's path with its first frame, before the window.
+def _lead_in(point: LoadPoint, camera: int, frames: Sequence[bytes]) -> list[bytes]:
+    """What a camera sends before its clock starts: its first frame, or its lead-in.
+
+    With no lead-in the camera's loop sends its first frame again (a video stream
+    restarts at its keyframe); with one it goes on with the frame after the lead-in.
+    """
+    first = point.first_frame(camera, len(frames))
+    return [frames[(first + i) % len(frames)] for i in range(max(1, point.lead_in(camera)))]
+
+
+def _warm_camera(detect: Callable[[bytes], Any], frames: Sequence[bytes], log: CameraLog) -> None:
+    """Connect and warm one camera's path with its first frames, in order, before the window.
 
     A refusal here is this camera's alone, as it is in the window (a card with no NVDEC
     decoder left refuses the cameras beyond its limit, perf/RESULTS.md session 12): its
@@ -170,7 +189,8 @@ def _warm_camera(detect: Callable[[bytes], Any], frame: bytes, log: CameraLog) -
     from tritonclient.utils import InferenceServerException
 
     try:
-        detect(frame)
+        for frame in frames:
+            detect(frame)
     except (InferenceServerException, ValueError) as exc:
         _keep_error(log, f"before the window: {exc}")
 

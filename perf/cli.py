@@ -159,6 +159,14 @@ def bench(
     ] = 60,
     gop: Annotated[int, typer.Option(help="Video modes: frames per keyframe interval.")] = 30,
     codec: Annotated[str, typer.Option(help="Video modes: h264 or hevc.")] = "h264",
+    keyframes_in_step: Annotated[
+        bool,
+        typer.Option(
+            "--keyframes-in-step",
+            help="Video modes: every camera's keyframe in the same frame slot (the worst "
+            "case); by default they are spread over the GOP, as independent cameras' are.",
+        ),
+    ] = False,
     segment_batch: Annotated[
         str, typer.Option(help="segment mode: GOP segments per decoder run.")
     ] = "8",

@@ -59,9 +59,12 @@
 #   bash perf/gpu_session.sh jpeg_best   # `jpeg` with the fastest count `jpeg_instances` found
 #   bash perf/gpu_session.sh jpeg_ab     # detect at VARIANT_CAMERAS from this checkout and AB_BEFORE's
 #   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and from AB_BEFORE's
+#   bash perf/gpu_session.sh keyframes   # detect_video at VIDEO_CAMERAS per count of video
+#                                        # pipeline instances (KEYFRAME_INSTANCES, "6 4"): the
+#                                        # peak, then 70 % of it with the cameras' keyframes
+#                                        # spread and in step, on one server each
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
-#                                        # REMAINING_LIMIT (540) s last: 6 against 4 video
-#                                        # pipeline instances with 70 % of each peak, the
+#                                        # REMAINING_LIMIT (540) s last: `keyframes`, the
 #                                        # accuracy tests, the other GPU tests (REMAINING: the
 #                                        # phases, in order); pack
 #   bash perf/gpu_session.sh all         # everything above, in this order, then pack
@@ -632,6 +635,48 @@ video_instances() {
   VIDEO_EACH_70=${VIDEO_EACH_70:-1} VIDEO_POINTS=${points%;} video_variants
 }
 
+# detect_video at VIDEO_CAMERAS (192) per count of video pipeline instances
+# (KEYFRAME_INSTANCES, "6 4"), each on one `camdet serve` (ports 8100-8102): the closed-loop
+# peak, then ~70 % of it with the cameras' keyframes spread over the GOP (the bench's default
+# since session 22, as independent cameras' are) and in step (every camera's keyframe in
+# one frame slot, as sessions 16-21 measured): video-kfN, video-kfN-70, video-kfN-70-step.
+keyframes() {
+  local n
+  gpu_before
+  for n in ${KEYFRAME_INSTANCES:-6 4}; do
+    CAMDET_VIDEO_PIPELINE_INSTANCES=$n timeout "${KEYFRAME_TIMEOUT:-200}" bash "$0" \
+      keyframe_point "kf$n"
+    stop_all
+  done
+}
+
+# keyframes' three runs (NAME) on one server: its start and the peak's warm-up run once.
+keyframe_point() {
+  local name=video-$1 cameras=${VIDEO_CAMERAS:-192} server fps rate
+  serve_portable "$name-server.txt"
+  "${VIDEO[@]}" --url localhost:8101 --cameras "$cameras" --out "$OUT/$name" \
+    > "$OUT/$name.txt" 2>&1
+  if fps=$(peak "$OUT/$name/bench.json" video); then
+    rate=$(rate_70 "$fps" "$cameras")
+    "${VIDEO[@]}" --url localhost:8101 --no-warmup-run --cameras "" --rate "$rate" \
+      --out "$OUT/$name-70" > "$OUT/$name-70.txt" 2>&1
+    "${VIDEO[@]}" --url localhost:8101 --no-warmup-run --cameras "" --rate "$rate" \
+      --keyframes-in-step --out "$OUT/$name-70-step" > "$OUT/$name-70-step.txt" 2>&1
+    echo "$name: peak $fps frames/s at $cameras cameras; at $rate p50/p99 ms: spread" \
+      "$(tail_of "$OUT/$name-70/bench.json"), in step $(tail_of "$OUT/$name-70-step/bench.json")" \
+      | tee -a "$OUT/summary.txt"
+  fi
+  kill "$server"; wait "$server"
+}
+
+# The p50/p99 ms of a bench.json's fixed-rate video point, and its failed frames.
+tail_of() { python - "$1" <<'EOF3'
+import json, sys
+point = next(r for r in json.load(open(sys.argv[1]))["results"] if r["fps"])
+print(f"{point['latency']['p50_ms']:.1f}/{point['latency']['p99_ms']:.1f} ({point['failed']} failed)")
+EOF3
+}
+
 # One detect_video point (NAME CAMERAS) and the server's CPU by thread over 5 s of its window.
 video_point() {
   local name=$1 cameras=$2 bench port
@@ -790,7 +835,7 @@ video_ab() {
 }
 
 # What #21 still lacks on the card, most wanted first (REMAINING: phase names, by default
-# video_instances accuracy rest_tests), each phase started only while the call has room for
+# keyframes accuracy rest_tests), each phase started only while the call has room for
 # it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an H100:
 # jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s, warm_up
 # ~110 s, video_variants ~270 s, video_instances ~450 s, native ~85 s, decoders_parts
@@ -798,7 +843,7 @@ video_ab() {
 # call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
-  for phase in ${REMAINING:-video_instances accuracy rest_tests}; do
+  for phase in ${REMAINING:-keyframes accuracy rest_tests}; do
     case $phase in
       accuracy) need=150 cap=260 ;;
       rest_tests) need=60 cap=160 ;;
@@ -806,6 +851,7 @@ remaining() {
       jpeg_instances) need=130 cap=220 ;;
       video_variants) need=200 cap=330 ;;
       video_instances) need=260 cap=480 ;;
+      keyframes) need=200 cap=420 ;;
       jpeg|jpeg_best) need=200 cap=240 ;;
       jpeg_ab) need=120 cap=200 ;;
       video_ab) need=160 cap=320 ;;

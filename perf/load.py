@@ -2,7 +2,8 @@
 
 A camera sends JPEG frames (``ours``: to ``detect``), raw tensors (``naive``: to the
 ``detector`` alone), or a clip's H.264/HEVC access units in order (``video``: one
-``detect_video`` sequence per camera, starting at the clip's keyframe and looping).
+``detect_video`` sequence per camera, starting at the clip's keyframe and looping; the
+cameras' keyframes fall in different frame slots, see ``LoadPoint.lead_in``).
 
 Each camera is a thread with its own gRPC client and one request in flight. Without a
 frame rate it sends the next frame as soon as the previous answer arrives (capacity

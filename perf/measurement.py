@@ -36,6 +36,10 @@ class LoadPoint:
             (``"none"`` only for video).
         torch_threads: torch intra-op threads of the clients (naive NMS); None: default.
         codec: The clip's codec (video only).
+        gop: Video only: the clip's keyframe interval in frames, over which the cameras'
+            keyframes are spread, as independent cameras' streams are out of step (see
+            :meth:`lead_in`). 0 keeps every camera's keyframe in the same frame slot: the
+            worst case, and the bench's only one until session 22 (perf/RESULTS.md).
     """
 
     mode: str
@@ -45,12 +49,15 @@ class LoadPoint:
     shm: str = "none"
     torch_threads: int | None = None
     codec: str = "h264"
+    gop: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.cameras < 1 or self.processes < 0 or (self.fps is not None and self.fps <= 0):
             raise ValueError(f"invalid load point {self}")
+        if self.gop < 0:
+            raise ValueError(f"gop must be >= 0, got {self.gop}")
         if self.mode == "video" and self.shm != "none":
             raise ValueError("video cameras send their access units over gRPC (shm none)")
 
@@ -62,11 +69,22 @@ class LoadPoint:
         """
         return 0 if self.mode == "video" else camera % num_frames
 
+    def lead_in(self, camera: int) -> int:
+        """Frames camera ``camera`` sends before its clock starts, in order, from its first.
+
+        A video camera ``c`` of ``n`` sends ``c * gop // n`` of its stream's frames ahead,
+        so the cameras' keyframes fall evenly over the GOP's frame slots instead of all
+        in one: at 192 cameras in step, every camera's keyframe arrived within one frame
+        interval of the others', once per GOP. Every other camera sends none.
+        """
+        return camera * self.gop // self.cameras if self.mode == "video" else 0
+
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``"ours 4 cam @ 5 fps"``."""
         rate = f" @ {self.fps:g} fps" if self.fps else ""
-        return f"{self.mode} {self.cameras} cam{rate}"
+        in_step = " keyframes in step" if self.mode == "video" and not self.gop else ""
+        return f"{self.mode} {self.cameras} cam{rate}{in_step}"
 
 
 @dataclass(frozen=True)

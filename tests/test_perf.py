@@ -560,6 +560,19 @@ def test_cameras_start_at_their_own_frame_and_wrap_when_they_outnumber_frames() 
     assert LoadPoint("video", cameras=5).first_frame(3, 2) == 0  # a stream starts at its keyframe
 
 
+def test_video_cameras_keyframes_fall_evenly_over_the_gop_unless_in_step() -> None:
+    # Camera c's loop starts after its lead-in, so its keyframes come (gop - lead-in) frame
+    # slots after its clock starts: 8 cameras over a GOP of 4 give two in each slot.
+    spread = LoadPoint("video", cameras=8, gop=4)
+    slots = [(4 - spread.lead_in(c)) % 4 for c in range(8)]
+    assert sorted(slots) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert spread.label == "video 8 cam"
+    in_step = LoadPoint("video", cameras=8)
+    assert {in_step.lead_in(c) for c in range(8)} == {0}
+    assert in_step.label == "video 8 cam keyframes in step"
+    assert LoadPoint("ours", cameras=8, gop=4).lead_in(7) == 0  # JPEG cameras have no GOP
+
+
 @pytest.mark.server
 @pytest.mark.parametrize("mode", ["ours", "naive"])
 def test_cameras_in_several_processes_over_system_shared_memory(server, frames, mode) -> None:
