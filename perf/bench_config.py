@@ -33,8 +33,8 @@ class VideoClip:
         gop: Frames per keyframe interval (a 30 fps camera's usual one second).
         codec: ``"h264"`` or ``"hevc"`` (no B-frames, as cameras stream).
         segment_batches: GOP segments per run of the DALI segment decoder.
-        keyframes_in_step: Every camera's keyframe in the same frame slot (the worst
-            case, and the bench's only one until session 22); by default they are spread
+        keyframes_in_step: Every camera's keyframe in the same frame slot (as the bench
+            sent them until session 22); by default they are spread
             over the GOP, as independent cameras' are
             (:meth:`camdet.perf.measurement.LoadPoint.lead_in`).
     """

@@ -163,8 +163,9 @@ def bench(
         bool,
         typer.Option(
             "--keyframes-in-step",
-            help="Video modes: every camera's keyframe in the same frame slot (the worst "
-            "case); by default they are spread over the GOP, as independent cameras' are.",
+            help="Video modes: every camera's keyframe in the same frame slot (the bench "
+            "until session 22); by default they are spread over the GOP, as independent "
+            "cameras' are.",
         ),
     ] = False,
     segment_batch: Annotated[

@@ -60,7 +60,7 @@
 #   bash perf/gpu_session.sh jpeg_ab     # detect at VARIANT_CAMERAS from this checkout and AB_BEFORE's
 #   bash perf/gpu_session.sh video_ab    # detect_video from this checkout and from AB_BEFORE's
 #   bash perf/gpu_session.sh keyframes   # detect_video at VIDEO_CAMERAS per count of video
-#                                        # pipeline instances (KEYFRAME_INSTANCES, "6 4"): the
+#                                        # pipeline instances (KEYFRAME_INSTANCES, "5 6"): the
 #                                        # peak, then 70 % of it with the cameras' keyframes
 #                                        # spread and in step, on one server each
 #   bash perf/gpu_session.sh remaining   # what #21 still lacks, most wanted first, while
@@ -636,14 +636,15 @@ video_instances() {
 }
 
 # detect_video at VIDEO_CAMERAS (192) per count of video pipeline instances
-# (KEYFRAME_INSTANCES, "6 4"), each on one `camdet serve` (ports 8100-8102): the closed-loop
+# (KEYFRAME_INSTANCES, "5 6": the H100's default since session 22 and the one before), each
+# on one `camdet serve` (ports 8100-8102), ~175 s per count on an H100: the closed-loop
 # peak, then ~70 % of it with the cameras' keyframes spread over the GOP (the bench's default
 # since session 22, as independent cameras' are) and in step (every camera's keyframe in
 # one frame slot, as sessions 16-21 measured): video-kfN, video-kfN-70, video-kfN-70-step.
 keyframes() {
   local n
   gpu_before
-  for n in ${KEYFRAME_INSTANCES:-6 4}; do
+  for n in ${KEYFRAME_INSTANCES:-5 6}; do
     CAMDET_VIDEO_PIPELINE_INSTANCES=$n timeout "${KEYFRAME_TIMEOUT:-200}" bash "$0" \
       keyframe_point "kf$n"
     stop_all
@@ -839,7 +840,7 @@ video_ab() {
 # it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an H100:
 # jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s, warm_up
 # ~110 s, video_variants ~270 s, video_instances ~450 s, native ~85 s, decoders_parts
-# ~200 s, jpeg_ab ~135 s, video_ab ~170 s) and cut at what is left of it, then pack: for a
+# ~200 s, jpeg_ab ~135 s, video_ab ~170 s, keyframes ~175 s per count) and cut at what is left of it, then pack: for a
 # call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left

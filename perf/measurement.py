@@ -38,8 +38,9 @@ class LoadPoint:
         codec: The clip's codec (video only).
         gop: Video only: the clip's keyframe interval in frames, over which the cameras'
             keyframes are spread, as independent cameras' streams are out of step (see
-            :meth:`lead_in`). 0 keeps every camera's keyframe in the same frame slot: the
-            worst case, and the bench's only one until session 22 (perf/RESULTS.md).
+            :meth:`lead_in`). 0 keeps every camera's keyframe in the same frame slot, as
+            the bench did until session 22 (on the H100 both gave the same p99 at 70 % of
+            the peak, perf/RESULTS.md).
     """
 
     mode: str

@@ -155,9 +155,13 @@ def test_video_pipeline_instances_are_counted_apart(
 
 
 def test_pipeline_instances_fit_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
-    # An H100 host (16 cores, 80 GB): 6 of each, which served more than 4 there (session 21).
+    # An H100 host (16 cores, 80 GB): 6 JPEG pipelines, which served more than 4 there
+    # (session 21), and 5 video ones, whose p99 at 70 % of the peak stayed under 100 ms
+    # where 6's did not (session 22).
     assert machine_pipeline_instances(16, 79.6) == 6
+    assert machine_pipeline_instances(16, 79.6, video=True) == 5
     assert machine_pipeline_instances(128, 139.8) == 6  # no more than measured to help
+    assert machine_pipeline_instances(8, 79.6, video=True) == 4  # two cores an instance
     assert machine_pipeline_instances(8, 79.6) == 4  # two cores an instance
     assert machine_pipeline_instances(32, 44.4) == 3  # an L40S's 48 GB
     assert machine_pipeline_instances(16, 23.6) == 1  # a 24 GB card: one of each
@@ -169,7 +173,7 @@ def test_pipeline_instances_fit_the_machine(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("CAMDET_VIDEO_PIPELINE_INSTANCES", raising=False)
     monkeypatch.setattr(portable, "smallest_gpu_memory_gib", lambda: 79.6)
     monkeypatch.setattr(portable.os, "cpu_count", lambda: 16)
-    assert (pipeline_instances(False), pipeline_instances(True)) == (6, 6)
+    assert (pipeline_instances(False), pipeline_instances(True)) == (6, 5)
     monkeypatch.setenv("CAMDET_VIDEO_PIPELINE_INSTANCES", "4")
     assert (pipeline_instances(False), pipeline_instances(True)) == (6, 4)
 

@@ -222,7 +222,14 @@ frames/s at 192 cameras with none refused (perf/RESULTS.md, session 21). Earlier
 1 / 2 / 3 overlapped instances 672 / 1,132 / 1,248 JPEG frames/s (session 7); under the
 private MPS daemon 3 / 4 / 6 gave 1,560 / 1,752 / 1,688 (session 9, while nvJPEG's hybrid
 decoder still took the cores); 8 video instances lost cameras to NVDEC at 192 (session 16:
-each GPU process holds ~7 of the card's ~288 NVDEC sessions)."""
+each GPU process holds ~7 of the card's ~288 NVDEC sessions). The video pipeline's count
+stops lower, at :data:`MAX_VIDEO_PIPELINE_INSTANCES`."""
+
+MAX_VIDEO_PIPELINE_INSTANCES = 5
+"""The most ``detect_video_pipeline`` instances per GPU: on the H100 host, H.264 at 192
+cameras with 4 / 5 / 6 of them gave 1,972 / 2,068 and 1,980 / 2,104 frames/s, and at ~70 %
+of each peak p99 77 / 84-86 / 103 ms (perf/RESULTS.md, session 22; 5 at 224 cameras: 2,075,
+p99 84). The sixth adds ~2 % throughput and ~18 ms to the tail at a steady load."""
 
 CORES_PER_PIPELINE_INSTANCE = 2
 """Host cores per instance of each ``*_pipeline`` model: an instance's threads kept 0.8-1.2
@@ -242,25 +249,28 @@ GPU_MEMORY_SHARE = 0.75
 NVDEC decoders, Triton's CUDA memory pool and whatever else runs there."""
 
 
-def machine_pipeline_instances(cores: int, gpu_gib: float | None) -> int:
-    """Instances of each ``*_pipeline`` model per GPU for a machine: as many as help, fit.
+def machine_pipeline_instances(cores: int, gpu_gib: float | None, video: bool = False) -> int:
+    """Instances of a ``*_pipeline`` model per GPU for a machine: as many as help, fit.
 
     Both pipelines' instances and the step models must fit :data:`GPU_MEMORY_SHARE` of the
     smallest card, each instance has :data:`CORES_PER_PIPELINE_INSTANCE` host cores, and
-    no more than :data:`MAX_PIPELINE_INSTANCES` (an H100 host of 16 cores and 80 GB: 6; a
-    24 GB card: 1). Only the H100's count is measured; the core and memory limits are
-    that host's figures scaled, so a smaller machine starts rather than running out.
+    no more than :data:`MAX_PIPELINE_INSTANCES` (video: :data:`MAX_VIDEO_PIPELINE_INSTANCES`;
+    an H100 host of 16 cores and 80 GB: 6 JPEG and 5 video; a 24 GB card: 1). Only the
+    H100's counts are measured; the core and memory limits are that host's figures scaled,
+    so a smaller machine starts rather than running out.
 
     Args:
         cores: The host's CPU cores.
         gpu_gib: Total memory of the smallest GPU, GiB (None: unknown, not a limit).
+        video: The count of ``detect_video_pipeline`` rather than ``detect_pipeline``.
     """
     by_cores = cores // CORES_PER_PIPELINE_INSTANCE
-    by_memory = MAX_PIPELINE_INSTANCES
+    most = MAX_VIDEO_PIPELINE_INSTANCES if video else MAX_PIPELINE_INSTANCES
+    by_memory = most
     if gpu_gib is not None:
         room = gpu_gib * GPU_MEMORY_SHARE - GIB_FOR_THE_STEPS
         by_memory = int(room // (2 * GIB_PER_PIPELINE_INSTANCE))
-    return max(1, min(MAX_PIPELINE_INSTANCES, by_cores, by_memory))
+    return max(1, min(most, by_cores, by_memory))
 
 
 def pipeline_instances(video: bool) -> int:
@@ -277,7 +287,7 @@ def pipeline_instances(video: bool) -> int:
     for name in names:
         if os.environ.get(name):
             return int(os.environ[name])
-    return machine_pipeline_instances(os.cpu_count() or 1, smallest_gpu_memory_gib())
+    return machine_pipeline_instances(os.cpu_count() or 1, smallest_gpu_memory_gib(), video)
 
 
 PIPELINE_OVERLAP = os.environ.get("CAMDET_PIPELINE_OVERLAP", "1") != "0"
