@@ -34,9 +34,8 @@ class VideoClip:
         codec: ``"h264"`` or ``"hevc"`` (no B-frames, as cameras stream).
         segment_batches: GOP segments per run of the DALI segment decoder.
         keyframes_in_step: Every camera's keyframe in the same frame slot (as the bench
-            sent them until session 22); by default they are spread
-            over the GOP, as independent cameras' are
-            (:meth:`camdet.perf.measurement.LoadPoint.lead_in`).
+            sent them until session 22); by default they are spread over the GOP, as
+            independent cameras' are (:meth:`camdet.perf.measurement.LoadPoint.lead_in`).
     """
 
     size: tuple[int, int] = (1920, 1080)

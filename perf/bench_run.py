@@ -105,6 +105,7 @@ def server_points(config: BenchConfig, mode: str) -> list[LoadPoint]:
 
 
 def _point(config: BenchConfig, mode: str, cameras: int, fps: float | None, shm: str) -> LoadPoint:
+    """One of the config's load points (video: its keyframes spread as the clip says)."""
     gop = config.video.keyframe_spread if mode == "video" else 0
     return LoadPoint(
         mode, cameras, fps, config.processes, shm, config.torch_threads, config.video.codec, gop

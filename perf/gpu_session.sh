@@ -840,8 +840,8 @@ video_ab() {
 # it (REMAINING_LIMIT seconds from the start, 540 by default; the phases' lengths on an H100:
 # jpeg at one camera count ~170-210 s, accuracy ~130 s, jpeg_instances ~120 s, warm_up
 # ~110 s, video_variants ~270 s, video_instances ~450 s, native ~85 s, decoders_parts
-# ~200 s, jpeg_ab ~135 s, video_ab ~170 s, keyframes ~175 s per count) and cut at what is left of it, then pack: for a
-# call of whatever length the device tool gives.
+# ~200 s, jpeg_ab ~135 s, video_ab ~170 s, keyframes ~175 s per count) and cut at what is
+# left of it, then pack: for a call of whatever length the device tool gives.
 remaining() {
   local limit=${REMAINING_LIMIT:-540} start=$SECONDS phase need cap left
   for phase in ${REMAINING:-keyframes accuracy rest_tests}; do

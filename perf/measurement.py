@@ -76,7 +76,7 @@ class LoadPoint:
         A video camera ``c`` of ``n`` sends ``c * gop // n`` of its stream's frames ahead,
         so the cameras' keyframes fall evenly over the GOP's frame slots instead of all
         in one: at 192 cameras in step, every camera's keyframe arrived within one frame
-        interval of the others', once per GOP. Every other camera sends none.
+        interval of the others', once per GOP. A JPEG camera sends none.
         """
         return camera * self.gop // self.cameras if self.mode == "video" else 0
 
